@@ -1,0 +1,226 @@
+"""A batched, box-constrained L-BFGS with one line search per member.
+
+Every member of the batch is its own optimisation problem: it keeps its own
+curvature pairs, takes its own step length and meets its own convergence test.
+Members that have converged are frozen and are no longer evaluated; the
+members still searching share one batched objective evaluation per line-search
+trial. A member's path therefore does not depend on the other members.
+
+Bounds are handled by projection (a projected quasi-Newton method): variables
+at a bound whose gradient points outwards are held for the iteration, and every
+trial point is clipped into the box. The stopping rules mirror scipy's
+L-BFGS-B: relative decrease of the objective below ``ftol`` or infinity norm of
+the projected gradient below ``gtol``.
+
+Shape glossary: ``b`` members, ``P`` variables per member, ``M`` history.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["LBFGSResult", "minimize_lbfgs"]
+
+_C1 = 1e-4  # Armijo sufficient-decrease constant
+
+
+@dataclass(frozen=True)
+class LBFGSResult:
+    """Outcome of :func:`minimize_lbfgs`, one entry per member.
+
+    Attributes
+    ----------
+    x : Tensor of shape (b, P)
+    fun : Tensor of shape (b,)
+    grad : Tensor of shape (b, P)
+    n_iter : Tensor of shape (b,), int64
+    converged : Tensor of shape (b,), bool
+        True where a stopping rule (``ftol`` or ``gtol``) was met, False where
+        the member ran out of iterations, its line search failed, or its
+        objective could not be evaluated at the starting point.
+    n_evaluations : int
+        Number of batched objective evaluations (all members together).
+    """
+
+    x: torch.Tensor
+    fun: torch.Tensor
+    grad: torch.Tensor
+    n_iter: torch.Tensor
+    converged: torch.Tensor
+    n_evaluations: int
+
+
+def _projected_gradient(x, g, lower, upper):
+    """``P(x - g) - x``: the step to the box along the negative gradient."""
+    return torch.minimum(torch.maximum(x - g, lower), upper) - x
+
+
+def _two_loop(g, S, Y, valid):
+    """``H g`` for every member by the L-BFGS two-loop recursion.
+
+    Parameters
+    ----------
+    g : Tensor of shape (b, P)
+    S, Y : Tensor of shape (b, M, P)
+        Curvature pairs, newest last.
+    valid : Tensor of shape (b, M), bool
+
+    Returns
+    -------
+    Tensor of shape (b, P)
+    """
+    M = S.shape[1]
+    sy = (S * Y).sum(-1)
+    rho = torch.where(valid, 1.0 / torch.where(valid, sy, torch.ones_like(sy)), torch.zeros_like(sy))
+    q = g.clone()
+    alphas = []
+    for i in range(M - 1, -1, -1):
+        a = rho[:, i] * (S[:, i] * q).sum(-1)
+        q -= a.unsqueeze(-1) * Y[:, i]
+        alphas.append(a)
+    # initial Hessian scaling s^T y / y^T y from the newest pair
+    yy = (Y[:, -1] * Y[:, -1]).sum(-1)
+    gamma = torch.where(valid[:, -1], sy[:, -1] / torch.where(valid[:, -1], yy, torch.ones_like(yy)),
+                        torch.ones_like(yy))
+    r = gamma.unsqueeze(-1) * q
+    for i, a in zip(range(M), reversed(alphas)):
+        beta = rho[:, i] * (Y[:, i] * r).sum(-1)
+        r += (a - beta).unsqueeze(-1) * S[:, i]
+    return r
+
+
+def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446049250313e-09,
+                   gtol=1e-5, history_size=10, max_linesearch=30, callback=None):
+    """Minimise ``b`` independent functions with per-member L-BFGS.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, idx) -> (f, g)`` evaluates the members ``idx`` (Tensor of
+        shape (k,), int64) at ``x`` (Tensor of shape (k, P)) and returns
+        ``f`` of shape (k,) and ``g`` of shape (k, P). ``f`` may be ``inf``
+        where the objective is undefined (the line search then backtracks).
+    x0 : Tensor of shape (b, P)
+        Starting points, inside the bounds.
+    lower, upper : Tensor of shape (b, P)
+        Box bounds (equal bounds hold a variable fixed).
+    free : Tensor of shape (b, P), bool, optional
+        Variables to optimise; the others stay at ``x0``.
+    max_iter : int
+        Maximum number of iterations per member.
+    ftol : float
+        Stop when ``(f_k - f_{k+1}) <= ftol * max(|f_k|, |f_{k+1}|, 1)``.
+    gtol : float
+        Stop when the infinity norm of the projected gradient is ``<= gtol``.
+    history_size : int
+        Number of curvature pairs kept per member.
+    max_linesearch : int
+        Maximum number of backtracking trials per iteration.
+    callback : callable, optional
+        ``callback(iteration, n_active)`` after each iteration.
+
+    Returns
+    -------
+    LBFGSResult
+    """
+    b, P = x0.shape
+    dtype, device = x0.dtype, x0.device
+    if free is None:
+        free = torch.ones_like(x0, dtype=torch.bool)
+    free = free & (upper > lower)
+    x = torch.minimum(torch.maximum(x0, lower), upper).clone()
+    all_idx = torch.arange(b, device=device)
+    f, g = fun(x, all_idx)
+    g = g * free
+    n_evals = 1
+
+    S = torch.zeros(b, history_size, P, dtype=dtype, device=device)
+    Y = torch.zeros_like(S)
+    valid = torch.zeros(b, history_size, dtype=torch.bool, device=device)
+    n_iter = torch.zeros(b, dtype=torch.long, device=device)
+    converged = torch.zeros(b, dtype=torch.bool, device=device)
+    pg = _projected_gradient(x, g, lower, upper)
+    converged |= pg.abs().amax(-1) <= gtol
+    active = torch.isfinite(f) & ~converged
+
+    for iteration in range(max_iter):
+        if not bool(active.any()):
+            break
+        idx = active.nonzero().squeeze(-1)
+        xa, fa, ga = x[idx], f[idx], g[idx]
+        lo, hi, fr = lower[idx], upper[idx], free[idx]
+
+        d = -_two_loop(ga, S[idx], Y[idx], valid[idx])
+        # hold variables at a bound whose gradient points out of the box
+        held = ~fr | ((xa <= lo) & (ga > 0)) | ((xa >= hi) & (ga < 0))
+        d = d.masked_fill(held, 0.0)
+        gd = (ga * d).sum(-1)
+        steepest = ~(gd < 0)
+        if bool(steepest.any()):
+            # not a descent direction: forget the history, use the projected gradient
+            pga = _projected_gradient(xa, ga, lo, hi)
+            d = torch.where(steepest[:, None], pga, d)
+            valid[idx[steepest]] = False
+        no_history = ~valid[idx].any(-1)
+        dnorm = d.abs().amax(-1)
+        t = torch.where(no_history, torch.clamp(1.0 / dnorm.clamp_min(1e-300), max=1.0),
+                        torch.ones_like(dnorm))
+
+        # backtracking line search along the projected path, all members at once
+        searching = torch.ones_like(fa, dtype=torch.bool)
+        x_new, f_new, g_new = xa.clone(), fa.clone(), ga.clone()
+        for _ in range(max_linesearch):
+            sidx = searching.nonzero().squeeze(-1)
+            if sidx.numel() == 0:
+                break
+            ts = t[sidx]
+            xt = torch.minimum(torch.maximum(xa[sidx] + ts[:, None] * d[sidx], lo[sidx]), hi[sidx])
+            ft, gt = fun(xt, idx[sidx])
+            n_evals += 1
+            decrease = (ga[sidx] * (xt - xa[sidx])).sum(-1)
+            ok = torch.isfinite(ft) & (ft <= fa[sidx] + _C1 * decrease)
+            acc = sidx[ok]
+            x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok] * fr[acc]
+            searching[acc] = False
+            # shrink by safeguarded quadratic interpolation, or by 10 if undefined
+            rej = ~ok
+            slope = (ga[sidx] * d[sidx]).sum(-1)
+            denom = 2.0 * (ft - fa[sidx] - slope * ts)
+            t_quad = -slope * ts * ts / torch.where(denom > 0, denom, torch.ones_like(denom))
+            t_next = torch.where(
+                torch.isfinite(ft) & (denom > 0),
+                torch.minimum(torch.maximum(t_quad, 0.1 * ts), 0.5 * ts),
+                0.1 * ts,
+            )
+            t[sidx[rej]] = t_next[rej]
+
+        moved = ~searching
+        # curvature pairs of members that moved and keep s^T y > 0
+        s_vec = x_new - xa
+        y_vec = g_new - ga
+        sy = (s_vec * y_vec).sum(-1)
+        good_pair = moved & (sy > 1e-10 * (y_vec * y_vec).sum(-1)) & (sy > 0)
+        if bool(good_pair.any()):
+            gi = idx[good_pair]
+            S[gi] = torch.cat([S[gi, 1:], s_vec[good_pair, None]], dim=1)
+            Y[gi] = torch.cat([Y[gi, 1:], y_vec[good_pair, None]], dim=1)
+            valid[gi] = torch.cat([valid[gi, 1:], torch.ones_like(valid[gi, :1])], dim=1)
+
+        rel_decrease = (fa - f_new) <= ftol * torch.maximum(
+            torch.maximum(fa.abs(), f_new.abs()), torch.ones_like(fa))
+        pg_small = _projected_gradient(x_new, g_new, lo, hi).abs().amax(-1) <= gtol
+        done = moved & (rel_decrease | pg_small)
+        # a failed line search with an empty history is a dead end
+        stuck = ~moved & no_history
+        x[idx], f[idx], g[idx] = x_new, f_new, g_new
+        n_iter[idx] += 1
+        converged[idx[done]] = True
+        active[idx[done | stuck]] = False
+        # a failed search with history retries from steepest descent
+        valid[idx[~moved]] = False
+        if callback is not None:
+            callback(iteration, int(active.sum()))
+
+    return LBFGSResult(x=x, fun=f, grad=g, n_iter=n_iter, converged=converged,
+                       n_evaluations=n_evals)

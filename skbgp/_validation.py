@@ -1,0 +1,114 @@
+"""Conversions between numpy and torch, and parameter checks.
+
+This is the one module of skbgp that touches both numpy-facing code and
+torch; the estimators call it, the core never does.
+"""
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = ["resolve_device", "resolve_dtype", "to_tensor", "to_numpy", "torch_generator"]
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def resolve_device(device):
+    """Turn a user's ``device`` parameter into a ``torch.device``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
+
+    Returns
+    -------
+    torch.device
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif isinstance(device, str):
+        try:
+            resolved = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"device={device!r} is not a valid torch device; use 'cpu', 'cuda' "
+                "or 'cuda:<index>'."
+            ) from exc
+    else:
+        raise TypeError(
+            f"device must be a string such as 'cpu' or 'cuda', or a torch.device; "
+            f"got {type(device).__name__}."
+        )
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            "machine; use device='cpu'."
+        )
+    return resolved
+
+
+def resolve_dtype(dtype):
+    """Turn a user's ``dtype`` parameter into a floating ``torch.dtype``.
+
+    Parameters
+    ----------
+    dtype : {"float64", "float32"}, numpy dtype or torch.dtype
+
+    Returns
+    -------
+    torch.dtype
+    """
+    if isinstance(dtype, torch.dtype):
+        if dtype in _DTYPES.values():
+            return dtype
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+        if name in _DTYPES:
+            return _DTYPES[name]
+    raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}.")
+
+
+def to_tensor(array, dtype, device):
+    """A numpy array as a tensor of the given dtype on the given device.
+
+    Read-only arrays (memory maps) are copied instead of shared, so torch never
+    writes to, or warns about, memory it does not own.
+    """
+    array = np.asarray(array)
+    if array.flags.writeable and array.flags.c_contiguous:
+        tensor = torch.from_numpy(array)
+    else:
+        tensor = torch.tensor(np.ascontiguousarray(array))
+    return tensor.to(dtype=dtype, device=device)
+
+
+def to_numpy(tensor, dtype=np.float64):
+    """A tensor as a numpy array on the CPU (float64 unless told otherwise)."""
+    return tensor.detach().cpu().numpy().astype(dtype, copy=False)
+
+
+def torch_generator(random_state):
+    """A local CPU ``torch.Generator`` seeded from a scikit-learn ``random_state``.
+
+    Parameters
+    ----------
+    random_state : int, numpy.random.RandomState or None
+        As everywhere in scikit-learn; ``None`` draws a fresh seed.
+
+    Returns
+    -------
+    torch.Generator
+    """
+    if isinstance(random_state, numbers.Integral):
+        seed = int(random_state)
+    else:
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
