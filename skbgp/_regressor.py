@@ -138,7 +138,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     mean) and a noise variance of 1% of that; bounds are 1e-5 to 1e5 times
     these scales (noise from 1e-8). Scaling a feature or a target therefore
     scales its starting point, and a fit on unscaled data behaves like one on
-    scaled data.
+    scaled data. A length scale at its upper bound means that the feature does
+    not matter to that target (automatic relevance determination); unlike the
+    other bounds, this one is not warned about.
+
+    **Restarts.** With ``n_restarts_optimizer > 0`` the starts of all targets
+    are raced: every start runs 10 L-BFGS iterations, then only the best start
+    of each target continues to convergence. Extra starts then cost about 10
+    iterations each instead of a whole optimisation, which is what makes
+    several starts affordable by default (a single start often ends in an
+    all-noise local optimum).
 
     **Missing values.** A NaN entry of ``y`` marks a missing observation for
     that target only: each target's GP uses exactly its observed rows (a mask
@@ -388,6 +397,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             return
         for j in np.flatnonzero(plan.free):
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
+                if self.kernel is None and side == 1 and "length_scale" in plan.names[j]:
+                    # the default kernel's upper length-scale bound is 1e5 times the
+                    # feature's spread: reaching it means the feature is irrelevant
+                    # to that target (ARD), not that the bound is too tight
+                    continue
                 near = np.isclose(bounds[:, j, side], self._theta_full[:, j])
                 if near.any():
                     warnings.warn(
