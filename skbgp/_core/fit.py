@@ -105,7 +105,8 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
     pick = best * m + cols
     theta, n_iter, converged = race.x[pick], race.n_iter[pick], race.converged[pick]
     n_evals = race.n_evaluations
-    remaining = max_iter - int(race.n_iter.max()) if r > 1 else 0
+    # the same budget for every target, whatever shares its batch
+    remaining = max_iter - min(race_iter, max_iter) if r > 1 else 0
     go_on = ~converged & torch.isfinite(race.fun[pick])
     if remaining > 0 and bool(go_on.any()):
         # only each target's best start continues

@@ -151,9 +151,10 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         xa, fa, ga = x[idx], f[idx], g[idx]
         lo, hi, fr = lower[idx], upper[idx], free[idx]
 
-        d = -_two_loop(ga, S[idx], Y[idx], valid[idx])
-        # hold variables at a bound whose gradient points out of the box
+        # hold variables at a bound whose gradient points out of the box, and
+        # take the quasi-Newton step in the subspace of the others
         held = ~fr | ((xa <= lo) & (ga > 0)) | ((xa >= hi) & (ga < 0))
+        d = -_two_loop(ga.masked_fill(held, 0.0), S[idx], Y[idx], valid[idx])
         d = d.masked_fill(held, 0.0)
         gd = (ga * d).sum(-1)
         steepest = ~(gd < 0)
@@ -210,15 +211,20 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         rel_decrease = (fa - f_new) <= ftol * torch.maximum(
             torch.maximum(fa.abs(), f_new.abs()), torch.ones_like(fa))
         pg_small = _projected_gradient(x_new, g_new, lo, hi).abs().amax(-1) <= gtol
-        done = moved & (rel_decrease | pg_small)
+        # A small decrease from a quasi-Newton step can be a poor direction
+        # (curvature pairs from before a bound became active): forget the
+        # history and try a projected-gradient step before accepting it.
+        stalled = moved & rel_decrease & ~pg_small
+        retry = stalled & ~no_history
+        done = moved & (pg_small | (rel_decrease & no_history))
         # a failed line search with an empty history is a dead end
         stuck = ~moved & no_history
         x[idx], f[idx], g[idx] = x_new, f_new, g_new
         n_iter[idx] += 1
         converged[idx[done]] = True
         active[idx[done | stuck]] = False
-        # a failed search with history retries from steepest descent
-        valid[idx[~moved]] = False
+        # a failed or stalled search with history retries from steepest descent
+        valid[idx[~moved | retry]] = False
         if callback is not None:
             callback(iteration, int(active.sum()))
 

@@ -1,0 +1,90 @@
+"""The per-member L-BFGS against scipy's L-BFGS-B and against itself looped."""
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+from numpy.testing import assert_allclose
+
+from skbgp._core.lbfgs import minimize_lbfgs
+
+
+def rosenbrock(x, idx, scale):
+    """Scaled Rosenbrock per member; ``scale`` (b,) makes members differ."""
+    a = scale[idx]
+    f = a * (x[:, 1] - x[:, 0] ** 2) ** 2 + (1 - x[:, 0]) ** 2 + (x[:, 2] - 0.5) ** 2
+    g = torch.stack([
+        -4 * a * x[:, 0] * (x[:, 1] - x[:, 0] ** 2) - 2 * (1 - x[:, 0]),
+        2 * a * (x[:, 1] - x[:, 0] ** 2),
+        2 * (x[:, 2] - 0.5),
+    ], dim=-1)
+    return f, g
+
+
+def _scipy(x0, a, lower, upper):
+    fun = lambda x: tuple(t.numpy()[0] if t.dim() > 1 else t.item() for t in  # noqa: E731
+                          rosenbrock(torch.tensor(x)[None], torch.tensor([0]), torch.tensor([a])))
+    return scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lower, upper)))
+
+
+def test_reaches_scipy_minimum_on_unbounded_problems():
+    scale = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)
+    x0 = torch.tensor([[-1.2, 1.0, 3.0], [0.0, 0.0, 0.0], [2.0, -1.0, -2.0]], dtype=torch.float64)
+    big = torch.full_like(x0, 1e6)
+    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, -big, big, max_iter=2000,
+                         ftol=1e-14, gtol=1e-9)
+    assert res.converged.all()
+    assert_allclose(res.x.numpy(), np.tile([1.0, 1.0, 0.5], (3, 1)), atol=1e-5)
+
+
+def test_box_constrained_solution_matches_scipy():
+    scale = torch.tensor([1.0, 30.0], dtype=torch.float64)
+    x0 = torch.tensor([[0.1, 0.1, 0.1], [-0.5, 0.3, 0.9]], dtype=torch.float64)
+    lower = torch.tensor([[-2.0, -2.0, 0.8], [-2.0, -2.0, -2.0]], dtype=torch.float64)
+    upper = torch.tensor([[0.7, 2.0, 2.0], [2.0, 0.2, 2.0]], dtype=torch.float64)
+    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, lower, upper, max_iter=1000,
+                         ftol=1e-15, gtol=1e-10)
+    for b in range(2):
+        ref = _scipy(x0[b].numpy(), scale[b].item(), lower[b].numpy(), upper[b].numpy())
+        assert_allclose(res.x[b].numpy(), ref.x, atol=1e-5)
+        assert res.fun[b].item() <= ref.fun + 1e-10
+    assert torch.all(res.x >= lower) and torch.all(res.x <= upper)
+
+
+def test_batched_equals_looped_and_members_stop_on_their_own():
+    scale = torch.tensor([1.0, 5.0, 50.0, 200.0], dtype=torch.float64)
+    x0 = torch.tensor([[-1.2, 1.0, 0.0], [0.5, 0.5, 0.5], [1.5, 2.0, -1.0], [-0.5, -0.5, 2.0]],
+                      dtype=torch.float64)
+    big = torch.full_like(x0, 10.0)
+    fun = lambda x, i: rosenbrock(x, i, scale)  # noqa: E731
+    res = minimize_lbfgs(fun, x0, -big, big)
+    for b in range(4):
+        alone = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale[b:b + 1]), x0[b:b + 1],
+                               -big[:1], big[:1])
+        torch.testing.assert_close(res.x[b:b + 1], alone.x, rtol=1e-12, atol=1e-12)
+        assert res.n_iter[b] == alone.n_iter[0]
+    # members converge after different numbers of iterations
+    assert len(set(res.n_iter.tolist())) > 1
+
+
+def test_fixed_variables_do_not_move_and_max_iter_reports_not_converged():
+    scale = torch.tensor([100.0], dtype=torch.float64)
+    x0 = torch.tensor([[-1.2, 1.0, 3.0]], dtype=torch.float64)
+    big = torch.full_like(x0, 10.0)
+    free = torch.tensor([[True, True, False]])
+    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, -big, big, free=free)
+    assert res.x[0, 2] == 3.0
+    short = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, -big, big, max_iter=3)
+    assert not short.converged[0] and short.n_iter[0] == 3
+
+
+def test_undefined_start_is_reported_not_converged():
+    def fun(x, idx):
+        f = (x ** 2).sum(-1)
+        f = torch.where(idx == 0, torch.full_like(f, float("inf")), f)
+        return f, 2 * x
+
+    x0 = torch.ones(2, 2, dtype=torch.float64)
+    res = minimize_lbfgs(fun, x0, -10 * x0, 10 * x0)
+    assert not res.converged[0] and res.converged[1]
+    assert_allclose(res.x[1].numpy(), 0.0, atol=1e-6)
