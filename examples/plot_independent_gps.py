@@ -16,7 +16,6 @@ own Gaussian process (length scale, signal variance, noise), all in one batch.
 # %%
 # Data: three targets with different length scales
 # ------------------------------------------------
-import time
 import warnings
 
 import matplotlib.pyplot as plt
@@ -44,9 +43,7 @@ names = ["fast", "slow", "linear + noise"]
 # from the spread of the data. ``n_restarts_optimizer=5`` adds five random
 # starting points per target; all starts of all targets are one batch, raced
 # for 10 iterations, after which only each target's best start goes on.
-start = time.perf_counter()
 batched = BatchedGaussianProcessRegressor(n_restarts_optimizer=5, random_state=0).fit(X, y)
-print(f"skbgp: {batched.n_targets_} GPs fitted in {time.perf_counter() - start:.2f} s")
 print("iterations per target:", batched.n_iter_, " converged:", batched.converged_)
 
 # %%
@@ -127,8 +124,9 @@ for t, name in enumerate(names):
         ax.fill_between(X_plot[:, 0], mean[:, t] - 2 * std[:, t], mean[:, t] + 2 * std[:, t],
                         color=f"C{row}", alpha=0.25, label="mean ± 2 std")
         ax.set_title(f"{name} — {label}", fontsize=9)
-axes[0, 0].legend(fontsize=8, loc="lower left")
 for ax in axes[1]:
     ax.set_xlabel("x")
-fig.tight_layout()
+handles, labels = axes[0, 0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9)
+fig.tight_layout(rect=(0, 0.06, 1, 1))
 plt.show()

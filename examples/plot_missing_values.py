@@ -33,14 +33,14 @@ y = np.column_stack([
     0.5 * x * np.sin(0.7 * x),
 ]) + 0.1 * rng.randn(n, 3)
 
-y[(x > 2.0) & (x < 4.0), 0] = np.nan    # target 0: a gap at 2 < x < 4
+y[(x > 2.0) & (x < 5.0), 0] = np.nan    # target 0: a gap at 2 < x < 5
 y[(x > 6.0) & (x < 8.5), 1] = np.nan    # target 1: a gap at 6 < x < 8.5
 y[rng.rand(n) < 0.6, 2] = np.nan        # target 2: 60% missing at random
 observed = ~np.isnan(y)
 print("observed rows per target:", observed.sum(axis=0), "of", n)
 
 # %%
-# scikit-learn's GPR does not accept the ``NaN``
+# scikit-learn's GPR rejects the ``NaN`` entries:
 try:
     GaussianProcessRegressor().fit(X, y)
 except ValueError as exc:
@@ -73,8 +73,8 @@ for t in range(gpr.n_targets_):
               + WhiteKernel(gpr.noise_levels_[t], "fixed"))
     alone = GaussianProcessRegressor(kernel, optimizer=None).fit(X[rows], y[rows, t])
     mean_t, std_t = alone.predict(X_plot, return_std=True)
-    print(f"target {t}: |LML difference| = "
-          f"{abs(alone.log_marginal_likelihood_value_ - gpr.log_marginal_likelihood_value_[t]):.1e}, "
+    lml_gap = abs(alone.log_marginal_likelihood_value_ - gpr.log_marginal_likelihood_value_[t])
+    print(f"target {t}: |LML difference| = {lml_gap:.1e}, "
           f"max |mean difference| = {np.abs(mean_t - mean[:, t]).max():.1e}, "
           f"max |std difference| = {np.abs(std_t - std[:, t]).max():.1e}")
 
@@ -82,9 +82,9 @@ for t in range(gpr.n_targets_):
 # Predictions
 # -----------
 # Every target's uncertainty grows where *that* target has no data, and only
-# there: target 0 is uncertain between 2 and 4, target 1 between 6 and 8.5,
+# there: target 0 is uncertain between 2 and 5, target 1 between 6 and 8.5,
 # although the other targets were observed at those inputs.
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True)
+fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True)
 for t, ax in enumerate(axes):
     rows = observed[:, t]
     ax.fill_between(X_plot[:, 0], mean[:, t] - 2 * std[:, t], mean[:, t] + 2 * std[:, t],
@@ -95,6 +95,7 @@ for t, ax in enumerate(axes):
             label="missing (x only)")
     ax.set_title(f"target {t}: {rows.sum()} of {n} rows observed", fontsize=10)
     ax.set_xlabel("x")
-axes[0].legend(fontsize=8, loc="upper right")
-fig.tight_layout()
+handles, labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9)
+fig.tight_layout(rect=(0, 0.08, 1, 1))
 plt.show()
