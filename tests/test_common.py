@@ -1,0 +1,22 @@
+"""scikit-learn's estimator checks, with no check switched off."""
+
+from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skbgp import BatchedGaussianProcessRegressor
+
+ESTIMATORS = [
+    BatchedGaussianProcessRegressor(random_state=0),
+    BatchedGaussianProcessRegressor(
+        ConstantKernel(1.0) * Matern(1.0, nu=1.5) + WhiteKernel(0.1),
+        normalize_y=True,
+        n_restarts_optimizer=1,
+        max_iter=200,
+        random_state=0,
+    ),
+]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)

@@ -1,0 +1,398 @@
+"""BatchedGaussianProcessRegressor against scikit-learn's GPR and against itself looped."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from sklearn.datasets import load_linnerud, make_friedman2
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skbgp import BatchedGaussianProcessRegressor
+
+from .conftest import KERNEL_IDS, sklearn_kernel
+
+
+def _sklearn_fit(kernel, X, y, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return GaussianProcessRegressor(kernel, **kwargs).fit(X, y)
+
+
+# --------------------------------------------------------------------------- oracle: sklearn, fixed theta
+@pytest.mark.parametrize("name", KERNEL_IDS)
+@pytest.mark.parametrize("normalize_y", [False, True], ids=["raw", "normalized"])
+def test_fixed_hyperparameters_match_sklearn_per_target(multi_target_data, name, normalize_y):
+    X, y = multi_target_data
+    Xs = np.random.RandomState(5).uniform(0, 1, size=(9, 3))
+    kernel = sklearn_kernel(name, [0.5, 1.0, 0.3])
+    ours = BatchedGaussianProcessRegressor(kernel, optimizer=None, normalize_y=normalize_y).fit(X, y)
+    mean, std = ours.predict(Xs, return_std=True)
+    _, cov = ours.predict(Xs, return_cov=True)
+    assert mean.shape == std.shape == (9, 4) and cov.shape == (9, 9, 4)
+    for t in range(4):
+        ref = GaussianProcessRegressor(kernel, optimizer=None, normalize_y=normalize_y).fit(X, y[:, t])
+        m_ref, s_ref = ref.predict(Xs, return_std=True)
+        _, c_ref = ref.predict(Xs, return_cov=True)
+        assert_allclose(mean[:, t], m_ref, rtol=1e-8, atol=1e-12)
+        assert_allclose(std[:, t], s_ref, rtol=1e-8, atol=1e-12)
+        assert_allclose(cov[:, :, t], c_ref, rtol=1e-8, atol=1e-12)
+        assert_allclose(ours.log_marginal_likelihood_value_[t], ref.log_marginal_likelihood_value_, rtol=1e-8)
+        lml, grad = ours.log_marginal_likelihood(ours.theta_, eval_gradient=True)
+        lml_ref, grad_ref = ref.log_marginal_likelihood(kernel.theta, eval_gradient=True)
+        assert_allclose(lml[t], lml_ref, rtol=1e-8)
+        assert_allclose(grad[t], grad_ref, rtol=1e-7, atol=1e-9)
+
+
+def test_isotropic_kernel_and_alpha_array_match_sklearn(multi_target_data):
+    X, y = multi_target_data
+    alpha = np.linspace(1e-3, 1e-1, X.shape[0])
+    kernel = ConstantKernel(2.0) * RBF(0.7)
+    ours = BatchedGaussianProcessRegressor(kernel, optimizer=None, alpha=alpha).fit(X, y)
+    ref = GaussianProcessRegressor(kernel, optimizer=None, alpha=alpha).fit(X, y)
+    # with fixed hyperparameters, sklearn's shared fit equals every independent one
+    mean, std = ours.predict(X[:7], return_std=True)
+    m_ref, s_ref = ref.predict(X[:7], return_std=True)
+    assert_allclose(mean, m_ref, rtol=1e-8, atol=1e-12)
+    assert_allclose(std, s_ref, rtol=1e-8, atol=1e-12)
+    assert ours.length_scales_.shape == (4, 3)
+
+
+def test_single_target_shapes_follow_sklearn(multi_target_data):
+    X, y = multi_target_data
+    for y_in in (y[:, 0], y[:, :1]):
+        ours = BatchedGaussianProcessRegressor(random_state=0).fit(X, y_in)
+        mean, std = ours.predict(X[:5], return_std=True)
+        _, cov = ours.predict(X[:5], return_cov=True)
+        assert mean.shape == std.shape == (5,) and cov.shape == (5, 5)
+        assert ours.sample_y(X[:5], n_samples=3).shape == (5, 3)
+        assert ours.length_scales_.shape == (1, 3)
+        assert ours.log_marginal_likelihood_value_.shape == (1,)
+    assert ours.sample_y(X[:5]).dtype == np.float64
+
+
+def test_return_std_and_cov_together_is_an_error(multi_target_data):
+    X, y = multi_target_data
+    ours = BatchedGaussianProcessRegressor(optimizer=None).fit(X, y)
+    with pytest.raises(RuntimeError, match="At most one of return_std or return_cov"):
+        ours.predict(X, return_std=True, return_cov=True)
+
+
+# --------------------------------------------------------------------------- batched == looped
+def test_batched_fit_equals_fitting_each_target_alone():
+    rng = np.random.RandomState(3)
+    X = rng.uniform(0, 1, size=(35, 2)) * np.array([2.0, 0.5])
+    Y = np.column_stack([np.sin((1 + t) * X[:, 0]) + 0.1 * (t + 1) * rng.randn(35) for t in range(8)])
+    Y[rng.rand(*Y.shape) < 0.1] = np.nan
+    params = dict(n_restarts_optimizer=0, random_state=0)
+    batched = BatchedGaussianProcessRegressor(**params).fit(X, Y)
+    for t in range(8):
+        alone = BatchedGaussianProcessRegressor(**params).fit(X, Y[:, t])
+        assert_allclose(batched.theta_[t], alone.theta_[0], rtol=1e-4, atol=1e-6)
+        assert_allclose(batched.log_marginal_likelihood_value_[t],
+                        alone.log_marginal_likelihood_value_[0], rtol=1e-8)
+        assert batched.n_iter_[t] == alone.n_iter_[0]
+
+
+# --------------------------------------------------------------------------- optimisation quality vs sklearn
+def _friedman_targets():
+    X, y1 = make_friedman2(n_samples=60, noise=0.5, random_state=0)
+    y2 = np.sin(X[:, 0] / 30.0) + 0.1 * np.random.RandomState(0).randn(60)
+    return X[:, :3], np.column_stack([y1 / y1.std(), y2])
+
+
+def _synthetic_16():
+    rng = np.random.RandomState(7)
+    X = rng.uniform(0, 1, size=(50, 3))
+    Y = np.column_stack([
+        np.sin((2 + t % 5) * X[:, t % 3]) + 0.3 * X[:, (t + 1) % 3] + (0.05 + 0.02 * t) * rng.randn(50)
+        for t in range(16)
+    ])
+    return X, Y
+
+
+def _linnerud():
+    X, Y = load_linnerud(return_X_y=True)
+    return X, Y
+
+
+@pytest.mark.parametrize("dataset", [_linnerud, _friedman_targets, _synthetic_16],
+                         ids=["linnerud", "friedman2", "synthetic16"])
+def test_optimised_lml_at_least_sklearn_from_same_start(dataset):
+    X, Y = dataset()
+    kernel = ConstantKernel(1.0) * RBF(np.ones(X.shape[1])) + WhiteKernel(1.0)
+    ours = BatchedGaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X, Y)
+    for t in range(Y.shape[1]):
+        ref = _sklearn_fit(kernel, X, Y[:, t], normalize_y=True).log_marginal_likelihood_value_
+        assert ours.log_marginal_likelihood_value_[t] >= ref - 1e-3 * abs(ref), t
+
+
+def test_default_restarts_do_not_lose_to_a_single_start():
+    X, Y = _synthetic_16()
+    single = BatchedGaussianProcessRegressor(n_restarts_optimizer=0, random_state=0).fit(X, Y)
+    raced = BatchedGaussianProcessRegressor(n_restarts_optimizer=3, random_state=0).fit(X, Y)
+    # the race keeps start 0 when it leads, so a target can only lose by the race cut-off
+    assert raced.log_marginal_likelihood_value_.sum() >= single.log_marginal_likelihood_value_.sum() - 1e-6
+
+
+# --------------------------------------------------------------------------- missing values
+def test_nan_in_y_is_missing_for_that_target_only(multi_target_data):
+    X, y = multi_target_data
+    y = y.copy()
+    missing = [2, 5, 11, 30]
+    y[missing, 1] = np.nan
+    kernel = sklearn_kernel("matern25", [0.5, 1.0, 0.3])
+    ours = BatchedGaussianProcessRegressor(kernel, optimizer=None).fit(X, y)
+    keep = np.setdiff1d(np.arange(len(X)), missing)
+    ref_1 = GaussianProcessRegressor(kernel, optimizer=None).fit(X[keep], y[keep, 1])
+    ref_0 = GaussianProcessRegressor(kernel, optimizer=None).fit(X, y[:, 0])
+    mean, std = ours.predict(X[:6], return_std=True)
+    assert_allclose(mean[:, 1], ref_1.predict(X[:6]), rtol=1e-8, atol=1e-12)
+    assert_allclose(std[:, 1], ref_1.predict(X[:6], return_std=True)[1], rtol=1e-8, atol=1e-12)
+    assert_allclose(mean[:, 0], ref_0.predict(X[:6]), rtol=1e-8, atol=1e-12)
+    assert_allclose(ours.log_marginal_likelihood_value_[1], ref_1.log_marginal_likelihood_value_, rtol=1e-8)
+    assert np.isfinite(ours.alpha_).all() and np.all(ours.alpha_[missing, 1] == 0)
+
+
+def test_optimised_fit_with_missing_equals_fit_on_observed_rows(multi_target_data):
+    X, y = multi_target_data
+    y = y[:, :2].copy()
+    y[[1, 4, 9], 0] = np.nan
+    both = BatchedGaussianProcessRegressor(n_restarts_optimizer=0).fit(X, y)
+    keep = ~np.isnan(y[:, 0])
+    alone = BatchedGaussianProcessRegressor(n_restarts_optimizer=0).fit(X[keep], y[keep, 0])
+    # the default kernel's starting length scales come from X's spread, which
+    # differs on the subset; compare likelihood surfaces at alone's optimum
+    lml = both.log_marginal_likelihood(np.vstack([alone.theta_[0], both.theta_[1]]))
+    assert_allclose(lml[0], alone.log_marginal_likelihood_value_[0], rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- sampling
+def test_sample_y_moments_match_predictive_distribution(multi_target_data):
+    X, y = multi_target_data
+    ours = BatchedGaussianProcessRegressor(sklearn_kernel("rbf", [0.5, 1.0, 0.3]), optimizer=None).fit(X, y)
+    Xs = X[:4] + 0.05
+    mean, cov = ours.predict(Xs, return_cov=True)
+    draws = ours.sample_y(Xs, n_samples=20000, random_state=1)
+    assert draws.shape == (4, 4, 20000)
+    sd = np.sqrt(np.einsum("iit->it", cov))
+    # Monte-Carlo error of the mean: sd / sqrt(20000); 5 standard errors
+    assert np.all(np.abs(draws.mean(-1) - mean) <= 5 * sd / np.sqrt(20000))
+    for t in range(4):
+        assert_allclose(np.cov(draws[:, t, :]), cov[:, :, t], atol=0.05 * cov[:, :, t].max())
+
+
+def test_sample_y_is_reproducible_and_leaves_global_seed_alone(multi_target_data):
+    X, y = multi_target_data
+    ours = BatchedGaussianProcessRegressor(optimizer=None).fit(X, y)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = ours.sample_y(X[:3], n_samples=2, random_state=7)
+    after = torch.rand(1)
+    assert_allclose(a, ours.sample_y(X[:3], n_samples=2, random_state=7))
+    assert not np.allclose(a, ours.sample_y(X[:3], n_samples=2, random_state=8))
+    assert before == after
+
+
+# --------------------------------------------------------------------------- attributes, warnings, numerics
+def test_fitted_attributes_are_per_target(multi_target_data):
+    X, y = multi_target_data
+    ours = BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
+    assert ours.length_scales_.shape == (4, 3)
+    for name in ("outputscales_", "noise_levels_", "log_marginal_likelihood_value_", "n_iter_",
+                 "converged_", "jitter_"):
+        assert getattr(ours, name).shape == (4,), name
+    assert ours.theta_.shape == (4, 5) and len(ours.hyperparameter_names_) == 5
+    assert ours.converged_.all() and (ours.n_iter_ > 0).all()
+    assert_allclose(np.exp(ours.theta_[:, 1:4]), ours.length_scales_)
+    assert_allclose(np.exp(ours.theta_[:, 0]), ours.outputscales_)
+    assert_allclose(np.exp(ours.theta_[:, -1]), ours.noise_levels_)
+
+
+def test_default_kernel_is_invariant_to_the_scale_of_the_data(multi_target_data):
+    X, y = multi_target_data
+    a = BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
+    b = BatchedGaussianProcessRegressor(random_state=0).fit(X * 1000.0, y * 50.0)
+    # a density scaled by 1/50 in each of n dimensions: log p drops by n log 50
+    assert_allclose(b.log_marginal_likelihood_value_,
+                    a.log_marginal_likelihood_value_ - len(X) * np.log(50.0), rtol=1e-6)
+    assert_allclose(b.predict(X[:5] * 1000.0), a.predict(X[:5]) * 50.0, rtol=1e-3, atol=1e-6)
+    # relevant features (irrelevant ones drift on a flat likelihood far beyond the data)
+    relevant = a.length_scales_ < 10.0 * X.std(axis=0)
+    assert_allclose(b.length_scales_[relevant], a.length_scales_[relevant] * 1000.0, rtol=1e-3)
+
+
+def test_max_iter_reached_warns_with_target_indices(multi_target_data):
+    X, y = multi_target_data
+    with pytest.warns(ConvergenceWarning, match=r"target\(s\) \[0, 1, 2, 3\].*max_iter=2"):
+        ours = BatchedGaussianProcessRegressor(max_iter=2, n_restarts_optimizer=0).fit(X, y)
+    assert not ours.converged_.any() and (ours.n_iter_ == 2).all()
+
+
+def test_singular_target_gets_jitter_and_a_warning_naming_it(rng):
+    X = np.repeat(rng.uniform(size=(10, 2)), 2, axis=0)
+    y = np.column_stack([np.sin(X[:, 0]), np.cos(X[:, 1])])
+    kernel = RBF([1.0, 1.0])  # no noise: duplicate rows make K singular
+    with pytest.warns(ConvergenceWarning, match=r"target\(s\) \[0, 1\].*jitter"):
+        ours = BatchedGaussianProcessRegressor(kernel, optimizer=None, alpha=0.0).fit(X, y)
+    assert (ours.jitter_ > 0).all()
+    mean, std = ours.predict(X, return_std=True)
+    assert np.isfinite(mean).all() and (std >= 0).all()
+
+
+def test_constant_target_and_tiny_samples(rng):
+    X = rng.uniform(size=(12, 2))
+    y = np.column_stack([np.full(12, 3.0), np.sin(5 * X[:, 0])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = BatchedGaussianProcessRegressor(random_state=0, normalize_y=True).fit(X, y)
+        assert_allclose(ours.predict(X)[:, 0], 3.0, atol=1e-6)
+        for n in (1, 2):
+            small = BatchedGaussianProcessRegressor(random_state=0).fit(X[:n], y[:n])
+            mean, std = small.predict(X, return_std=True)
+            assert np.isfinite(mean).all() and np.isfinite(std).all() and (std >= 0).all()
+
+
+def test_integer_and_float32_inputs_give_float64_outputs(multi_target_data):
+    X, y = multi_target_data
+    Xi = np.round(X * 10).astype(np.int64)
+    a = BatchedGaussianProcessRegressor(optimizer=None).fit(Xi, np.round(y * 10).astype(int))
+    b = BatchedGaussianProcessRegressor(optimizer=None).fit(Xi.astype(float), np.round(y * 10))
+    assert a.predict(Xi).dtype == np.float64
+    assert_allclose(a.predict(Xi), b.predict(Xi))
+    c = BatchedGaussianProcessRegressor(optimizer=None).fit(X.astype(np.float32), y.astype(np.float32))
+    assert c.predict(X.astype(np.float32)).dtype == np.float64
+
+
+def test_float32_compute_is_close_to_float64(multi_target_data):
+    X, y = multi_target_data
+    kernel = sklearn_kernel("rbf", [0.5, 1.0, 0.3])
+    a = BatchedGaussianProcessRegressor(kernel, optimizer=None).fit(X, y)
+    b = BatchedGaussianProcessRegressor(kernel, optimizer=None, dtype="float32").fit(X, y)
+    assert b.predict(X).dtype == np.float64
+    assert_allclose(b.predict(X), a.predict(X), rtol=1e-3, atol=1e-3)
+
+
+def test_pandas_dataframe_sets_feature_names(multi_target_data):
+    pd = pytest.importorskip("pandas")
+    X, y = multi_target_data
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    ours = BatchedGaussianProcessRegressor(optimizer=None).fit(df, y)
+    assert list(ours.feature_names_in_) == ["a", "b", "c"]
+    assert_allclose(ours.predict(df), BatchedGaussianProcessRegressor(optimizer=None).fit(X, y).predict(X))
+
+
+def test_pickle_round_trip(multi_target_data):
+    X, y = multi_target_data
+    ours = BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
+    again = pickle.loads(pickle.dumps(ours))
+    assert_allclose(again.predict(X, return_std=True)[1], ours.predict(X, return_std=True)[1])
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "X, y, error, match",
+    [
+        (np.array([[np.nan, 1.0]] * 5), np.ones(5), ValueError, "Input X contains NaN"),
+        (np.array([[np.inf, 1.0]] * 5), np.ones(5), ValueError, "Input X contains infinity"),
+        (np.ones((5, 2)), np.array([1, 2, np.inf, 4, 5.0]), ValueError, "Input y contains infinity"),
+        (np.ones((5, 2)) + 1j, np.ones(5), ValueError, "Complex data not supported"),
+        (np.empty((0, 2)), np.empty(0), ValueError, "0 sample"),
+        (np.empty((5, 0)), np.ones(5), ValueError, "0 feature"),
+        (np.ones((5, 2)), np.ones(4), ValueError, "inconsistent numbers of samples"),
+        (np.ones((5, 2)), np.column_stack([np.ones(5), np.full(5, np.nan)]), ValueError,
+         r"Target\(s\) \[1\] have no observed value"),
+        (np.ones(5), np.ones(5), ValueError, "Expected 2D array"),
+    ],
+    ids=["nan-X", "inf-X", "inf-y", "complex", "empty", "no-features", "length", "all-nan-target", "1d-X"],
+)
+def test_bad_input_is_a_clear_error(X, y, error, match):
+    with pytest.raises(error, match=match):
+        BatchedGaussianProcessRegressor().fit(X, y)
+
+
+def test_predict_errors(multi_target_data):
+    X, y = multi_target_data
+    with pytest.raises(NotFittedError):
+        BatchedGaussianProcessRegressor().predict(X)
+    ours = BatchedGaussianProcessRegressor(optimizer=None).fit(X, y)
+    with pytest.raises(ValueError, match="X has 2 features, but BatchedGaussianProcessRegressor is expecting 3"):
+        ours.predict(X[:, :2])
+    with pytest.raises(ValueError, match="theta has shape"):
+        ours.log_marginal_likelihood(np.zeros(2))
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        (dict(kernel="rbf"), TypeError, "kernel must be None or a scikit-learn kernel"),
+        (dict(kernel=ConstantKernel() + RBF()), ValueError, r"not supported.*Supported kernels"),
+        (dict(kernel=Matern(nu=3.5)), ValueError, "nu=3.5 are not supported"),
+        (dict(kernel=RBF([1.0, 1.0])), ValueError, r"length_scale of RBF has shape \(2,\).*3 features"),
+        (dict(optimizer="adam"), ValueError, "optimizer must be"),
+        (dict(optimizer=lambda *a: a), ValueError, "callable optimizer"),
+        (dict(n_restarts_optimizer=-1), ValueError, "n_restarts_optimizer must be an integer"),
+        (dict(max_iter=0), ValueError, "max_iter must be an integer >= 1"),
+        (dict(tol=0.0), ValueError, "tol must be a positive"),
+        (dict(dtype="float16"), ValueError, "dtype must be 'float64' or 'float32'"),
+        (dict(device="tpu"), ValueError, "not a valid torch device"),
+        (dict(alpha=np.ones(3)), ValueError, "alpha must be a scalar or an array"),
+        (dict(alpha=-1.0), ValueError, "alpha must be finite and non-negative"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_parameters_are_clear_errors(multi_target_data, params, error, match):
+    X, y = multi_target_data
+    with pytest.raises(error, match=match):
+        BatchedGaussianProcessRegressor(**params).fit(X, y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_gpu_is_a_clear_error(multi_target_data):
+    X, y = multi_target_data
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        BatchedGaussianProcessRegressor(device="cuda").fit(X, y)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fit_matches_cpu_and_pickles_to_numpy(multi_target_data):
+    X, y = multi_target_data
+    kernel = sklearn_kernel("rbf", [0.5, 1.0, 0.3])
+    cpu = BatchedGaussianProcessRegressor(kernel, optimizer=None).fit(X, y)
+    gpu = BatchedGaussianProcessRegressor(kernel, optimizer=None, device="cuda").fit(X, y)
+    assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-8, atol=1e-10)
+    state = pickle.loads(pickle.dumps(gpu)).__dict__
+    assert not any(isinstance(v, torch.Tensor) for v in state.values())
+
+
+# --------------------------------------------------------------------------- sklearn ecosystem
+def test_cross_validate_and_pipeline_match_sklearn_with_fixed_hyperparameters(multi_target_data):
+    X, y = multi_target_data
+    kernel = sklearn_kernel("matern15", [0.5, 1.0, 0.3])
+    ours = make_pipeline(StandardScaler(), BatchedGaussianProcessRegressor(kernel, optimizer=None))
+    ref = make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel, optimizer=None))
+    cv = KFold(5, shuffle=True, random_state=0)
+    a = cross_validate(ours, X, y, cv=cv)["test_score"]
+    b = cross_validate(ref, X, y, cv=cv)["test_score"]
+    assert_allclose(a, b, rtol=1e-6)
+
+
+def test_grid_search_reaches_nested_kernel_parameters(multi_target_data):
+    X, y = multi_target_data
+    kernel = ConstantKernel(1.0) * RBF([1.0, 1.0, 1.0]) + WhiteKernel(0.1)
+    grid = {"kernel__k1__k2__length_scale": [[0.3, 0.3, 0.3], [1.0, 1.0, 1.0]], "alpha": [1e-10, 1e-2]}
+    ours = GridSearchCV(BatchedGaussianProcessRegressor(kernel, optimizer=None), grid, cv=3).fit(X, y)
+    ref = GridSearchCV(GaussianProcessRegressor(kernel, optimizer=None), grid, cv=3).fit(X, y)
+    assert ours.best_params_ == ref.best_params_
+    assert_allclose(ours.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"], rtol=1e-6)
