@@ -89,20 +89,6 @@ html_sidebars = {"**": ["sidebar-nav-bs"]}
 
 
 # -- docstring fixes -------------------------------------------------------------
-# A name ending in "_" inside a shape, as in "ndarray of shape (n_features_in_,)",
-# is a hyperlink reference in reStructuredText ("Unknown target name"). Quote
-# such names as literals before numpydoc renders the docstring.
-_SHAPE = re.compile(r"shape \(([^)]*)\)")
-_TRAILING_UNDERSCORE = re.compile(r"(?<![`\w])([A-Za-z]\w*_)(?![`\w])")
-
-
-def _quote_shape_names(app, what, name, obj, options, lines):
-    def quote(match):
-        return "shape (" + _TRAILING_UNDERSCORE.sub(r"``\1``", match.group(1)) + ")"
-
-    lines[:] = [_SHAPE.sub(quote, line) for line in lines]
-
-
 # Methods inherited from scikit-learn (``score``) link to labels of
 # scikit-learn's user guide, e.g. :ref:`coefficient of determination <r2_score>`;
 # without intersphinx those labels are undefined, so keep their text only.
@@ -117,5 +103,4 @@ def _unlink_sklearn_refs(app, what, name, obj, options, lines):
 
 def setup(app):
     # priority < 500: before numpydoc's own autodoc-process-docstring handler
-    app.connect("autodoc-process-docstring", _quote_shape_names, priority=400)
     app.connect("autodoc-process-docstring", _unlink_sklearn_refs, priority=400)

@@ -63,9 +63,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         batched L-BFGS (``"fmin_l_bfgs_b"`` is accepted as an alias, for code
         written for scikit-learn). ``None`` keeps the initial hyperparameters.
     n_restarts_optimizer : int, default=2
-        Number of extra starting points per target, drawn log-uniformly within
-        the bounds from ``random_state``. All starts of all targets are one
-        batch; the best start of each target is kept.
+        Number of extra starting points per target, drawn log-uniformly from
+        ``random_state``: within the bounds for a scikit-learn kernel (as
+        scikit-learn does), within a box of plausible values around the
+        data-driven start for the default kernel (see Notes). All starts of all
+        targets are one batch, raced; the best start of each target is kept.
     normalize_y : bool, default=False
         Standardise every target (mean 0, variance 1 over its observed
         entries) before fitting; predictions are transformed back.
@@ -93,7 +95,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Training targets as given (NaN marks a missing observation).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features, when ``X`` has string column names.
     n_targets_ : int
         Number of targets (1 for a 1-D ``y``).
@@ -136,7 +138,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     scales equal to each feature's standard deviation, an outputscale equal to
     the mean square of its observed values (their spread about the zero prior
     mean) and a noise variance of 1% of that; bounds are 1e-5 to 1e5 times
-    these scales (noise from 1e-8). Scaling a feature or a target therefore
+    these scales (noise from 1e-8); restarts are drawn from length scales of
+    0.02 to 2 times the spread, outputscales of 0.1 to 3 times the mean square
+    and noise of 1e-4 to 0.5 times it. Scaling a feature or a target therefore
     scales its starting point, and a fit on unscaled data behaves like one on
     scaled data. A length scale at its upper bound means that the feature does
     not matter to that target (automatic relevance determination); unlike the
@@ -315,8 +319,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if self.optimizer is not None:
             starts = [theta0]
             rng = check_random_state(self.random_state)
+            box = np.broadcast_to(plan.restart_bounds, (n_targets, P, 2))
             for _ in range(self.n_restarts_optimizer):
-                draw = rng.uniform(bounds[..., 0], bounds[..., 1])
+                draw = rng.uniform(box[..., 0], box[..., 1])
                 starts.append(np.where(plan.free, draw, theta0))
             result = fit_hyperparameters(
                 plan.kernel,
@@ -408,7 +413,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                         f"The optimal value found for {plan.names[j]} is close to the "
                         f"specified {word} bound for target(s) "
                         f"{_format_targets(np.flatnonzero(near))}. {verb} the bound and "
-                        "calling fit again may find a better value.",
+                        "calling fit again may find a better value; so may more restarts "
+                        "(n_restarts_optimizer), when the fit ended in a local optimum that "
+                        "explains the data as noise.",
                         ConvergenceWarning,
                     )
 

@@ -51,6 +51,10 @@ class KernelPlan:
     names : list of str
         Name of every hyperparameter, as scikit-learn's parameter path with a
         dimension suffix for ARD length scales (``"k1__k2__length_scale[1]"``).
+    restart_bounds : ndarray, same shape as ``bounds``
+        Box in which restart points are drawn log-uniformly: the bounds
+        themselves for a scikit-learn kernel (its semantics), a box of plausible
+        values around the data-driven start for the default kernel.
     """
 
     kernel: StationaryKernel
@@ -58,6 +62,7 @@ class KernelPlan:
     bounds: np.ndarray
     free: np.ndarray
     names: list
+    restart_bounds: np.ndarray
 
 
 def _log_bounds(hyperparameter, value, n_elements):
@@ -162,12 +167,14 @@ def plan_from_sklearn(kernel, n_features):
     core = StationaryKernel(
         nu=nu, n_lengthscales=n_ls, has_outputscale=scale is not None, has_noise=noise is not None
     )
+    bounds = np.concatenate(bounds)
     return KernelPlan(
         kernel=core,
         theta0=np.concatenate(theta),
-        bounds=np.concatenate(bounds),
+        bounds=bounds,
         free=np.concatenate(free).astype(bool),
         names=names,
+        restart_bounds=bounds,
     )
 
 
@@ -184,6 +191,11 @@ def plan_default(X, y, maskf):
       zero), bounds :math:`[10^{-5}, 10^{5}]\,\sigma_t^{2,0}`;
     * noise :math:`10^{-2}\,\sigma_t^{2,0}`, bounds
       :math:`[10^{-8}, 10^{5}]\,\sigma_t^{2,0}`.
+
+    Restarts are drawn log-uniformly from a box of plausible values rather
+    than from these wide bounds (where most draws would be degenerate): length
+    scales in :math:`[0.02, 2]\,\ell_j^0`, outputscale in
+    :math:`[0.1, 3]\,\sigma_t^{2,0}`, noise in :math:`[10^{-4}, 0.5]\,\sigma_t^{2,0}`.
 
     Parameters
     ----------
@@ -209,6 +221,10 @@ def plan_default(X, y, maskf):
     theta0 = np.concatenate([log_s, log_ls, log_s + np.log(1e-2)], axis=1)
     lower = np.concatenate([log_s + np.log(1e-5), log_ls + np.log(1e-5), log_s + np.log(1e-8)], axis=1)
     upper = np.concatenate([log_s + np.log(1e5), log_ls + np.log(1e5), log_s + np.log(1e5)], axis=1)
+    restart_lower = np.concatenate(
+        [log_s + np.log(0.1), log_ls + np.log(0.02), log_s + np.log(1e-4)], axis=1)
+    restart_upper = np.concatenate(
+        [log_s + np.log(3.0), log_ls + np.log(2.0), log_s + np.log(0.5)], axis=1)
     names = (
         ["outputscale"]
         + [f"length_scale[{j}]" for j in range(n_features)]
@@ -220,4 +236,5 @@ def plan_default(X, y, maskf):
         bounds=np.stack([lower, upper], axis=-1),
         free=np.ones(n_features + 2, dtype=bool),
         names=names,
+        restart_bounds=np.stack([restart_lower, restart_upper], axis=-1),
     )
