@@ -42,6 +42,7 @@ import argparse
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -371,6 +372,95 @@ def fmt_lml(x, star=False):
 
 
 # ------------------------------------------------------------------------- main
+class _Interrupted(Exception):
+    """Raised on SIGTERM so that the completed rows are still printed."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Interrupted(f"signal {signum}")
+
+
+def run_row(n, d, m, args, use_botorch):
+    """Fit one size with every method; returns its table row, throughput row, details."""
+    X, Y = make_data(n, d, m, seed=args.seed)
+    D2 = squared_differences(X)
+    k = sklearn_k(m, args.sklearn_targets)
+    extrap = k < m
+    print(f"\n({n}, {d}, {m}): skbgp ...", end="", flush=True)
+    t_sk, h_sk, info = fit_skbgp(X, Y)
+    print(f" {t_sk:.2f} s; sklearn loop on {k} target(s) ...", end="", flush=True)
+    t_sl_k, h_sl = fit_sklearn_loop(X, Y, range(k))
+    t_sl = t_sl_k * m / k
+    print(f" {t_sl_k:.2f} s", end="", flush=True)
+    if use_botorch:
+        print("; botorch ...", end="", flush=True)
+        t_bt, h_bt, bt_info = fit_botorch(X, Y, raw_x=args.botorch_raw_x)
+        print(f" {t_bt:.2f} s", end="", flush=True)
+    else:
+        t_bt, h_bt, bt_info = None, None, {}
+    print(flush=True)
+
+    # common LML: all targets, or the first k when sklearn was subsampled
+    cmp_targets = range(k)
+    l_sk = lml_per_target(D2, Y, h_sk, range(m))
+    l_sl = lml_per_target(D2, Y, h_sl, cmp_targets)
+    l_bt = lml_per_target(D2, Y, h_bt, range(m)) if h_bt is not None else None
+    tot_sk = float(l_sk[:k].sum())
+    tot_sl = float(l_sl.sum())
+    tot_bt = float(l_bt[:k].sum()) if l_bt is not None else None
+    best_other = max(v for v in (tot_sl, tot_bt) if v is not None)
+    gap = 100.0 * (tot_sk - best_other) / abs(best_other) if best_other != 0 else math.nan
+
+    row = [
+        str(n), str(d), str(m),
+        fmt_s(t_sk), fmt_s(t_sl, extrap), fmt_s(t_bt),
+        fmt_x(t_sl / t_sk, extrap), fmt_x(t_bt / t_sk if t_bt is not None else None),
+        fmt_lml(tot_sk, extrap), fmt_lml(tot_sl, extrap), fmt_lml(tot_bt, extrap),
+        f"{gap:+.3f}" + ("*" if extrap else ""),
+    ]
+
+    if info["members"]:
+        per = t_sk / info["members"]
+        gflops = info["members"] * float(n) ** 3 / t_sk / 1e9
+        flops = [
+            str(n), str(m), str(info["calls"]), str(info["members"]),
+            f"{info['members'] / m:.0f}", f"{per * 1e6:.1f}", f"{gflops:.1f}",
+            f"{100 * gflops / args.peak_gflops:.0f}%",
+        ]
+    else:
+        flops = [str(n), str(m)] + ["n/a"] * 6
+
+    # per-target comparison on the compared targets
+    others = np.vstack([l_sl] + ([l_bt[:k]] if l_bt is not None else []))
+    best_t = others.max(axis=0)
+    worse = int(np.sum(l_sk[:k] < best_t - 0.1))
+    lines = [
+        f"({n}, {d}, {m}):",
+        f"  skbgp: {info['members'] if info['members'] is not None else 'n/a'} member-evaluations in "
+        f"{info['calls'] if info['calls'] is not None else 'n/a'} batched calls; "
+        f"L-BFGS iterations per target mean {info['n_iter'].mean():.0f}, max {info['n_iter'].max():.0f}; "
+        f"not converged: {int((~info['converged']).sum())}/{m}",
+        f"  skbgp warnings: {info['warnings']}",
+        f"  skbgp: max |own log_marginal_likelihood_value_ - common LML| = "
+        f"{np.max(np.abs(info['own_lml'] - l_sk)):.2e}",
+        f"  per target ({k} compared): skbgp below the best other by > 0.1 nats on {worse}, "
+        f"above it by > 0.1 nats on {int(np.sum(l_sk[:k] > best_t + 0.1))}; "
+        f"worst per-target difference {float(np.min(l_sk[:k] - best_t)):+.2f} nats",
+    ]
+    if extrap:
+        lines.append(
+            f"  sklearn loop timed on the first {k} of {m} targets ({t_sl_k:.2f} s) and "
+            f"extrapolated x{m / k:g}; LML columns are totals over those {k} targets "
+            f"(all {m}: skbgp {l_sk.sum():.2f}"
+            + (f", botorch {l_bt.sum():.2f}" if l_bt is not None else "") + ")"
+        )
+    if use_botorch:
+        lines.append(f"  botorch warnings: {bt_info.get('warnings', 'none')}")
+    print(f"  total LML{' over the first %d targets' % k if extrap else ''}: skbgp {tot_sk:.2f}, "
+          f"sklearn {tot_sl:.2f}, botorch {fmt_lml(tot_bt)}; gap {gap:+.3f} %", flush=True)
+    return row, flops, lines
+
+
 def parse_rows(text):
     rows = []
     for part in text.split(","):
@@ -444,82 +534,23 @@ def main(argv=None):
         warm_up(use_botorch)
 
     table, flops, details = [], [], []
-    for n, d, m in rows:
-        X, Y = make_data(n, d, m, seed=args.seed)
-        D2 = squared_differences(X)
-        k = sklearn_k(m, args.sklearn_targets)
-        extrap = k < m
-        print(f"\n({n}, {d}, {m}): skbgp ...", end="", flush=True)
-        t_sk, h_sk, info = fit_skbgp(X, Y)
-        print(f" {t_sk:.2f} s; sklearn loop on {k} target(s) ...", end="", flush=True)
-        t_sl_k, h_sl = fit_sklearn_loop(X, Y, range(k))
-        t_sl = t_sl_k * m / k
-        print(f" {t_sl_k:.2f} s", end="", flush=True)
-        if use_botorch:
-            print("; botorch ...", end="", flush=True)
-            t_bt, h_bt, bt_info = fit_botorch(X, Y, raw_x=args.botorch_raw_x)
-            print(f" {t_bt:.2f} s", end="", flush=True)
-        else:
-            t_bt, h_bt, bt_info = None, None, {}
-        print(flush=True)
-
-        # common LML: all targets, or the first k when sklearn was subsampled
-        cmp_targets = range(k)
-        l_sk = lml_per_target(D2, Y, h_sk, range(m))
-        l_sl = lml_per_target(D2, Y, h_sl, cmp_targets)
-        l_bt = lml_per_target(D2, Y, h_bt, range(m)) if h_bt is not None else None
-        tot_sk = float(l_sk[:k].sum())
-        tot_sl = float(l_sl.sum())
-        tot_bt = float(l_bt[:k].sum()) if l_bt is not None else None
-        best_other = max(v for v in (tot_sl, tot_bt) if v is not None)
-        gap = 100.0 * (tot_sk - best_other) / abs(best_other) if best_other != 0 else math.nan
-
-        table.append([
-            str(n), str(d), str(m),
-            fmt_s(t_sk), fmt_s(t_sl, extrap), fmt_s(t_bt),
-            fmt_x(t_sl / t_sk, extrap), fmt_x(t_bt / t_sk if t_bt is not None else None),
-            fmt_lml(tot_sk, extrap), fmt_lml(tot_sl, extrap), fmt_lml(tot_bt, extrap),
-            f"{gap:+.3f}" + ("*" if extrap else ""),
-        ])
-
-        if info["members"]:
-            per = t_sk / info["members"]
-            gflops = info["members"] * float(n) ** 3 / t_sk / 1e9
-            flops.append([
-                str(n), str(m), str(info["calls"]), str(info["members"]),
-                f"{info['members'] / m:.0f}", f"{per * 1e6:.1f}", f"{gflops:.1f}",
-                f"{100 * gflops / args.peak_gflops:.0f}%",
-            ])
-        else:
-            flops.append([str(n), str(m)] + ["n/a"] * 6)
-
-        # per-target comparison on the compared targets
-        others = np.vstack([l_sl] + ([l_bt[:k]] if l_bt is not None else []))
-        best_t = others.max(axis=0)
-        worse = int(np.sum(l_sk[:k] < best_t - 0.1))
-        lines = [
-            f"({n}, {d}, {m}):",
-            f"  skbgp: {info['members'] if info['members'] is not None else 'n/a'} member-evaluations in "
-            f"{info['calls'] if info['calls'] is not None else 'n/a'} batched calls; "
-            f"L-BFGS iterations per target mean {info['n_iter'].mean():.0f}, max {info['n_iter'].max():.0f}; "
-            f"not converged: {int((~info['converged']).sum())}/{m}",
-            f"  skbgp warnings: {info['warnings']}",
-            f"  skbgp: max |own log_marginal_likelihood_value_ - common LML| = "
-            f"{np.max(np.abs(info['own_lml'] - l_sk)):.2e}",
-            f"  per target ({k} compared): skbgp below the best other by > 0.1 nats on {worse}, "
-            f"above it by > 0.1 nats on {int(np.sum(l_sk[:k] > best_t + 0.1))}; "
-            f"worst per-target difference {float(np.min(l_sk[:k] - best_t)):+.2f} nats",
-        ]
-        if extrap:
-            lines.append(
-                f"  sklearn loop timed on the first {k} of {m} targets ({t_sl_k:.2f} s) and "
-                f"extrapolated x{m / k:g}; LML columns are totals over those {k} targets "
-                f"(all {m}: skbgp {l_sk.sum():.2f}"
-                + (f", botorch {l_bt.sum():.2f}" if l_bt is not None else "") + ")"
-            )
-        if use_botorch:
-            lines.append(f"  botorch warnings: {bt_info.get('warnings', 'none')}")
-        details.append(lines)
+    interrupted = None
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        for n, d, m in rows:
+            row, flops_row, lines = run_row(n, d, m, args, use_botorch)
+            table.append(row)
+            flops.append(flops_row)
+            details.append(lines)
+    except (KeyboardInterrupt, _Interrupted) as exc:
+        interrupted = str(exc) or type(exc).__name__
+        print(f"\nINTERRUPTED ({interrupted}); the tables below hold the completed rows only.",
+              flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not table:
+        print("No row was completed.")
+        return 1
 
     header = ["n", "d", "targets", "skbgp s", "sklearn-loop s", "botorch s", "vs sklearn",
               "vs botorch", "LML skbgp", "LML sklearn", "LML botorch", "LML gap %"]
@@ -558,6 +589,9 @@ def main(argv=None):
     for lines in details:
         for line in lines:
             print(line)
+    if interrupted:
+        print(f"\nINTERRUPTED ({interrupted}) before all rows were measured.")
+        return 2
     return 0
 
 
