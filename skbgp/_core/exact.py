@@ -149,6 +149,23 @@ def _lml(L, y, maskf):
     return lml, a
 
 
+# Below this size, K^-1 = L^-T L^-1 by a triangular solve and one batched
+# matrix product (3 n^3 flops, but matmul-shaped) beats LAPACK's potri
+# (n^3 flops, one small call per member); above it potri wins (measured on
+# 2 CPU cores with torch 2.13: equal at n = 264, potri 2x faster at n = 1000).
+_POTRI_FROM = 256
+
+
+def _cholesky_inverse(L):
+    """Tensor of shape (b, n, n): ``K^-1`` from the lower Cholesky factor ``L``."""
+    n = L.shape[-1]
+    if n >= _POTRI_FROM:
+        return torch.cholesky_inverse(L)
+    eye = torch.eye(n, dtype=L.dtype, device=L.device).expand(L.shape)
+    Linv = torch.linalg.solve_triangular(L, eye, upper=False)
+    return torch.bmm(Linv.mT, Linv)
+
+
 def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradient=True):
     """Negative log marginal likelihood of every member and its gradient.
 
@@ -204,10 +221,7 @@ def _nlml_block(kernel, theta, D2aug, n, y, maskf, alpha, loss_out, grad_out):
         return
 
     # d lml / d theta_k = 0.5 tr((a a^T - K^-1) dK/dtheta_k)  (R&W eq. 5.9)
-    eye = torch.eye(n, dtype=L.dtype, device=L.device).expand(b, n, n)
-    Linv = torch.linalg.solve_triangular(L, eye, upper=False)
-    W = torch.bmm(Linv.mT, Linv).neg_()  # -K^-1
-    del Linv
+    W = _cholesky_inverse(L).neg_()
     W.baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2))
     # At missing points W is -1 on the diagonal and 0 elsewhere, while Kf and
     # the squared differences vanish there: they add nothing below.
@@ -383,7 +397,9 @@ def sample_mvn(mean, cov, n_samples, generator=None):
     """
     evals, evecs = torch.linalg.eigh(cov)
     root = evecs * evals.clamp_min(0.0).sqrt().unsqueeze(-2)  # (b, p, p)
+    # drawn where the generator lives (a CPU generator serves every device)
     z = torch.randn(
-        (*mean.shape, n_samples), dtype=mean.dtype, device=mean.device, generator=generator
-    )
+        (*mean.shape, n_samples), dtype=mean.dtype,
+        device=generator.device if generator is not None else mean.device, generator=generator,
+    ).to(mean.device)
     return mean.unsqueeze(-1) + root @ z
