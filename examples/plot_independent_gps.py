@@ -42,7 +42,7 @@ names = ["fast", "slow", "linear + noise"]
 # The default kernel is ``outputscale * RBF(ARD) + noise`` per target, started
 # from the spread of the data. The default ``n_restarts_optimizer=2`` adds two
 # random starting points per target; all starts of all targets are one batch,
-# raced for 10 iterations, after which only each target's best start goes on.
+# raced for 3 iterations, after which only each target's best start goes on.
 batched = BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
 print("iterations per target:", batched.n_iter_, " converged:", batched.converged_)
 

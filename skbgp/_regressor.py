@@ -147,8 +147,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     other bounds, this one is not warned about.
 
     **Restarts.** With ``n_restarts_optimizer > 0`` the starts of all targets
-    are raced: every start runs 10 L-BFGS iterations, then only the best start
-    of each target continues to convergence. Extra starts then cost about 10
+    are raced: every start runs 3 L-BFGS iterations, then only the best start
+    of each target continues to convergence. Extra starts then cost about 3
     iterations each instead of a whole optimisation, which is what makes
     several starts affordable by default (a single start often ends in an
     all-noise local optimum).

@@ -137,12 +137,18 @@ def test_optimised_lml_at_least_sklearn_from_same_start(dataset):
         assert ours.log_marginal_likelihood_value_[t] >= ref - 1e-3 * abs(ref), t
 
 
-def test_default_restarts_do_not_lose_to_a_single_start():
-    X, Y = _synthetic_16()
-    single = BatchedGaussianProcessRegressor(n_restarts_optimizer=0, random_state=0).fit(X, Y)
-    raced = BatchedGaussianProcessRegressor(n_restarts_optimizer=3, random_state=0).fit(X, Y)
-    # the race keeps start 0 when it leads, so a target can only lose by the race cut-off
-    assert raced.log_marginal_likelihood_value_.sum() >= single.log_marginal_likelihood_value_.sum() - 1e-6
+def test_default_restarts_escape_the_all_noise_optimum():
+    # one start from the default initial values ends explaining sin(3x) as
+    # noise; scikit-learn with ten random restarts finds the signal
+    X = np.linspace(0, 10, 60)[:, None]
+    y = np.sin(3 * X[:, 0])
+    kernel = ConstantKernel(1.0) * RBF(1.0) + WhiteKernel(1e-2)
+    ref = _sklearn_fit(kernel, X, y, n_restarts_optimizer=10, random_state=0).log_marginal_likelihood_value_
+    single = BatchedGaussianProcessRegressor(n_restarts_optimizer=0).fit(X, y)
+    assert single.log_marginal_likelihood_value_[0] < ref - 10.0
+    for seed in range(3):
+        ours = BatchedGaussianProcessRegressor(random_state=seed).fit(X, y)
+        assert ours.log_marginal_likelihood_value_[0] >= ref - 1e-3 * abs(ref), seed
 
 
 # --------------------------------------------------------------------------- missing values

@@ -156,13 +156,13 @@ def _lml(L, y, maskf):
 _POTRI_FROM = 256
 
 
-def _cholesky_inverse(L):
-    """Tensor of shape (b, n, n): ``K^-1`` from the lower Cholesky factor ``L``."""
-    n = L.shape[-1]
+def _cholesky_inverse(U):
+    """Tensor of shape (b, n, n), contiguous: ``K^-1`` from ``K = U^T U``."""
+    n = U.shape[-1]
     if n >= _POTRI_FROM:
-        return torch.cholesky_inverse(L)
-    eye = torch.eye(n, dtype=L.dtype, device=L.device).expand(L.shape)
-    Linv = torch.linalg.solve_triangular(L, eye, upper=False)
+        return torch.cholesky_inverse(U, upper=True).contiguous()
+    eye = torch.eye(n, dtype=U.dtype, device=U.device).expand(U.shape)
+    Linv = torch.linalg.solve_triangular(U.mT, eye, upper=False)
     return torch.bmm(Linv.mT, Linv)
 
 
@@ -221,7 +221,7 @@ def _nlml_block(kernel, theta, D2aug, n, y, maskf, alpha, loss_out, grad_out):
         return
 
     # d lml / d theta_k = 0.5 tr((a a^T - K^-1) dK/dtheta_k)  (R&W eq. 5.9)
-    W = _cholesky_inverse(L).neg_()
+    W = _cholesky_inverse(L.mT).neg_()
     W.baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2))
     # At missing points W is -1 on the diagonal and 0 elsewhere, while Kf and
     # the squared differences vanish there: they add nothing below.

@@ -50,7 +50,7 @@ class FitResult:
 
 
 def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
-                        max_iter=500, gtol=1e-5, ftol=2.220446049250313e-09, race_iter=10,
+                        max_iter=500, gtol=1e-5, ftol=2.220446049250313e-09, race_iter=3,
                         callback=None):
     """Maximise the log marginal likelihood of every (start, target) pair.
 
