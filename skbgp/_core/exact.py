@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .kernels import squared_differences
+from .kernels import augmented_differences, signal_covariance, squared_differences
 
 __all__ = [
     "Factor",
@@ -42,58 +42,6 @@ def member_blocks(b, n):
     return [slice(i, min(i + size, b)) for i in range(0, b, size)]
 
 
-def _augment(D2):
-    """Tensor of shape (d + 1, n * p): the squared differences and a row of ones."""
-    d, n, p = D2.shape
-    return torch.cat([D2.reshape(d, n * p), torch.ones_like(D2[0]).reshape(1, n * p)])
-
-
-def _signal_covariance(kernel, theta, D2aug, n, p):
-    """``sigma^2 rho(r)`` and the gradient factor ``sigma^2 G`` of every member.
-
-    Parameters
-    ----------
-    kernel : StationaryKernel
-    theta : Tensor of shape (b, P)
-    D2aug : Tensor of shape (d + 1, n * p)
-        From :func:`_augment`.
-
-    Returns
-    -------
-    Kf : Tensor of shape (b, n, p)
-    sG : Tensor of shape (b, n, p) or None
-        ``sigma^2 G`` with ``G = -rho'(r) / r``; ``None`` for the RBF kernel,
-        where it equals ``Kf``.
-    """
-    b = theta.shape[0]
-    log_s = torch.log(kernel.outputscale(theta)).unsqueeze(-1)
-    inv_ls2 = kernel.lengthscale(theta).pow(-2)
-    if inv_ls2.shape[-1] == 1:
-        inv_ls2 = inv_ls2.expand(b, D2aug.shape[0] - 1)
-    if kernel.nu == math.inf:
-        # log Kf = log s - r^2 / 2, one (b, d + 1) @ (d + 1, n p) product
-        coef = torch.cat([-0.5 * inv_ls2, log_s], dim=-1)
-        return torch.einsum("bj,jk->bk", coef, D2aug).view(b, n, p).exp_(), None
-    # a = sqrt(2 nu) r, then the Matern closed forms in a
-    two_nu = 2.0 * kernel.nu
-    coef = torch.cat([two_nu * inv_ls2, torch.zeros_like(log_s)], dim=-1)
-    a = torch.einsum("bj,jk->bk", coef, D2aug).view(b, n, p).clamp_min_(0.0).sqrt_()
-    E = torch.neg(a).exp_()
-    s = log_s.exp().unsqueeze(-1)
-    if kernel.nu == 0.5:
-        safe = torch.where(a > 0, a, 1.0)
-        sG = torch.where(a > 0, E / safe, 0.0).mul_(s)
-        return E.mul_(s), sG
-    if kernel.nu == 1.5:
-        sG = E * (3.0 * s)
-        return a.add_(1.0).mul_(E).mul_(s), sG
-    # nu == 2.5
-    one_plus_a = a + 1.0
-    sG = (one_plus_a * E).mul_(s * (5.0 / 3.0))
-    Kf = a.square_().div_(3.0).add_(one_plus_a).mul_(E).mul_(s)
-    return Kf, sG
-
-
 def training_covariance(kernel, theta, D2, maskf, alpha):
     """Masked training covariance of every member.
 
@@ -116,7 +64,7 @@ def training_covariance(kernel, theta, D2, maskf, alpha):
         the missing rows and columns.
     """
     n = D2.shape[-1]
-    K, _ = _signal_covariance(kernel, theta, _augment(D2), n, n)
+    K, _ = signal_covariance(kernel, theta, augmented_differences(D2), n, n)
     _mask_(K, maskf)
     _add_diagonal_(K, kernel, theta, maskf, alpha)
     return K
@@ -191,7 +139,7 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     """
     b = theta.shape[0]
     n = D2.shape[-1]
-    D2aug = _augment(D2)
+    D2aug = augmented_differences(D2)
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
     grad = torch.zeros_like(theta) if eval_gradient else None
     for blk in member_blocks(b, n):
@@ -203,7 +151,7 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
 def _nlml_block(kernel, theta, D2aug, n, y, maskf, alpha, loss_out, grad_out):
     """One block of :func:`neg_log_marginal_likelihood`, written into the outputs."""
     b = theta.shape[0]
-    Kf, sG = _signal_covariance(kernel, theta, D2aug, n, n)
+    Kf, sG = signal_covariance(kernel, theta, D2aug, n, n)
     _mask_(Kf, maskf)
     kf_diag = Kf.diagonal(dim1=-2, dim2=-1).clone()
     _add_diagonal_(Kf, kernel, theta, maskf, alpha)
@@ -359,7 +307,7 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
     for start in range(0, p, chunk_size):
         Xc = X_test[start:start + chunk_size]
         c = Xc.shape[0]
-        Ks, _ = _signal_covariance(kernel, theta, _augment(squared_differences(Xc, X_train)), c, n)
+        Ks, _ = signal_covariance(kernel, theta, augmented_differences(squared_differences(Xc, X_train)), c, n)
         Ks.mul_(maskf.unsqueeze(-2))  # (b, c, n)
         means.append(Ks @ factor_alpha.unsqueeze(-1))
         V = torch.linalg.solve_triangular(factor_L, Ks.mT, upper=False)  # (b, n, c)
@@ -370,7 +318,7 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
     mean = torch.cat(means, dim=-2).squeeze(-1)
     if full_cov:
         V = torch.cat(V_all, dim=-1)
-        cov, _ = _signal_covariance(kernel, theta, _augment(squared_differences(X_test, X_test)), p, p)
+        cov, _ = signal_covariance(kernel, theta, augmented_differences(squared_differences(X_test, X_test)), p, p)
         cov.diagonal(dim1=-2, dim2=-1).add_(noise.unsqueeze(-1))
         cov.baddbmm_(V.mT, V, alpha=-1.0)
         return mean, cov

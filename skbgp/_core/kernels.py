@@ -16,9 +16,8 @@ import torch
 __all__ = [
     "StationaryKernel",
     "squared_differences",
-    "scaled_sq_dist",
-    "correlation",
-    "correlation_radial_derivative",
+    "augmented_differences",
+    "signal_covariance",
 ]
 
 SUPPORTED_NU = (0.5, 1.5, 2.5, math.inf)
@@ -108,57 +107,66 @@ def squared_differences(X1, X2):
     return diff.square_()
 
 
-def scaled_sq_dist(inv_ls2, D2):
-    """Squared scaled distances of every member.
+def augmented_differences(D2):
+    """Tensor of shape (d + 1, n * p): the squared differences and a row of ones."""
+    d, n, p = D2.shape
+    return torch.cat([D2.reshape(d, n * p), torch.ones_like(D2[0]).reshape(1, n * p)])
+
+
+def signal_covariance(kernel, theta, D2aug, n, p):
+    r"""``sigma^2 rho(r)`` and the gradient factor ``sigma^2 G`` of every member.
+
+    With :math:`a = \sqrt{2\nu}\, r` (R&W eq. 4.14, 4.16-4.17):
+
+    .. math::
+
+        \rho_\infty = e^{-r^2/2},\quad
+        \rho_{1/2} = e^{-a},\quad
+        \rho_{3/2} = (1 + a)\, e^{-a},\quad
+        \rho_{5/2} = (1 + a + a^2/3)\, e^{-a},
+
+    and :math:`G = -\rho'(r)/r` is :math:`\rho_\infty`, :math:`e^{-r}/r`,
+    :math:`3 e^{-a}` and :math:`\tfrac53 (1 + a) e^{-a}` respectively, so that
+    :math:`\partial k / \partial \log \ell_j = \sigma^2 G\, (x_j - z_j)^2 / \ell_j^2`.
 
     Parameters
     ----------
-    inv_ls2 : Tensor of shape (b, L)
-        Inverse squared lengthscales, ``L`` is 1 (isotropic) or ``d``.
-    D2 : Tensor of shape (d, n, p)
+    kernel : StationaryKernel
+    theta : Tensor of shape (b, P)
+    D2aug : Tensor of shape (d + 1, n * p)
+        From :func:`augmented_differences`.
 
     Returns
     -------
-    Tensor of shape (b, n, p)
+    Kf : Tensor of shape (b, n, p)
+    sG : Tensor of shape (b, n, p) or None
+        ``sigma^2 G`` with ``G = -rho'(r) / r``; ``None`` for the RBF kernel,
+        where it equals ``Kf``.
     """
-    d, n, p = D2.shape
+    b = theta.shape[0]
+    log_s = torch.log(kernel.outputscale(theta)).unsqueeze(-1)
+    inv_ls2 = kernel.lengthscale(theta).pow(-2)
     if inv_ls2.shape[-1] == 1:
-        # isotropic: r2[b] = D2.sum(0) / ell_b^2
-        return inv_ls2.unsqueeze(-1) * D2.sum(0)
-    # r2[b, i, k] = sum_j inv_ls2[b, j] * D2[j, i, k], one (b, d) @ (d, n p) product
-    return (inv_ls2 @ D2.reshape(d, n * p)).view(-1, n, p)
-
-
-def correlation(r2, nu):
-    r"""The correlation :math:`\rho(r)` from squared scaled distances ``r2``."""
-    if nu == math.inf:
-        return torch.exp(-0.5 * r2)
-    r = r2.sqrt()
-    if nu == 0.5:
-        return torch.exp(-r)
-    if nu == 1.5:
-        a = math.sqrt(3.0) * r
-        return (1.0 + a) * torch.exp(-a)
-    a = math.sqrt(5.0) * r  # nu == 2.5
-    return (1.0 + a + a * a / 3.0) * torch.exp(-a)
-
-
-def correlation_radial_derivative(r2, nu):
-    r"""The factor :math:`G = -\rho'(r) / r`, elementwise.
-
-    ``d rho / d log ell_j = G * (x_j - z_j)^2 / ell_j^2``, which is how the
-    lengthscale gradient is assembled. ``G`` is finite at ``r = 0`` for every
-    ``nu`` except 0.5, where the product with the squared difference still
-    vanishes; it is set to 0 there.
-    """
-    if nu == math.inf:
-        return torch.exp(-0.5 * r2)
-    r = r2.sqrt()
-    if nu == 0.5:
-        safe_r = torch.where(r > 0, r, torch.ones_like(r))
-        return torch.where(r > 0, torch.exp(-r) / safe_r, torch.zeros_like(r))
-    if nu == 1.5:
-        a = math.sqrt(3.0) * r
-        return 3.0 * torch.exp(-a)
-    a = math.sqrt(5.0) * r  # nu == 2.5
-    return (5.0 / 3.0) * (1.0 + a) * torch.exp(-a)
+        inv_ls2 = inv_ls2.expand(b, D2aug.shape[0] - 1)
+    if kernel.nu == math.inf:
+        # log Kf = log s - r^2 / 2, one (b, d + 1) @ (d + 1, n p) product
+        coef = torch.cat([-0.5 * inv_ls2, log_s], dim=-1)
+        return torch.einsum("bj,jk->bk", coef, D2aug).view(b, n, p).exp_(), None
+    # a = sqrt(2 nu) r, then the Matern closed forms in a
+    two_nu = 2.0 * kernel.nu
+    coef = torch.cat([two_nu * inv_ls2, torch.zeros_like(log_s)], dim=-1)
+    a = torch.einsum("bj,jk->bk", coef, D2aug).view(b, n, p).clamp_min_(0.0).sqrt_()
+    E = torch.neg(a).exp_()
+    s = log_s.exp().unsqueeze(-1)
+    if kernel.nu == 0.5:
+        safe = torch.where(a > 0, a, 1.0)
+        sG = torch.where(a > 0, E / safe, 0.0).mul_(s)
+        return E.mul_(s), sG
+    if kernel.nu == 1.5:
+        sG = E * (3.0 * s)
+        return a.add_(1.0).mul_(E).mul_(s), sG
+    # nu == 2.5
+    one_plus_a = a + 1.0
+    sG = (one_plus_a * E).mul_(s * (5.0 / 3.0))
+    Kf = a.square_().div_(3.0).add_(one_plus_a).mul_(E).mul_(s)
+    return Kf, sG
