@@ -108,7 +108,10 @@ def _cholesky_inverse(U):
     """Tensor of shape (b, n, n), contiguous: ``K^-1`` from ``K = U^T U``."""
     n = U.shape[-1]
     if n >= _POTRI_FROM:
-        return torch.cholesky_inverse(U, upper=True).contiguous()
+        Kinv = torch.cholesky_inverse(U, upper=True)
+        # the result is exactly symmetric; LAPACK leaves it column-major, so its
+        # transpose is the row-major tensor without a copy
+        return Kinv.mT if Kinv.mT.is_contiguous() else Kinv.contiguous()
     eye = torch.eye(n, dtype=U.dtype, device=U.device).expand(U.shape)
     Linv = torch.linalg.solve_triangular(U.mT, eye, upper=False)
     return torch.bmm(Linv.mT, Linv)
