@@ -211,12 +211,13 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         rel_decrease = (fa - f_new) <= ftol * torch.maximum(
             torch.maximum(fa.abs(), f_new.abs()), torch.ones_like(fa))
         pg_small = _projected_gradient(x_new, g_new, lo, hi).abs().amax(-1) <= gtol
-        # A small decrease from a quasi-Newton step can be a poor direction
-        # (curvature pairs from before a bound became active): forget the
-        # history and try a projected-gradient step before accepting it.
-        stalled = moved & rel_decrease & ~pg_small
-        retry = stalled & ~no_history
-        done = moved & (pg_small | (rel_decrease & no_history))
+        # With a variable held at a bound, a small decrease from a quasi-Newton
+        # step can come from a poor direction (curvature pairs from before the
+        # bound became active): forget the history and try a projected-gradient
+        # step before accepting it. Interior members stop as scipy's would.
+        at_bound = (held & fr).any(-1)
+        retry = moved & rel_decrease & ~pg_small & ~no_history & at_bound
+        done = moved & (pg_small | (rel_decrease & ~retry))
         # a failed line search with an empty history is a dead end
         stuck = ~moved & no_history
         x[idx], f[idx], g[idx] = x_new, f_new, g_new
