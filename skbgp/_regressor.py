@@ -402,10 +402,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             return
         for j in np.flatnonzero(plan.free):
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
-                if self.kernel is None and side == 1 and "length_scale" in plan.names[j]:
-                    # the default kernel's upper length-scale bound is 1e5 times the
-                    # feature's spread: reaching it means the feature is irrelevant
-                    # to that target (ARD), not that the bound is too tight
+                if side == 1 and not plan.warn_at_upper[j]:
                     continue
                 near = np.isclose(bounds[:, j, side], self._theta_full[:, j])
                 if near.any():

@@ -55,6 +55,11 @@ class KernelPlan:
         Box in which restart points are drawn log-uniformly: the bounds
         themselves for a scikit-learn kernel (its semantics), a box of plausible
         values around the data-driven start for the default kernel.
+    warn_at_upper : ndarray of shape (n_params,), bool
+        Whether ending at the upper bound deserves a warning. Not for the
+        default kernel's length scales: their upper bound is 1e5 times the
+        feature's spread, and reaching it means the feature is irrelevant to
+        that target (ARD), not that the bound is too tight.
     """
 
     kernel: StationaryKernel
@@ -63,6 +68,7 @@ class KernelPlan:
     free: np.ndarray
     names: list
     restart_bounds: np.ndarray
+    warn_at_upper: np.ndarray
 
 
 def _log_bounds(hyperparameter, value, n_elements):
@@ -175,6 +181,7 @@ def plan_from_sklearn(kernel, n_features):
         free=np.concatenate(free).astype(bool),
         names=names,
         restart_bounds=bounds,
+        warn_at_upper=np.ones(len(names), dtype=bool),
     )
 
 
@@ -218,13 +225,12 @@ def plan_default(X, y, maskf):
     power = np.where(power > 0, power, 1.0)
     log_ls = np.broadcast_to(np.log(spread), (n_targets, n_features))
     log_s = np.log(power)[:, None]
-    theta0 = np.concatenate([log_s, log_ls, log_s + np.log(1e-2)], axis=1)
-    lower = np.concatenate([log_s + np.log(1e-5), log_ls + np.log(1e-5), log_s + np.log(1e-8)], axis=1)
-    upper = np.concatenate([log_s + np.log(1e5), log_ls + np.log(1e5), log_s + np.log(1e5)], axis=1)
-    restart_lower = np.concatenate(
-        [log_s + np.log(0.1), log_ls + np.log(0.02), log_s + np.log(1e-4)], axis=1)
-    restart_upper = np.concatenate(
-        [log_s + np.log(3.0), log_ls + np.log(2.0), log_s + np.log(0.5)], axis=1)
+
+    def scaled(outputscale, length_scale, noise):
+        """Log hyperparameters (n_targets, n_params) at these multiples of the scales."""
+        return np.concatenate([log_s + np.log(outputscale), log_ls + np.log(length_scale),
+                               log_s + np.log(noise)], axis=1)
+
     names = (
         ["outputscale"]
         + [f"length_scale[{j}]" for j in range(n_features)]
@@ -232,9 +238,10 @@ def plan_default(X, y, maskf):
     )
     return KernelPlan(
         kernel=StationaryKernel(nu=math.inf, n_lengthscales=n_features),
-        theta0=theta0,
-        bounds=np.stack([lower, upper], axis=-1),
+        theta0=scaled(1.0, 1.0, 1e-2),
+        bounds=np.stack([scaled(1e-5, 1e-5, 1e-8), scaled(1e5, 1e5, 1e5)], axis=-1),
         free=np.ones(n_features + 2, dtype=bool),
         names=names,
-        restart_bounds=np.stack([restart_lower, restart_upper], axis=-1),
+        restart_bounds=np.stack([scaled(0.1, 0.02, 1e-4), scaled(3.0, 2.0, 0.5)], axis=-1),
+        warn_at_upper=np.array([True] + [False] * n_features + [True]),
     )

@@ -402,3 +402,18 @@ def test_grid_search_reaches_nested_kernel_parameters(multi_target_data):
     ref = GridSearchCV(GaussianProcessRegressor(kernel, optimizer=None), grid, cv=3).fit(X, y)
     assert ours.best_params_ == ref.best_params_
     assert_allclose(ours.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"], rtol=1e-6)
+
+
+def test_irrelevant_feature_reaches_upper_bound_without_warning_for_default_kernel():
+    rng = np.random.RandomState(2)
+    X = rng.uniform(size=(40, 2))
+    y = np.sin(5 * X[:, 0]) + 0.05 * rng.randn(40)  # feature 1 is irrelevant
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        ours = BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
+    # at the default upper bound, 1e5 times the feature's spread
+    assert_allclose(ours.length_scales_[0, 1], 1e5 * X[:, 1].std(), rtol=1e-3)
+    # a scikit-learn kernel keeps scikit-learn's warning
+    kernel = ConstantKernel() * RBF([1.0, 1.0], length_scale_bounds=(1e-2, 10.0)) + WhiteKernel()
+    with pytest.warns(ConvergenceWarning, match=r"length_scale\[1\] is close to the specified upper"):
+        BatchedGaussianProcessRegressor(kernel, random_state=0).fit(X, y)

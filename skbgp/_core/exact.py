@@ -42,7 +42,7 @@ def member_blocks(b, n):
     return [slice(i, min(i + size, b)) for i in range(0, b, size)]
 
 
-def training_covariance(kernel, theta, D2, maskf, alpha):
+def training_covariance(kernel, theta, D2aug, maskf, alpha):
     """Masked training covariance of every member.
 
     Parameters
@@ -50,8 +50,9 @@ def training_covariance(kernel, theta, D2, maskf, alpha):
     kernel : StationaryKernel
     theta : Tensor of shape (b, P)
         Log hyperparameters.
-    D2 : Tensor of shape (d, n, n)
-        Squared differences of the training inputs.
+    D2aug : Tensor of shape (d + 1, n * n)
+        Augmented squared differences of the training inputs
+        (:func:`augmented_differences`).
     maskf : Tensor of shape (b, n)
         1.0 where observed, 0.0 where missing.
     alpha : Tensor of shape (n,) or ()
@@ -63,8 +64,8 @@ def training_covariance(kernel, theta, D2, maskf, alpha):
         Observed block of ``sigma^2 rho + (sigma_n^2 + alpha) I``, identity on
         the missing rows and columns.
     """
-    n = D2.shape[-1]
-    K, _ = signal_covariance(kernel, theta, augmented_differences(D2), n, n)
+    n = maskf.shape[-1]
+    K, _ = signal_covariance(kernel, theta, D2aug, n, n)
     _mask_(K, maskf)
     _add_diagonal_(K, kernel, theta, maskf, alpha)
     return K
@@ -246,8 +247,9 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     L = torch.empty(b, n, n, dtype=theta.dtype, device=theta.device)
     jitter = torch.zeros(b, dtype=theta.dtype, device=theta.device)
     failed = torch.zeros(b, dtype=torch.bool, device=theta.device)
+    D2aug = augmented_differences(D2)
     for blk in member_blocks(b, n):
-        K = training_covariance(kernel, theta[blk], D2, maskf[blk], alpha)
+        K = training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha)
         Lb, info = torch.linalg.cholesky_ex(K)
         bad = info != 0
         scale = 1e-8 * K.diagonal(dim1=-2, dim2=-1).mean(-1)
