@@ -5,14 +5,16 @@ import warnings
 
 import numpy as np
 import torch
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import Kernel
 from sklearn.utils import check_random_state
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from ._core.exact import factorize, neg_log_marginal_likelihood, posterior, sample_mvn
-from ._core.fit import fit_hyperparameters
+from ._chunks import Progress, auto_batch_size, fit_chunk
+from ._core.exact import neg_log_marginal_likelihood, posterior, refactorize, sample_mvn
 from ._core.kernels import squared_differences
 from ._sklearn_kernels import plan_default, plan_from_sklearn
 from ._validation import resolve_device, resolve_dtype, to_numpy, to_tensor, torch_generator
@@ -85,7 +87,27 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Where the computation runs, e.g. ``"cuda"``. Fitted attributes are
         numpy arrays, so a model fitted on a GPU loads anywhere.
     dtype : {"float64", "float32"}, default="float64"
-        Precision of the computation. Outputs are always float64.
+        Precision of the computation. Outputs are always float64. float32
+        halves memory and is faster on most GPUs, but its Cholesky factors
+        carry about 1e-7 relative error (amplified by the condition number of
+        the covariance): expect predictions to about 1e-3 relative accuracy,
+        more jitter and some targets failing to converge.
+    batch_size : int or None, default=None
+        Number of targets fitted together in one chunk. ``None`` derives it
+        from a memory budget (1 GiB of Cholesky factors per chunk on the CPU, a
+        quarter of the free memory on a GPU), and gives every worker at least
+        two chunks when ``n_jobs`` asks for several. Results do not depend on
+        it: every target keeps its own line search and convergence test.
+    n_jobs : int or None, default=None
+        Number of chunks fitted in parallel by joblib
+        (:class:`sklearn.utils.parallel.Parallel`); ``None`` means 1 unless in
+        a :func:`joblib.parallel_config` context, ``-1`` all processors. Under
+        ``joblib.parallel_config(backend="dask")`` the chunks run on the
+        workers of a Dask cluster.
+    verbose : int, default=0
+        0 is silent; 1 reports every fitted chunk (a progress bar when ``tqdm``
+        is installed, else a line with the targets done, how many converged
+        and the time elapsed); 2 also prints a line per optimiser iteration.
 
     Attributes
     ----------
@@ -121,9 +143,14 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         optimiser).
     jitter_ : ndarray of shape (n_targets,)
         Diagonal jitter that had to be added to factorise a target (mostly 0).
+    failed_targets_ : ndarray of int
+        Targets that could not be fitted: no observed value, or a covariance
+        that is not positive definite even with jitter. Each is warned about;
+        the other targets are fitted normally, and these predict NaN.
     L_ : ndarray of shape (n_targets, n_samples, n_samples)
         Lower Cholesky factor of every target's training covariance (identity
-        rows and columns at its missing observations).
+        rows and columns at its missing observations), recomputed when read
+        (a fitted model does not hold ``n_targets * n_samples**2`` numbers).
     alpha_ : ndarray of shape (n_samples, n_targets)
         Dual coefficients ``K^-1 y`` of every target (0 where missing).
 
@@ -199,6 +226,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         tol=1e-5,
         device="cpu",
         dtype="float64",
+        batch_size=None,
+        n_jobs=None,
+        verbose=0,
     ):
         self.kernel = kernel
         self.alpha = alpha
@@ -211,6 +241,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.tol = tol
         self.device = device
         self.dtype = dtype
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):
@@ -228,10 +261,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             raise ValueError(
                 f"optimizer must be 'lbfgs', 'fmin_l_bfgs_b' or None; got {self.optimizer!r}."
             )
-        for name, low in (("n_restarts_optimizer", 0), ("max_iter", 1)):
+        for name, low in (("n_restarts_optimizer", 0), ("max_iter", 1), ("batch_size", 1),
+                          ("verbose", 0)):
             value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                continue
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+        if self.n_jobs is not None and (
+            not isinstance(self.n_jobs, numbers.Integral) or isinstance(self.n_jobs, bool)
+            or self.n_jobs == 0
+        ):
+            raise ValueError(f"n_jobs must be None or a non-zero integer; got {self.n_jobs!r}.")
         if not isinstance(self.tol, numbers.Real) or not self.tol > 0:
             raise ValueError(f"tol must be a positive number; got {self.tol!r}.")
         return resolve_device(self.device), resolve_dtype(self.dtype)
@@ -284,25 +325,34 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         X, y = self._validate_fit_data(X, y)
         alpha = self._check_alpha(X.shape[0])
         Y = y.reshape(y.shape[0], -1)
+        n_targets = Y.shape[1]
         observed = ~np.isnan(Y)
-        empty = np.flatnonzero(~observed.any(axis=0))
-        if empty.size:
+        empty = ~observed.any(axis=0)
+        if empty.all():
             raise ValueError(
-                f"Target(s) {_format_targets(empty)} have no observed value (all NaN); "
-                "drop these columns of y before fitting."
+                f"Target(s) {_format_targets(np.flatnonzero(empty))} have no observed value "
+                "(all NaN); there is nothing to fit."
+            )
+        if empty.any():
+            warnings.warn(
+                f"Target(s) {_format_targets(np.flatnonzero(empty))} have no observed value "
+                "(all NaN) and are not fitted: they are listed in failed_targets_ and "
+                "predicted as NaN. Drop these columns of y to silence this warning.",
+                UserWarning,
             )
 
+        n_obs = np.maximum(observed.sum(axis=0), 1)
         if self.normalize_y:
-            mean = np.nanmean(Y, axis=0)
-            std = np.nanstd(Y, axis=0)
+            filled = np.where(observed, Y, 0.0)
+            mean = filled.sum(axis=0) / n_obs
+            std = np.sqrt((np.where(observed, Y - mean, 0.0) ** 2).sum(axis=0) / n_obs)
             std = np.where(std > 10 * np.finfo(std.dtype).eps, std, 1.0)
         else:
-            mean = np.zeros(Y.shape[1])
-            std = np.ones(Y.shape[1])
+            mean = np.zeros(n_targets)
+            std = np.ones(n_targets)
         Yn = np.where(observed, (Y - mean) / std, 0.0)
         maskf = observed.astype(float)
 
-        n_targets = Y.shape[1]
         if self.kernel is None:
             plan = plan_default(X, Yn, maskf)
         else:
@@ -310,50 +360,72 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         P = plan.free.shape[0]
         bounds = np.broadcast_to(plan.bounds, (n_targets, P, 2))
         theta0 = np.clip(np.broadcast_to(plan.theta0, (n_targets, P)), bounds[..., 0], bounds[..., 1])
-
-        as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
-        Xt = as_t(X)
-        D2 = squared_differences(Xt, Xt)
-        yt, mt, alphat = as_t(Yn.T), as_t(maskf.T), as_t(alpha)
-
+        # every restart of every target is drawn here, before chunking, so that
+        # a target's starts do not depend on the chunks
+        starts = [theta0]
         if self.optimizer is not None:
-            starts = [theta0]
             rng = check_random_state(self.random_state)
             box = np.broadcast_to(plan.restart_bounds, (n_targets, P, 2))
             for _ in range(self.n_restarts_optimizer):
                 draw = rng.uniform(box[..., 0], box[..., 1])
                 starts.append(np.where(plan.free, draw, theta0))
-            result = fit_hyperparameters(
-                plan.kernel,
-                D2,
-                yt,
-                mt,
-                alphat,
-                as_t(np.stack(starts)),
-                as_t(bounds[..., 0]),
-                as_t(bounds[..., 1]),
-                torch.as_tensor(plan.free, device=device),
-                max_iter=self.max_iter,
-                gtol=self.tol,
-            )
-            theta = result.theta
-            n_iter = to_numpy(result.n_iter, np.int64)
-            converged = to_numpy(result.converged, bool)
-        else:
-            theta = as_t(theta0)
-            n_iter = np.zeros(n_targets, dtype=np.int64)
-            converged = np.ones(n_targets, dtype=bool)
+        starts = np.stack(starts)
 
-        factor = factorize(plan.kernel, theta, D2, yt, mt, alphat)
-        failed = to_numpy(factor.failed, bool)
-        if failed.any():
+        n_workers = effective_n_jobs(self.n_jobs)
+        batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = auto_batch_size(
+                X.shape[0], n_targets, starts.shape[0], n_workers, device, dtype.itemsize
+            )
+        chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
+        jobs = (
+            delayed(fit_chunk)(
+                plan.kernel, X, Yn[:, sl].T, maskf[:, sl].T, alpha, starts[:, sl],
+                bounds[sl, :, 0], bounds[sl, :, 1], plan.free,
+                optimize=self.optimizer is not None, max_iter=self.max_iter, tol=self.tol,
+                device=device, dtype=dtype, verbose=self.verbose,
+                label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
+            )
+            for k, sl in enumerate(chunks)
+        )
+        out = {
+            "theta": np.empty((n_targets, P)),
+            "n_iter": np.empty(n_targets, dtype=np.int64),
+            "converged": np.empty(n_targets, dtype=bool),
+            "lml": np.empty(n_targets),
+            "alpha": np.empty((n_targets, X.shape[0])),
+            "jitter": np.empty(n_targets),
+            "failed": np.empty(n_targets, dtype=bool),
+        }
+        progress = Progress(n_targets, len(chunks), self.verbose)
+        try:
+            # results arrive in order; each is copied out as soon as it comes
+            for sl, result in zip(chunks, Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)):
+                for key, value in result.items():
+                    out[key][sl] = value
+                progress.update(sl.stop - sl.start, int(result["converged"].sum()))
+        finally:
+            progress.close()
+
+        failed = out["failed"] | empty
+        singular = out["failed"] & ~empty
+        if singular.all() or failed.all():
             raise ValueError(
                 f"The training covariance is not positive definite for target(s) "
-                f"{_format_targets(np.flatnonzero(failed))}, even with added jitter. "
+                f"{_format_targets(np.flatnonzero(singular))}, even with added jitter. "
                 "Try increasing `alpha`, adding a WhiteKernel, or removing duplicate rows."
             )
-        jitter = to_numpy(factor.jitter)
+        if singular.any():
+            warnings.warn(
+                f"The training covariance of target(s) {_format_targets(np.flatnonzero(singular))} "
+                "is not positive definite, even with added jitter: these targets are listed "
+                "in failed_targets_ and predicted as NaN. Try scaling the target "
+                "(normalize_y=True), increasing `alpha`, adding a WhiteKernel, or removing "
+                "duplicate rows.",
+                ConvergenceWarning,
+            )
 
+        theta = out["theta"]
         self.X_train_ = np.copy(X) if self.copy_X_train else X
         self.y_train_ = np.copy(y) if self.copy_X_train else y
         self.n_targets_ = n_targets
@@ -361,28 +433,33 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self._y_train_std = std
         self._observed = observed
         self._core_kernel = plan.kernel
-        self._theta_full = to_numpy(theta)
+        self._theta_full = theta
         self._free = plan.free
-        self.theta_ = self._theta_full[:, plan.free]
+        self.theta_ = theta[:, plan.free]
         self.hyperparameter_names_ = [n for n, f in zip(plan.names, plan.free) if f]
         self.length_scales_ = np.broadcast_to(
-            np.exp(self._theta_full[:, plan.kernel.lengthscale_slice]), (n_targets, X.shape[1])
+            np.exp(theta[:, plan.kernel.lengthscale_slice]), (n_targets, X.shape[1])
         ).copy()
-        self.outputscales_ = to_numpy(plan.kernel.outputscale(theta))
-        self.noise_levels_ = to_numpy(plan.kernel.noise(theta))
-        self.log_marginal_likelihood_value_ = to_numpy(factor.log_marginal_likelihood)
-        self.n_iter_ = n_iter
-        self.converged_ = converged
-        self.jitter_ = jitter
-        self.L_ = to_numpy(factor.L)
-        self.alpha_ = to_numpy(factor.alpha).T.copy()
+        theta_t = torch.from_numpy(theta)
+        self.outputscales_ = to_numpy(plan.kernel.outputscale(theta_t))
+        self.noise_levels_ = to_numpy(plan.kernel.noise(theta_t))
+        lml = out["lml"]
+        lml[failed] = np.nan
+        self.log_marginal_likelihood_value_ = lml
+        self.n_iter_ = out["n_iter"]
+        self.converged_ = out["converged"] & ~failed
+        self.jitter_ = out["jitter"]
+        self.failed_targets_ = np.flatnonzero(failed)
+        self.alpha_ = out["alpha"].T.copy()
 
         self._warn_after_fit(plan, bounds)
         return self
 
     def _warn_after_fit(self, plan, bounds):
-        if self.optimizer is not None and not self.converged_.all():
-            bad = np.flatnonzero(~self.converged_)
+        fitted = np.ones(self.n_targets_, dtype=bool)
+        fitted[self.failed_targets_] = False
+        if self.optimizer is not None and not self.converged_[fitted].all():
+            bad = np.flatnonzero(~self.converged_ & fitted)
             warnings.warn(
                 f"The optimiser stopped before convergence for {bad.size} of "
                 f"{self.n_targets_} target(s) {_format_targets(bad)} (max_iter="
@@ -390,11 +467,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 "max_iter or n_restarts_optimizer, or scale the data.",
                 ConvergenceWarning,
             )
-        if self.jitter_.any():
-            bad = np.flatnonzero(self.jitter_ > 0)
+        jittered = (self.jitter_ > 0) & fitted
+        if jittered.any():
+            bad = np.flatnonzero(jittered)
             warnings.warn(
                 f"The training covariance of target(s) {_format_targets(bad)} was not "
-                f"positive definite; jitter up to {self.jitter_.max():.3g} was added to its "
+                f"positive definite; jitter up to {self.jitter_[bad].max():.3g} was added to its "
                 "diagonal. Consider increasing `alpha` or adding a WhiteKernel.",
                 ConvergenceWarning,
             )
@@ -404,7 +482,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
                 if side == 1 and not plan.warn_at_upper[j]:
                     continue
-                near = np.isclose(bounds[:, j, side], self._theta_full[:, j])
+                near = np.isclose(bounds[:, j, side], self._theta_full[:, j]) & fitted
                 if near.any():
                     warnings.warn(
                         f"The optimal value found for {plan.names[j]} is close to the "
@@ -417,18 +495,70 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                     )
 
     # ------------------------------------------------------------- prediction
-    def _fitted_tensors(self):
-        """The cached factor and data as tensors on the compute device."""
-        device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+    def _compute_device(self):
+        """The device for prediction; the CPU, with a warning, when it is gone.
+
+        A model fitted on a GPU keeps ``device="cuda"``; unpickled on a machine
+        without one it still predicts.
+        """
+        try:
+            return resolve_device(self.device), resolve_dtype(self.dtype)
+        except ValueError:
+            device = torch.device(self.device) if isinstance(self.device, str) else self.device
+            if isinstance(device, torch.device) and device.type == "cuda":
+                warnings.warn(
+                    f"device={self.device!r} is not available on this machine; predicting "
+                    "on the CPU. Call set_params(device='cpu') to silence this warning.",
+                    UserWarning,
+                )
+                return torch.device("cpu"), resolve_dtype(self.dtype)
+            raise
+
+    def _factor_chunks(self, numbers_per_target):
+        """Yield ``(targets, theta, X_train, L, alpha, maskf, as_t)`` chunk by chunk.
+
+        The Cholesky factors are recomputed from the fitted hyperparameters and
+        jitter (identical to those of the fit) for a chunk of targets at a time,
+        so that prediction holds at most about ``_PREDICT_BLOCK`` numbers
+        whatever the number of targets.
+        """
+        device, dtype = self._compute_device()
         as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
-        return (
-            as_t(self._theta_full),
-            as_t(self.X_train_),
-            as_t(self.L_),
-            as_t(self.alpha_.T),
-            as_t(self._observed.T.astype(float)),
-            as_t,
-        )
+        Xtr = as_t(self.X_train_)
+        n = Xtr.shape[0]
+        D2 = squared_differences(Xtr, Xtr)
+        alpha = as_t(self._check_alpha(n))
+        size = max(1, _PREDICT_BLOCK // max(1, n * n + numbers_per_target))
+        for start in range(0, self.n_targets_, size):
+            sl = slice(start, min(start + size, self.n_targets_))
+            theta = as_t(self._theta_full[sl])
+            mask = as_t(self._observed[:, sl].T.astype(float))
+            L = refactorize(self._core_kernel, theta, D2, mask, alpha, as_t(self.jitter_[sl]))
+            yield sl, theta, Xtr, L, as_t(self.alpha_[:, sl].T), mask, as_t
+
+    def _warn_failed(self):
+        if self.failed_targets_.size:
+            warnings.warn(
+                f"Target(s) {_format_targets(self.failed_targets_)} could not be fitted "
+                "(see failed_targets_); their predictions are NaN.",
+                UserWarning,
+            )
+
+    @property
+    def L_(self):
+        """ndarray of shape (n_targets, n_samples, n_samples): lower Cholesky factors.
+
+        The factor of every target's training covariance (identity rows and
+        columns at its missing observations), computed from the fitted
+        hyperparameters when read: a fitted model stores ``theta_`` and
+        ``jitter_`` rather than ``n_targets * n_samples**2`` numbers.
+        """
+        check_is_fitted(self)
+        L = np.empty((self.n_targets_, self.X_train_.shape[0], self.X_train_.shape[0]))
+        with torch.no_grad():
+            for sl, _, _, Lc, _, _, _ in self._factor_chunks(0):
+                L[sl] = to_numpy(Lc)
+        return L
 
     def _single_output(self):
         return self.y_train_.ndim == 1 or self.y_train_.shape[1] == 1
@@ -448,7 +578,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Returns
         -------
         y_mean : ndarray of shape (n_samples,) or (n_samples, n_targets)
-            Predictive mean.
+            Predictive mean (NaN for the targets in ``failed_targets_``).
         y_std : ndarray of shape (n_samples,) or (n_samples, n_targets)
             Predictive standard deviation; only with ``return_std=True``.
         y_cov : ndarray of shape (n_samples, n_samples) or (n_samples, n_samples, n_targets)
@@ -460,23 +590,34 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             )
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        theta, Xtr, L, a, mask, as_t = self._fitted_tensors()
-        n_train = Xtr.shape[0]
-        chunk = max(1, _PREDICT_BLOCK // max(1, self.n_targets_ * n_train))
+        self._warn_failed()
+        p, n, m = X.shape[0], self.X_train_.shape[0], self.n_targets_
+        y_mean = np.empty((p, m))
+        y_var = np.empty((p, p, m) if return_cov else (p, m)) if (return_std or return_cov) else None
         with torch.no_grad():
-            mean, var = posterior(
-                self._core_kernel, theta, Xtr, as_t(X), L, a, mask,
-                full_cov=return_cov, chunk_size=chunk,
-            )
+            for sl, theta, Xtr, L, a, mask, as_t in self._factor_chunks(p * p if return_cov else 0):
+                chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
+                mean, var = posterior(
+                    self._core_kernel, theta, Xtr, as_t(X), L, a, mask,
+                    full_cov=return_cov, chunk_size=chunk,
+                )
+                y_mean[:, sl] = to_numpy(mean).T
+                if return_cov:
+                    y_var[..., sl] = np.moveaxis(to_numpy(var), 0, -1)
+                elif return_std:
+                    y_var[:, sl] = to_numpy(var).T
         std_y = self._y_train_std
-        y_mean = to_numpy(mean).T * std_y + self._y_train_mean  # (n_samples, n_targets)
+        y_mean = y_mean * std_y + self._y_train_mean
+        y_mean[:, self.failed_targets_] = np.nan
         single = self._single_output()
         out_mean = y_mean[:, 0] if single else y_mean
         if return_cov:
-            y_cov = np.moveaxis(to_numpy(var), 0, -1) * std_y**2  # (n, n, n_targets)
+            y_cov = y_var * std_y**2
+            y_cov[..., self.failed_targets_] = np.nan
             return out_mean, (y_cov[..., 0] if single else y_cov)
         if return_std:
-            y_std = np.sqrt(to_numpy(var).T) * std_y
+            y_std = np.sqrt(y_var) * std_y
+            y_std[:, self.failed_targets_] = np.nan
             return out_mean, (y_std[:, 0] if single else y_std)
         return out_mean
 
@@ -495,18 +636,23 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Returns
         -------
         y_samples : ndarray of shape (n_samples_X, n_samples) or (n_samples_X, n_targets, n_samples)
-            Samples, in scikit-learn's layout.
+            Samples, in scikit-learn's layout (NaN for the targets in
+            ``failed_targets_``).
         """
         if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        theta, Xtr, L, a, mask, as_t = self._fitted_tensors()
+        self._warn_failed()
+        generator = torch_generator(random_state)
+        p = X.shape[0]
+        draws = np.empty((self.n_targets_, p, n_samples))
         with torch.no_grad():
-            mean, cov = posterior(self._core_kernel, theta, Xtr, as_t(X), L, a, mask, full_cov=True)
-            draws = sample_mvn(mean, cov, n_samples, generator=torch_generator(random_state))
-        draws = to_numpy(draws)  # (n_targets, n_samples_X, n_samples)
+            for sl, theta, Xtr, L, a, mask, as_t in self._factor_chunks(2 * p * p):
+                mean, cov = posterior(self._core_kernel, theta, Xtr, as_t(X), L, a, mask, full_cov=True)
+                draws[sl] = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
         draws = draws * self._y_train_std[:, None, None] + self._y_train_mean[:, None, None]
+        draws[self.failed_targets_] = np.nan
         draws = np.moveaxis(draws, 0, 1)
         return draws[:, 0, :] if self._single_output() else draws
 
@@ -545,7 +691,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             )
         full = self._theta_full.copy()
         full[:, self._free] = theta
-        _, Xtr, _, _, mask, as_t = self._fitted_tensors()
+        device, dtype = self._compute_device()
+        as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
+        Xtr, mask = as_t(self.X_train_), as_t(self._observed.T.astype(float))
         std = self._y_train_std
         y = np.where(self._observed, (self._y_train_2d() - self._y_train_mean) / std, 0.0)
         with torch.no_grad():
@@ -554,6 +702,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 as_t(self._check_alpha(Xtr.shape[0])), eval_gradient=eval_gradient,
             )
         lml = -to_numpy(loss)
+        lml[self.failed_targets_] = np.nan
         if eval_gradient:
             return lml, -to_numpy(grad)[:, self._free]
         return lml

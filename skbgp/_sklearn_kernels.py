@@ -221,10 +221,13 @@ def plan_default(X, y, maskf):
     n_targets = y.shape[1]
     spread = X.std(axis=0)
     spread = np.where(spread > 0, spread, 1.0)
-    power = (y ** 2).sum(axis=0) / maskf.sum(axis=0)
-    power = np.where(power > 0, power, 1.0)
+    # log of the mean square, computed without overflow for huge targets
+    peak = np.abs(y).max(axis=0)
+    peak = np.where(peak > 0, peak, 1.0)
+    mean_square = ((y / peak) ** 2).sum(axis=0) / np.maximum(maskf.sum(axis=0), 1.0)
+    log_power = np.where(mean_square > 0, 2.0 * np.log(peak) + np.log(np.where(mean_square > 0, mean_square, 1.0)), 0.0)
     log_ls = np.broadcast_to(np.log(spread), (n_targets, n_features))
-    log_s = np.log(power)[:, None]
+    log_s = log_power[:, None]
 
     def scaled(outputscale, length_scale, noise):
         """Log hyperparameters (n_targets, n_params) at these multiples of the scales."""

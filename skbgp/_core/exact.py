@@ -22,6 +22,7 @@ __all__ = [
     "training_covariance",
     "neg_log_marginal_likelihood",
     "factorize",
+    "refactorize",
     "posterior",
     "sample_mvn",
 ]
@@ -34,11 +35,22 @@ LOG_2PI = math.log(2.0 * math.pi)
 # allocator instead of being mapped afresh, which makes the elementwise passes
 # over the covariance several times faster, and they bound peak memory.
 _BLOCK_NUMBERS = 2**20
+# A GPU needs large batches to be busy: blocks of up to 2**27 numbers (1 GiB
+# in float64) per n x n matrix.
+_GPU_BLOCK_NUMBERS = 2**27
 
 
-def member_blocks(b, n):
-    """Slices that cut ``b`` members into blocks of ``n x n`` matrices."""
-    size = max(1, _BLOCK_NUMBERS // max(1, n * n))
+def member_blocks(b, n, device=None):
+    """Slices that cut ``b`` members into blocks of ``n x n`` matrices.
+
+    Parameters
+    ----------
+    b, n : int
+    device : torch.device, optional
+        Blocks are larger on a GPU.
+    """
+    numbers = _GPU_BLOCK_NUMBERS if device is not None and device.type == "cuda" else _BLOCK_NUMBERS
+    size = max(1, numbers // max(1, n * n))
     return [slice(i, min(i + size, b)) for i in range(0, b, size)]
 
 
@@ -146,7 +158,7 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     D2aug = augmented_differences(D2)
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
     grad = torch.zeros_like(theta) if eval_gradient else None
-    for blk in member_blocks(b, n):
+    for blk in member_blocks(b, n, theta.device):
         _nlml_block(kernel, theta[blk], D2aug, n, y[blk], maskf[blk], alpha,
                     loss[blk], None if grad is None else grad[blk])
     return loss, grad
@@ -248,7 +260,7 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     jitter = torch.zeros(b, dtype=theta.dtype, device=theta.device)
     failed = torch.zeros(b, dtype=torch.bool, device=theta.device)
     D2aug = augmented_differences(D2)
-    for blk in member_blocks(b, n):
+    for blk in member_blocks(b, n, theta.device):
         K = training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha)
         Lb, info = torch.linalg.cholesky_ex(K)
         bad = info != 0
@@ -270,6 +282,43 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     lml, a = _lml(L, y, maskf)
     lml = torch.where(failed, -math.inf, lml)
     return Factor(L=L, alpha=a, log_marginal_likelihood=lml, jitter=jitter, failed=failed)
+
+
+def refactorize(kernel, theta, D2, maskf, alpha, jitter):
+    """The Cholesky factors that :func:`factorize` found, computed again.
+
+    Adds each member's recorded jitter to its observed diagonal and factorises;
+    the arithmetic is that of :func:`factorize`, so the factors are the same.
+    Lets a fitted model keep ``theta`` and ``jitter`` instead of ``b n^2``
+    numbers of factors.
+
+    Parameters
+    ----------
+    kernel : StationaryKernel
+    theta : Tensor of shape (b, P)
+    D2 : Tensor of shape (d, n, n)
+    maskf : Tensor of shape (b, n)
+    alpha : Tensor of shape (n,) or ()
+    jitter : Tensor of shape (b,)
+        ``Factor.jitter`` of these members.
+
+    Returns
+    -------
+    Tensor of shape (b, n, n)
+        Lower Cholesky factors (the identity for a member that cannot be
+        factorised).
+    """
+    b, n = maskf.shape
+    L = torch.empty(b, n, n, dtype=theta.dtype, device=theta.device)
+    D2aug = augmented_differences(D2)
+    for blk in member_blocks(b, n, theta.device):
+        K = training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha)
+        jit = jitter[blk]
+        if bool((jit > 0).any()):
+            K.diagonal(dim1=-2, dim2=-1).add_(jit.unsqueeze(-1) * maskf[blk])
+        Lb, info = torch.linalg.cholesky_ex(K)
+        L[blk] = torch.where((info != 0)[:, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
+    return L
 
 
 def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
