@@ -289,9 +289,9 @@ def fit_botorch(X, Y, raw_x=False):
         fit_gpytorch_mll(mll)
         seconds = time.perf_counter() - start
     with torch.no_grad():
-        ls = model.covar_module.base_kernel.lengthscale.detach().reshape(m, d).numpy() * span
-        s = model.covar_module.outputscale.detach().reshape(m).numpy()
-        noise = model.likelihood.noise.detach().reshape(m).numpy()
+        ls = model.covar_module.base_kernel.lengthscale.detach().cpu().reshape(m, d).numpy() * span
+        s = model.covar_module.outputscale.detach().cpu().reshape(m).numpy()
+        noise = model.likelihood.noise.detach().cpu().reshape(m).numpy()
     return seconds, (ls.copy(), s.copy(), noise.copy()), dict(warnings=_summarise(caught))
 
 
