@@ -168,8 +168,8 @@ class Progress:
         self.converged += n_converged
         self.chunks += 1
         if self.bar is not None:
+            self.bar.set_postfix(converged=f"{self.converged}/{self.done}", refresh=False)
             self.bar.update(n_targets)
-            self.bar.set_postfix(converged=f"{self.converged}/{self.done}")
         elif self.verbose >= 1:
             print(
                 f"[skbgp] chunk {self.chunks}/{self.n_chunks}: {self.done}/{self.n_targets} "
