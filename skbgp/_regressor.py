@@ -2,6 +2,7 @@
 
 import numbers
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,6 +23,47 @@ __all__ = ["BatchedGaussianProcessRegressor"]
 # Numbers held at once by a (targets x query points x training points) block
 # during prediction; 2**24 float64 numbers are 128 MiB.
 _PREDICT_BLOCK = 2**24
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    """The validated data and the core's inputs of one fit (see ``_prepare_fit``).
+
+    ``y``, ``maskf`` are tensors of shape (n_targets, n_samples); ``Xt`` of
+    shape (n_samples, n_features); ``alpha`` of shape (n_samples,)
+    or () (``alpha`` plus the noise variance passed to ``fit``); ``starts`` of
+    shape (n_starts, n_targets, P); ``lower``, ``upper`` of shape
+    (n_targets, P); ``free`` of shape (P,).
+    """
+
+    X: np.ndarray
+    y_given: np.ndarray
+    observed: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    plan: object
+    bounds: np.ndarray
+    Xt: torch.Tensor
+    y: torch.Tensor
+    maskf: torch.Tensor
+    alpha: torch.Tensor
+    starts: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    free: torch.Tensor
+
+
+def _check_noise_variance(noise_variance, n_samples):
+    """``noise_variance`` as a float array of shape (n_samples,), checked."""
+    noise = np.asarray(noise_variance, dtype=float)
+    if noise.ndim != 1 or noise.shape[0] != n_samples:
+        raise ValueError(
+            f"noise_variance must have shape ({n_samples},), one variance per training "
+            f"sample; got shape {noise.shape}."
+        )
+    if not np.all(np.isfinite(noise)) or np.any(noise < 0):
+        raise ValueError("noise_variance must be finite and non-negative.")
+    return noise
 
 
 def _format_targets(indices, limit=10):
@@ -265,7 +307,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         return X, y
 
     # ---------------------------------------------------------------- fitting
-    def fit(self, X, y):
+    def fit(self, X, y, noise_variance=None):
         """Fit one Gaussian process per target, all at once.
 
         Parameters
@@ -274,15 +316,44 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             Training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Training targets; NaN marks a missing observation of one target.
+        noise_variance : array-like of shape (n_samples,), default=None
+            Known noise variance of every training sample, added to ``alpha``
+            (the same as a per-sample ``alpha`` array, but a ``fit``
+            argument, so that cross-validation splits it with the samples).
+            Request it with ``set_fit_request(noise_variance=True)`` when
+            scikit-learn's metadata routing is enabled.
 
         Returns
         -------
         self : BatchedGaussianProcessRegressor
             The fitted estimator.
         """
+        prep = self._prepare_fit(X, y, noise_variance)
+        if self.optimizer is not None:
+            result = fit_hyperparameters(
+                prep.plan.kernel, squared_differences(prep.Xt, prep.Xt), prep.y, prep.maskf, prep.alpha, prep.starts,
+                prep.lower, prep.upper, prep.free, max_iter=self.max_iter, gtol=self.tol,
+            )
+            theta, n_iter, converged = result.theta, result.n_iter, result.converged
+        else:
+            theta, n_iter, converged = prep.starts[0], None, None
+        return self._finish_fit(prep, theta, n_iter, converged)
+
+    def _prepare_fit(self, X, y, noise_variance=None):
+        """Validate the data and set up the core's inputs and starting points.
+
+        Returns
+        -------
+        _FitInputs
+            Everything :func:`fit_hyperparameters` needs; ``starts`` holds the
+            initial value first, then ``n_restarts_optimizer`` draws from
+            ``random_state`` (the initial value only without optimiser).
+        """
         device, dtype = self._check_params()
         X, y = self._validate_fit_data(X, y)
         alpha = self._check_alpha(X.shape[0])
+        if noise_variance is not None:
+            alpha = alpha + _check_noise_variance(noise_variance, X.shape[0])
         Y = y.reshape(y.shape[0], -1)
         observed = ~np.isnan(Y)
         empty = np.flatnonzero(~observed.any(axis=0))
@@ -310,41 +381,39 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         P = plan.free.shape[0]
         bounds = np.broadcast_to(plan.bounds, (n_targets, P, 2))
         theta0 = np.clip(np.broadcast_to(plan.theta0, (n_targets, P)), bounds[..., 0], bounds[..., 1])
-
-        as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
-        Xt = as_t(X)
-        D2 = squared_differences(Xt, Xt)
-        yt, mt, alphat = as_t(Yn.T), as_t(maskf.T), as_t(alpha)
-
+        starts = [theta0]
         if self.optimizer is not None:
-            starts = [theta0]
             rng = check_random_state(self.random_state)
             box = np.broadcast_to(plan.restart_bounds, (n_targets, P, 2))
             for _ in range(self.n_restarts_optimizer):
                 draw = rng.uniform(box[..., 0], box[..., 1])
                 starts.append(np.where(plan.free, draw, theta0))
-            result = fit_hyperparameters(
-                plan.kernel,
-                D2,
-                yt,
-                mt,
-                alphat,
-                as_t(np.stack(starts)),
-                as_t(bounds[..., 0]),
-                as_t(bounds[..., 1]),
-                torch.as_tensor(plan.free, device=device),
-                max_iter=self.max_iter,
-                gtol=self.tol,
-            )
-            theta = result.theta
-            n_iter = to_numpy(result.n_iter, np.int64)
-            converged = to_numpy(result.converged, bool)
-        else:
-            theta = as_t(theta0)
+
+        as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
+        Xt = as_t(X)
+        return _FitInputs(
+            X=X, y_given=y, observed=observed, mean=mean, std=std, plan=plan, bounds=bounds,
+            Xt=Xt, y=as_t(Yn.T), maskf=as_t(maskf.T), alpha=as_t(alpha),
+            starts=as_t(np.stack(starts)), lower=as_t(bounds[..., 0]), upper=as_t(bounds[..., 1]),
+            free=torch.as_tensor(plan.free, device=device),
+        )
+
+    def _finish_fit(self, prep, theta, n_iter, converged):
+        """Factorise at the fitted ``theta`` (Tensor (n_targets, P)), store, warn.
+
+        ``n_iter`` and ``converged`` are tensors of shape (n_targets,), or
+        ``None`` when nothing was optimised.
+        """
+        X, y, plan, bounds, n_targets = prep.X, prep.y_given, prep.plan, prep.bounds, prep.y.shape[0]
+        if n_iter is None:
             n_iter = np.zeros(n_targets, dtype=np.int64)
             converged = np.ones(n_targets, dtype=bool)
+        else:
+            n_iter = to_numpy(n_iter, np.int64)
+            converged = to_numpy(converged, bool)
 
-        factor = factorize(plan.kernel, theta, D2, yt, mt, alphat)
+        D2 = squared_differences(prep.Xt, prep.Xt)
+        factor = factorize(plan.kernel, theta, D2, prep.y, prep.maskf, prep.alpha)
         failed = to_numpy(factor.failed, bool)
         if failed.any():
             raise ValueError(
@@ -357,9 +426,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.X_train_ = np.copy(X) if self.copy_X_train else X
         self.y_train_ = np.copy(y) if self.copy_X_train else y
         self.n_targets_ = n_targets
-        self._y_train_mean = mean
-        self._y_train_std = std
-        self._observed = observed
+        self._y_train_mean = prep.mean
+        self._y_train_std = prep.std
+        self._observed = prep.observed
+        self._alpha_fit = to_numpy(prep.alpha)
         self._core_kernel = plan.kernel
         self._theta_full = to_numpy(theta)
         self._free = plan.free
@@ -551,7 +621,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         with torch.no_grad():
             loss, grad = neg_log_marginal_likelihood(
                 self._core_kernel, as_t(full), squared_differences(Xtr, Xtr), as_t(y.T), mask,
-                as_t(self._check_alpha(Xtr.shape[0])), eval_gradient=eval_gradient,
+                as_t(self._alpha_fit), eval_gradient=eval_gradient,
             )
         lml = -to_numpy(loss)
         if eval_gradient:
