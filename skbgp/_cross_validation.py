@@ -128,14 +128,15 @@ def _batched_fit(estimator, X, y, splits, params, warm_start):
     n_samples = num_samples(X)
     params = _check_params(params, n_samples)
     k = len(splits)
+    reg = _final_regressor(estimator)
     t_shared = 0.0
-    warm_theta = None
-    if warm_start:
+    warm = None
+    if warm_start and reg.optimizer is not None:
+        # one fit on all rows; its optimum starts every fold
         t0 = time.perf_counter()
         full = clone(estimator)
-        Xt = _fit_transformers(full, X, y)
-        full_reg = _final_regressor(full).fit(Xt, y, **params)
-        warm_theta = full_reg._theta_full
+        full_reg = _final_regressor(full).fit(_fit_transformers(full, X, y), y, **params)
+        warm = full_reg._theta_full
         t_shared += time.perf_counter() - t0
 
     clones, preps, times = [], [], np.zeros(k)
@@ -149,15 +150,15 @@ def _batched_fit(estimator, X, y, splits, params, warm_start):
         preps.append(prep)
         times[f] += time.perf_counter() - t0
 
-    reg = _final_regressor(estimator)
     kernel = preps[0].plan.kernel
     m = preps[0].y.shape[0]
     t0 = time.perf_counter()
     if reg.optimizer is not None:
         lower = torch.cat([p.lower for p in preps])  # (k * m, P), fold-major
         upper = torch.cat([p.upper for p in preps])
-        if warm_start:
-            start = to_tensor(warm_theta, lower.dtype, lower.device).repeat(k, 1)
+        if warm is not None:
+            # member f * m + t starts at target t's full-data optimum, without restarts
+            start = to_tensor(warm, lower.dtype, lower.device).repeat(k, 1)
             starts = torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
         else:
             starts = torch.cat([p.starts for p in preps], dim=1)  # (r, k * m, P)
