@@ -107,13 +107,16 @@ def _resolve_splits(estimator, X, y, groups, cv):
     return X, y, splits
 
 
-def _check_warm_start(warm_start):
-    if not isinstance(warm_start, (bool, np.bool_)):
-        raise TypeError(f"warm_start must be True or False; got {warm_start!r}.")
-    return bool(warm_start)
+_MODES = ("exact", "warm_start", "full_data")
 
 
-def _batched_fit(estimator, X, y, splits, params, warm_start):
+def _check_mode(mode):
+    if not isinstance(mode, str) or mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}; got {mode!r}.")
+    return mode
+
+
+def _batched_fit(estimator, X, y, splits, params, mode):
     """Fit a clone of ``estimator`` on the training rows of every split, as one batch.
 
     Returns
@@ -122,7 +125,8 @@ def _batched_fit(estimator, X, y, splits, params, warm_start):
         One fitted clone per split.
     fit_times : ndarray of shape (n_splits,)
         Each clone's own preparation and finishing time plus an equal share of
-        the batched optimisation (and of the full-data fit with ``warm_start``).
+        the batched optimisation (and of the full-data fit in the modes
+        ``"warm_start"`` and ``"full_data"``).
     """
     _final_regressor(estimator)
     n_samples = num_samples(X)
@@ -131,8 +135,8 @@ def _batched_fit(estimator, X, y, splits, params, warm_start):
     reg = _final_regressor(estimator)
     t_shared = 0.0
     warm = None
-    if warm_start and reg.optimizer is not None:
-        # one fit on all rows; its optimum starts every fold
+    if mode != "exact" and reg.optimizer is not None:
+        # one fit on all rows; its optimum starts (or is) every fold's
         t0 = time.perf_counter()
         full = clone(estimator)
         full_reg = _final_regressor(full).fit(_fit_transformers(full, X, y), y, **params)
@@ -162,6 +166,10 @@ def _batched_fit(estimator, X, y, splits, params, warm_start):
             starts = torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
         else:
             starts = torch.cat([p.starts for p in preps], dim=1)  # (r, k * m, P)
+    if reg.optimizer is not None and mode == "full_data":
+        # no optimisation: every fold keeps the full-data hyperparameters
+        per_fold = [(starts[0, f * m:(f + 1) * m], None, None) for f in range(k)]
+    elif reg.optimizer is not None:
         batch = pack_folds([p.Xt for p in preps], [p.y for p in preps],
                            [p.maskf for p in preps], [p.alpha for p in preps])
         result = fit_hyperparameters(
@@ -200,7 +208,7 @@ def _scores(scorer, est, X, y):
 
 def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, params=None,
                            return_train_score=False, return_estimator=False,
-                           return_indices=False, warm_start=False):
+                           return_indices=False, mode="exact"):
     """Evaluate independent GPs by cross-validation, fitting all folds as one batch.
 
     The counterpart of :func:`sklearn.model_selection.cross_validate` for a
@@ -210,7 +218,7 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
     fold's training rows, the target normalisation, the default kernel's
     data-driven start and the restart points of that fold), then the
     hyperparameters of every (fold, target) pair are optimised as one batch,
-    and every clone is scored on its test rows. With ``warm_start=False``
+    and every clone is scored on its test rows. In the default ``mode="exact"``
     the scores equal those of ``cross_validate`` on the same estimator, fold by
     fold (up to floating-point round-off).
 
@@ -245,17 +253,24 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
         Return the fitted clone of every fold.
     return_indices : bool, default=False
         Return the train and test indices of every split.
-    warm_start : bool, default=False
-        ``False`` (exact): every fold starts where a standalone fit on its
-        training rows would start, restarts included, so the results equal
-        ``cross_validate``'s. ``True`` (fast): first fit the estimator on all
-        rows, then start every fold's optimisation from those hyperparameters,
-        without restarts; a fold's optimum lies close to the full-data one, so
-        each converges in a few iterations. The optimum found can differ
-        slightly from a cold start's (another local optimum, or a different
-        stopping point), and the starting point has seen the test rows of
-        every fold; use it for fast model selection, the exact mode for a
-        reference evaluation.
+    mode : {"exact", "warm_start", "full_data"}, default="exact"
+        How the hyperparameters of every fold are found.
+
+        - ``"exact"``: every fold starts where a standalone fit on its
+          training rows would start, restarts included, and is optimised to
+          convergence; the results equal ``cross_validate``'s.
+        - ``"warm_start"``: one fit on all rows first, then every fold is
+          optimised to convergence from those hyperparameters, without
+          restarts. Fewer iterations; a fold can end in another local optimum
+          than a cold start, and its starting point has seen the test rows.
+        - ``"full_data"``: one fit on all rows, and every fold keeps those
+          hyperparameters (no optimisation per fold; the fold's model is
+          conditioned on its training rows only). Cheapest; the
+          hyperparameters were chosen with the test rows, so the scores are
+          optimistic, as in closed-form leave-one-out (:func:`loo_predictive`).
+
+        See the "Cross-validation" page of the documentation for measured
+        speed and scores.
 
     Returns
     -------
@@ -286,10 +301,10 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
     >>> cv["test_score"].shape, cv["test_score_per_target"].shape
     ((4,), (4, 2))
     """
-    warm_start = _check_warm_start(warm_start)
+    mode = _check_mode(mode)
     X, y, splits = _resolve_splits(estimator, X, y, groups, cv)
     scorer = check_scoring(estimator, scoring)
-    fitted, fit_times = _batched_fit(estimator, X, y, splits, params, warm_start)
+    fitted, fit_times = _batched_fit(estimator, X, y, splits, params, mode)
 
     results = {"fit_time": fit_times, "score_time": np.zeros(len(splits))}
     collected = {}
@@ -314,7 +329,7 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
 
 
 def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None,
-                              return_std=False, warm_start=False):
+                              return_std=False, mode="exact"):
     """Cross-validated predictions of independent GPs, all folds fitted as one batch.
 
     The counterpart of :func:`sklearn.model_selection.cross_val_predict`:
@@ -336,8 +351,9 @@ def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None
         Fit parameters of the regressor (``noise_variance``), split by sample.
     return_std : bool, default=False
         Also return the predictive standard deviation of every prediction.
-    warm_start : bool, default=False
-        See :func:`batched_cross_validate`.
+    mode : {"exact", "warm_start", "full_data"}, default="exact"
+        How the folds' hyperparameters are found; see
+        :func:`batched_cross_validate`.
 
     Returns
     -------
@@ -364,7 +380,7 @@ def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None
     >>> pred.shape, std.shape
     ((40, 2), (40, 2))
     """
-    warm_start = _check_warm_start(warm_start)
+    mode = _check_mode(mode)
     X, y, splits = _resolve_splits(estimator, X, y, groups, cv)
     n_samples = num_samples(X)
     test_rows = np.concatenate([test for _, test in splits])
@@ -374,7 +390,7 @@ def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None
             "exactly one test set (use KFold, GroupKFold or LeaveOneOut, or "
             "batched_cross_validate for other splitters)."
         )
-    fitted, _ = _batched_fit(estimator, X, y, splits, params, warm_start)
+    fitted, _ = _batched_fit(estimator, X, y, splits, params, mode)
     mean = std = None
     for (_, test), est in zip(splits, fitted):
         out = est.predict(safe_indexing(X, test), return_std=return_std)

@@ -191,7 +191,7 @@ def test_warm_start_equals_standalone_fits_started_at_the_full_data_optimum():
     X, y = _data(43)
     est = _sklearn_kernel()
     full = clone(est).fit(X, y)
-    ours = batched_cross_validate(est, X, y, cv=KFold(5), warm_start=True, return_estimator=True)
+    ours = batched_cross_validate(est, X, y, cv=KFold(5), mode="warm_start", return_estimator=True)
     for f, (train, test) in enumerate(KFold(5).split(X)):
         for t in range(y.shape[1]):
             # oracle: one standalone fit per (fold, target) from the full-data values, no restarts
@@ -208,8 +208,23 @@ def test_warm_start_equals_standalone_fits_started_at_the_full_data_optimum():
 def test_warm_start_scores_close_to_exact():
     X, y = _data(43)
     exact = batched_cross_validate(_plain(), X, y, cv=5)
-    warm = batched_cross_validate(_plain(), X, y, cv=5, warm_start=True)
+    warm = batched_cross_validate(_plain(), X, y, cv=5, mode="warm_start")
     assert_allclose(warm["test_score"].mean(), exact["test_score"].mean(), atol=0.05)
+
+
+def test_full_data_mode_equals_sklearn_gpr_with_the_full_data_hyperparameters_fixed():
+    X, y = _data(43)
+    est = _sklearn_kernel()
+    full = clone(est).fit(X, y)
+    pred, std = batched_cross_val_predict(est, X, y, cv=KFold(5), mode="full_data", return_std=True)
+    for train, test in KFold(5).split(X):
+        for t in range(y.shape[1]):
+            # oracle: sklearn's GPR on the fold with the full-data kernel, not optimised
+            kernel = est.kernel.clone_with_theta(full.theta_[t])
+            ref = GaussianProcessRegressor(kernel, optimizer=None).fit(X[train], y[train, t])
+            m_ref, s_ref = ref.predict(X[test], return_std=True)
+            assert_allclose(pred[test, t], m_ref, rtol=1e-8, atol=1e-10)
+            assert_allclose(std[test, t], s_ref, rtol=1e-8)
 
 
 # --------------------------------------------------------------------------- per-sample noise
@@ -363,5 +378,5 @@ def test_bad_arguments_are_clear_errors():
         batched_cross_validate(_plain(), X, y, params={"sample_weight": np.ones(20)})
     with pytest.raises(ValueError, match="one value per sample"):
         batched_cross_validate(_plain(), X, y, params={"noise_variance": np.ones(3)})
-    with pytest.raises(TypeError, match="warm_start must be True or False"):
-        batched_cross_validate(_plain(), X, y, warm_start="yes")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        batched_cross_validate(_plain(), X, y, mode="warm")
