@@ -280,7 +280,9 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
         (n_splits,); ``train_<name>`` with ``return_train_score``;
         ``estimator`` and ``indices`` on request. For a 2-D ``y`` also
         ``test_<name>_per_target`` (and ``train_<name>_per_target``) of shape
-        (n_splits, n_targets): the scorer applied to each target column. The
+        (n_splits, n_targets): the scorer applied to each target column
+        (through a stand-in regressor whose ``predict`` returns that column
+        of the fold's predictions, so scorers must use ``predict``). The
         fit time of a fold is its own set-up and factorisation time plus an
         equal share of the batched optimisation.
 

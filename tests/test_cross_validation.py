@@ -127,6 +127,16 @@ def test_other_splitters_equal_cross_validate(cv):
     assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-6)
 
 
+def test_fixed_hyperparameters_equal_cross_validate():
+    X, y = _data(43)
+    kernel = ConstantKernel(1.5) * RBF([0.5, 1.0, 0.3]) + WhiteKernel(0.01)
+    est = BatchedGaussianProcessRegressor(kernel, optimizer=None, normalize_y=True)
+    for mode in ("exact", "warm_start", "full_data"):  # nothing to optimise: all the same
+        ours = batched_cross_validate(est, X, y, cv=KFold(5), mode=mode)
+        ref = cross_validate(est, X, y, cv=KFold(5))
+        assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-10)
+
+
 def test_iterable_of_index_pairs_and_multimetric_scoring():
     X, y = _data(30)
     splits = [(np.arange(0, 20), np.arange(20, 30)), (np.arange(5, 30), np.arange(0, 5)),
