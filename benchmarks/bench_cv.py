@@ -174,14 +174,14 @@ def main(argv=None):
     print(f"\n## {k}-fold CV, n={n}, d={d}, {m} targets\n")
     print(format_table(header, rows, ["l"] + ["r"] * (len(header) - 1)))
     print()
-    print("Times: wall seconds (time.perf_counter) of the whole cross-validation, scoring included. "
-          "'vs X' = X's time / this row's time (> 1: this row is faster).")
-    print("R2: test R^2 of a (fold, target) pair; means over pairs. 'max |dR2|': largest difference "
-          "of a pair's R^2 from cross_validate's with the same estimator.")
+    print("Times: wall seconds (time.perf_counter) of the whole cross-validation, scoring "
+          "included. 'vs X' = X's time / this row's time (> 1: this row is faster).")
+    print("R2: test R^2 of a (fold, target) pair; means over pairs. 'max |dR2|': largest "
+          "difference of a pair's R^2 from cross_validate's with the same estimator.")
     if subset:
-        print(f"* the sklearn loop ran the first {F} of {k} folds and the first {T} of {m} targets; "
-              f"its time is extrapolated x{k * m / (F * T):g}, and the 'loop's pairs' R^2 column "
-              "averages those same pairs for every method.")
+        print(f"* the sklearn loop ran the first {F} of {k} folds and the first {T} of {m} "
+              f"targets; its time is extrapolated x{k * m / (F * T):g}, and the 'loop's pairs' "
+              "R^2 column averages those same pairs for every method.")
     return 0
 
 

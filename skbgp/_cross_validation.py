@@ -386,7 +386,8 @@ def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None
     X, y, splits = _resolve_splits(estimator, X, y, groups, cv)
     n_samples = num_samples(X)
     test_rows = np.concatenate([test for _, test in splits])
-    if test_rows.shape[0] != n_samples or not np.array_equal(np.sort(test_rows), np.arange(n_samples)):
+    partition = np.array_equal(np.sort(test_rows), np.arange(n_samples))
+    if not partition:
         raise ValueError(
             "batched_cross_val_predict only works for partitions: every sample must be in "
             "exactly one test set (use KFold, GroupKFold or LeaveOneOut, or "

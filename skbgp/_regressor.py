@@ -99,7 +99,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         object is never modified.
     alpha : float or array-like of shape (n_samples,), default=1e-10
         Value added to the diagonal of every target's training covariance, as
-        in scikit-learn: a jitter, or a known noise variance per sample.
+        in scikit-learn: a jitter, or a known noise variance per sample. A
+        per-sample array does not follow the rows of a cross-validation split;
+        pass known per-sample noise to ``fit`` as ``noise_variance`` instead.
     optimizer : {"lbfgs", "fmin_l_bfgs_b"} or None, default="lbfgs"
         ``"lbfgs"`` maximises every target's log marginal likelihood with the
         batched L-BFGS (``"fmin_l_bfgs_b"`` is accepted as an alias, for code
@@ -331,8 +333,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         prep = self._prepare_fit(X, y, noise_variance)
         if self.optimizer is not None:
             result = fit_hyperparameters(
-                prep.plan.kernel, squared_differences(prep.Xt, prep.Xt), prep.y, prep.maskf, prep.alpha, prep.starts,
-                prep.lower, prep.upper, prep.free, max_iter=self.max_iter, gtol=self.tol,
+                prep.plan.kernel, squared_differences(prep.Xt, prep.Xt), prep.y, prep.maskf,
+                prep.alpha, prep.starts, prep.lower, prep.upper, prep.free,
+                max_iter=self.max_iter, gtol=self.tol,
             )
             theta, n_iter, converged = result.theta, result.n_iter, result.converged
         else:
@@ -404,7 +407,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         ``n_iter`` and ``converged`` are tensors of shape (n_targets,), or
         ``None`` when nothing was optimised.
         """
-        X, y, plan, bounds, n_targets = prep.X, prep.y_given, prep.plan, prep.bounds, prep.y.shape[0]
+        X, y, plan, bounds = prep.X, prep.y_given, prep.plan, prep.bounds
+        n_targets = prep.y.shape[0]
         if n_iter is None:
             n_iter = np.zeros(n_targets, dtype=np.int64)
             converged = np.ones(n_targets, dtype=bool)

@@ -68,7 +68,8 @@ def _plain():
 
 
 def _pipeline():
-    return make_pipeline(StandardScaler(), BatchedGaussianProcessRegressor(random_state=0, normalize_y=True))
+    gpr = BatchedGaussianProcessRegressor(random_state=0, normalize_y=True)
+    return make_pipeline(StandardScaler(), gpr)
 
 
 def _sklearn_kernel():
@@ -116,7 +117,8 @@ def test_equals_sklearn_cross_validate_fold_by_fold(est_name, split_name):
 
 
 @pytest.mark.parametrize("cv", [ShuffleSplit(4, test_size=0.3, random_state=0), TimeSeriesSplit(4),
-                                LeaveOneOut(), RepeatedKFold(n_splits=3, n_repeats=2, random_state=0)],
+                                LeaveOneOut(),
+                                RepeatedKFold(n_splits=3, n_repeats=2, random_state=0)],
                          ids=["shuffle_split", "time_series", "leave_one_out", "repeated_kfold"])
 def test_other_splitters_equal_cross_validate(cv):
     X, y = _data(18)
@@ -172,7 +174,7 @@ def test_missing_values_are_masked_per_fold():
         _assert_same_predictions(pred[test], ref.predict(X[test]), y)
 
 
-# --------------------------------------------------------------------------- oracle: cross_val_predict
+# ------------------------------------------------------------------ oracle: cross_val_predict
 @pytest.mark.parametrize("est_name", ["plain", "pipeline"])
 @pytest.mark.parametrize("split_name", ["kfold_equal", "kfold_unequal", "group_kfold"])
 def test_equals_sklearn_cross_val_predict(est_name, split_name):
@@ -314,7 +316,8 @@ def test_loo_equals_explicit_refits_with_fixed_hyperparameters(missing):
             assert_allclose(mean[i, t], m_ref[0], rtol=1e-8, atol=1e-10)
             assert_allclose(var[i, t], v_ref, rtol=1e-8)
             if i in obs:
-                assert_allclose(logp[i, t], norm.logpdf(y[i, t], m_ref[0], np.sqrt(v_ref)), rtol=1e-8)
+                expected = norm.logpdf(y[i, t], m_ref[0], np.sqrt(v_ref))
+                assert_allclose(logp[i, t], expected, rtol=1e-8)
             else:
                 assert np.isnan(logp[i, t])
 
@@ -335,7 +338,8 @@ def test_loo_with_normalize_y_and_single_target():
         v = s_ref[0] ** 2 + 1e-10
         assert_allclose(mean[i], m_ref[0] * sd + mu, rtol=1e-8)
         assert_allclose(var[i], v * sd**2, rtol=1e-8)
-        assert_allclose(logp[i], norm.logpdf(y[i, 2], m_ref[0] * sd + mu, np.sqrt(v) * sd), rtol=1e-8)
+        expected = norm.logpdf(y[i, 2], m_ref[0] * sd + mu, np.sqrt(v) * sd)
+        assert_allclose(logp[i], expected, rtol=1e-8)
 
 
 def test_loo_errors():
@@ -345,7 +349,7 @@ def test_loo_errors():
         loo_predictive(_pipeline())
 
 
-# --------------------------------------------------------------------------- sklearn meta-estimators
+# -------------------------------------------------------------------- sklearn meta-estimators
 def test_grid_search_picks_the_same_parameters_as_over_sklearn_gpr():
     X, y = _data(40)
     y = y[:, 0]
@@ -353,7 +357,8 @@ def test_grid_search_picks_the_same_parameters_as_over_sklearn_gpr():
                ConstantKernel(1.0) * Matern(np.ones(3), nu=1.5) + WhiteKernel(0.1),
                ConstantKernel(1.0) * Matern(1.0, nu=0.5) + WhiteKernel(0.1)]
     grid = {"kernel": kernels, "alpha": [1e-10, 0.3]}
-    ours = GridSearchCV(BatchedGaussianProcessRegressor(n_restarts_optimizer=0), grid, cv=4).fit(X, y)
+    ours = GridSearchCV(BatchedGaussianProcessRegressor(n_restarts_optimizer=0), grid, cv=4)
+    ours.fit(X, y)
     ref = GridSearchCV(GaussianProcessRegressor(), grid, cv=4).fit(X, y)
     assert ours.best_params_["alpha"] == ref.best_params_["alpha"]
     assert repr(ours.best_params_["kernel"]) == repr(ref.best_params_["kernel"])

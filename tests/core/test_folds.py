@@ -48,7 +48,8 @@ def test_loo_from_factor_equals_gaussian_conditionals(rng):
     Xt = torch.tensor(X)
     yt = torch.tensor(np.where(mask > 0, y, 0.0))[None]
     alpha = torch.tensor(1e-6, dtype=torch.float64)
-    factor = factorize(kernel, theta, squared_differences(Xt, Xt), yt, torch.tensor(mask)[None], alpha)
+    maskf = torch.tensor(mask)[None]
+    factor = factorize(kernel, theta, squared_differences(Xt, Xt), yt, maskf, alpha)
     mean, var, logp = (a[0].numpy() for a in loo_from_factor(factor.L, factor.alpha, yt,
                                                                torch.tensor(mask)[None]))
     # dense covariance of the observed points, built in numpy
