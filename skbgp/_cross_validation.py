@@ -156,6 +156,14 @@ def _batched_fit(estimator, X, y, splits, params, mode):
 
     kernel = preps[0].plan.kernel
     m = preps[0].y.shape[0]
+    shapes = sorted({(p.Xt.shape[1], p.plan.kernel) for p in preps}, key=str)
+    if len(shapes) > 1:
+        raise ValueError(
+            "The folds' transformed inputs differ in their number of features "
+            f"({sorted({s[0] for s in shapes})}): the transformers of the pipeline keep "
+            "different columns in different folds. The batched cross-validation needs the same "
+            "kernel in every fold; use sklearn.model_selection.cross_validate instead."
+        )
     t0 = time.perf_counter()
     if reg.optimizer is not None:
         lower = torch.cat([p.lower for p in preps])  # (k * m, P), fold-major

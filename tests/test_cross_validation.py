@@ -11,6 +11,7 @@ from scipy.stats import norm
 from sklearn.base import clone
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.feature_selection import VarianceThreshold
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 from sklearn.linear_model import Ridge
@@ -393,5 +394,11 @@ def test_bad_arguments_are_clear_errors():
         batched_cross_validate(_plain(), X, y, params={"sample_weight": np.ones(20)})
     with pytest.raises(ValueError, match="one value per sample"):
         batched_cross_validate(_plain(), X, y, params={"noise_variance": np.ones(3)})
+    X_const = X.copy()
+    X_const[:10, 0] = 1.0  # constant in the training rows of the first fold only
+    pipe = make_pipeline(VarianceThreshold(), _plain())
+    with pytest.raises(ValueError, match="differ in their number of features"):
+        batched_cross_validate(pipe, X_const, y, cv=[(np.arange(10), np.arange(10, 20)),
+                                                     (np.arange(10, 20), np.arange(10))])
     with pytest.raises(ValueError, match="mode must be one of"):
         batched_cross_validate(_plain(), X, y, mode="warm")
