@@ -1,7 +1,14 @@
 """skbgp: many independent exact Gaussian processes, fitted as one batch."""
 
+from ._cross_validation import batched_cross_val_predict, batched_cross_validate, loo_predictive
 from ._regressor import BatchedGaussianProcessRegressor
 
-__all__ = ["BatchedGaussianProcessRegressor", "__version__"]
+__all__ = [
+    "BatchedGaussianProcessRegressor",
+    "batched_cross_validate",
+    "batched_cross_val_predict",
+    "loo_predictive",
+    "__version__",
+]
 
 __version__ = "0.1.0"

@@ -109,11 +109,11 @@ def fit_chunk(kernel, X, y, maskf, alpha, starts, lower, upper, free, *, optimiz
     yt, mt, alphat = as_t(y), as_t(maskf), as_t(alpha)
     c = y.shape[0]
     if optimize:
-        callback = None
-        if verbose >= 2:
-            def callback(iteration, n_active):
-                print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
-                      "optimising", flush=True)
+        def report(iteration, n_active):
+            print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
+                  "optimising", flush=True)
+
+        callback = report if verbose >= 2 else None
         result = fit_hyperparameters(
             kernel, D2, yt, mt, alphat, as_t(starts), as_t(lower), as_t(upper),
             torch.as_tensor(free, device=Xt.device), max_iter=max_iter, gtol=tol,

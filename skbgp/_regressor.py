@@ -2,6 +2,7 @@
 
 import numbers
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,6 +25,90 @@ __all__ = ["BatchedGaussianProcessRegressor"]
 # Numbers held at once by a (targets x query points x training points) block
 # during prediction; 2**24 float64 numbers are 128 MiB.
 _PREDICT_BLOCK = 2**24
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    """The validated data and starting points of one fit (see ``_prepare_fit``).
+
+    Arrays are numpy, targets last as in scikit-learn: ``Yn`` and ``maskf``
+    of shape (n_samples, n_targets) (normalised targets, 0 where missing; 1.0
+    where observed), ``alpha`` of shape (n_samples,) or () (``alpha`` plus
+    the noise variance passed to ``fit``), ``starts`` of shape
+    (n_starts, n_targets, P), ``bounds`` of shape (n_targets, P, 2). The
+    properties give the core's tensors (targets first) on the compute device.
+    """
+
+    X: np.ndarray
+    y_given: np.ndarray
+    observed: np.ndarray
+    empty: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    Yn: np.ndarray
+    maskf_np: np.ndarray
+    alpha_np: np.ndarray
+    plan: object
+    bounds: np.ndarray
+    starts_np: np.ndarray
+    device: torch.device
+    dtype: torch.dtype
+
+    def _t(self, a):
+        return to_tensor(a, self.dtype, self.device)
+
+    @property
+    def Xt(self):
+        """Tensor of shape (n_samples, n_features)."""
+        return self._t(self.X)
+
+    @property
+    def y(self):
+        """Tensor of shape (n_targets, n_samples)."""
+        return self._t(self.Yn.T)
+
+    @property
+    def maskf(self):
+        """Tensor of shape (n_targets, n_samples)."""
+        return self._t(self.maskf_np.T)
+
+    @property
+    def alpha(self):
+        """Tensor of shape (n_samples,) or ()."""
+        return self._t(self.alpha_np)
+
+    @property
+    def starts(self):
+        """Tensor of shape (n_starts, n_targets, P)."""
+        return self._t(self.starts_np)
+
+    @property
+    def lower(self):
+        """Tensor of shape (n_targets, P)."""
+        return self._t(self.bounds[..., 0])
+
+    @property
+    def upper(self):
+        """Tensor of shape (n_targets, P)."""
+        return self._t(self.bounds[..., 1])
+
+    @property
+    def free(self):
+        """Tensor of shape (P,), bool."""
+        return torch.as_tensor(self.plan.free, device=self.device)
+
+
+def _check_noise_variance(noise_variance, n_samples):
+    """``noise_variance`` as a float array of shape (n_samples,), checked."""
+    noise = np.asarray(noise_variance, dtype=float)
+    if noise.ndim != 1 or noise.shape[0] != n_samples:
+        raise ValueError(
+            f"noise_variance must have shape ({n_samples},), one variance per training "
+            f"sample; got shape {noise.shape}."
+        )
+    if not np.all(np.isfinite(noise)) or np.any(noise < 0):
+        raise ValueError("noise_variance must be finite and non-negative.")
+    return noise
 
 
 def _format_targets(indices, limit=10):
@@ -59,7 +144,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         object is never modified.
     alpha : float or array-like of shape (n_samples,), default=1e-10
         Value added to the diagonal of every target's training covariance, as
-        in scikit-learn: a jitter, or a known noise variance per sample.
+        in scikit-learn: a jitter, or a known noise variance per sample. A
+        per-sample array does not follow the rows of a cross-validation split;
+        pass known per-sample noise to ``fit`` as ``noise_variance`` instead.
     optimizer : {"lbfgs", "fmin_l_bfgs_b"} or None, default="lbfgs"
         ``"lbfgs"`` maximises every target's log marginal likelihood with the
         batched L-BFGS (``"fmin_l_bfgs_b"`` is accepted as an alias, for code
@@ -306,7 +393,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         return X, y
 
     # ---------------------------------------------------------------- fitting
-    def fit(self, X, y):
+    def fit(self, X, y, noise_variance=None):
         """Fit one Gaussian process per target, all at once.
 
         Parameters
@@ -315,15 +402,36 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             Training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Training targets; NaN marks a missing observation of one target.
+        noise_variance : array-like of shape (n_samples,), default=None
+            Known noise variance of every training sample, added to ``alpha``
+            (the same as a per-sample ``alpha`` array, but a ``fit``
+            argument, so that cross-validation splits it with the samples).
+            Request it with ``set_fit_request(noise_variance=True)`` when
+            scikit-learn's metadata routing is enabled.
 
         Returns
         -------
         self : BatchedGaussianProcessRegressor
             The fitted estimator.
         """
+        prep = self._prepare_fit(X, y, noise_variance)
+        return self._store_fit(prep, self._fit_chunks(prep))
+
+    def _prepare_fit(self, X, y, noise_variance=None):
+        """Validate the data, normalise it and draw every starting point.
+
+        Every restart of every target is drawn here, before the targets are
+        cut into chunks, so that a target's starts do not depend on the chunks.
+
+        Returns
+        -------
+        _FitInputs
+        """
         device, dtype = self._check_params()
         X, y = self._validate_fit_data(X, y)
         alpha = self._check_alpha(X.shape[0])
+        if noise_variance is not None:
+            alpha = alpha + _check_noise_variance(noise_variance, X.shape[0])
         Y = y.reshape(y.shape[0], -1)
         n_targets = Y.shape[1]
         observed = ~np.isnan(Y)
@@ -360,8 +468,6 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         P = plan.free.shape[0]
         bounds = np.broadcast_to(plan.bounds, (n_targets, P, 2))
         theta0 = np.clip(np.broadcast_to(plan.theta0, (n_targets, P)), bounds[..., 0], bounds[..., 1])
-        # every restart of every target is drawn here, before chunking, so that
-        # a target's starts do not depend on the chunks
         starts = [theta0]
         if self.optimizer is not None:
             rng = check_random_state(self.random_state)
@@ -369,21 +475,43 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             for _ in range(self.n_restarts_optimizer):
                 draw = rng.uniform(box[..., 0], box[..., 1])
                 starts.append(np.where(plan.free, draw, theta0))
-        starts = np.stack(starts)
+        return _FitInputs(
+            X=X, y_given=y, observed=observed, empty=empty, mean=mean, std=std, Yn=Yn,
+            maskf_np=maskf, alpha_np=alpha, plan=plan, bounds=bounds, starts_np=np.stack(starts),
+            device=device, dtype=dtype,
+        )
 
-        n_workers = effective_n_jobs(self.n_jobs)
+    def _fit_chunks(self, prep, theta=None):
+        """Fit (or, given ``theta``, only factorise) every target, chunk by chunk.
+
+        Parameters
+        ----------
+        prep : _FitInputs
+        theta : ndarray of shape (n_targets, P), optional
+            Fixed hyperparameters: no optimisation.
+
+        Returns
+        -------
+        dict of ndarray
+            :func:`~skbgp._chunks.fit_chunk`'s results for all targets.
+        """
+        X, plan, bounds = prep.X, prep.plan, prep.bounds
+        n_targets, P = bounds.shape[:2]
+        starts = prep.starts_np if theta is None else theta[None]
+        optimize = theta is None and self.optimizer is not None
         batch_size = self.batch_size
         if batch_size is None:
             batch_size = auto_batch_size(
-                X.shape[0], n_targets, starts.shape[0], n_workers, device, dtype.itemsize
+                X.shape[0], n_targets, starts.shape[0], effective_n_jobs(self.n_jobs),
+                prep.device, prep.dtype.itemsize,
             )
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
         jobs = (
             delayed(fit_chunk)(
-                plan.kernel, X, Yn[:, sl].T, maskf[:, sl].T, alpha, starts[:, sl],
-                bounds[sl, :, 0], bounds[sl, :, 1], plan.free,
-                optimize=self.optimizer is not None, max_iter=self.max_iter, tol=self.tol,
-                device=device, dtype=dtype, verbose=self.verbose,
+                plan.kernel, X, prep.Yn[:, sl].T, prep.maskf_np[:, sl].T, prep.alpha_np,
+                starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1], plan.free,
+                optimize=optimize, max_iter=self.max_iter, tol=self.tol,
+                device=prep.device, dtype=prep.dtype, verbose=self.verbose,
                 label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
             )
             for k, sl in enumerate(chunks)
@@ -397,7 +525,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             "jitter": np.empty(n_targets),
             "failed": np.empty(n_targets, dtype=bool),
         }
-        progress = Progress(n_targets, len(chunks), self.verbose)
+        progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
         try:
             # results arrive in order; each is copied out as soon as it comes
             for sl, result in zip(chunks, Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)):
@@ -406,7 +534,31 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 progress.update(sl.stop - sl.start, int(result["converged"].sum()))
         finally:
             progress.close()
+        return out
 
+    def _finish_fit(self, prep, theta, n_iter, converged):
+        """Factorise at hyperparameters found elsewhere, store and warn.
+
+        Used by the batched cross-validation, which optimises the targets of
+        all folds in one batch.
+
+        Parameters
+        ----------
+        prep : _FitInputs
+        theta : Tensor of shape (n_targets, P)
+        n_iter, converged : Tensor of shape (n_targets,) or None
+            ``None`` when nothing was optimised.
+        """
+        out = self._fit_chunks(prep, theta=to_numpy(theta))
+        if n_iter is not None:
+            out["n_iter"] = to_numpy(n_iter, np.int64)
+            out["converged"] = to_numpy(converged, bool)
+        return self._store_fit(prep, out)
+
+    def _store_fit(self, prep, out):
+        """Set the fitted attributes from the per-target results, and warn."""
+        X, y, plan, bounds, empty = prep.X, prep.y_given, prep.plan, prep.bounds, prep.empty
+        n_targets = bounds.shape[0]
         failed = out["failed"] | empty
         singular = out["failed"] & ~empty
         if singular.all() or failed.all():
@@ -429,9 +581,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.X_train_ = np.copy(X) if self.copy_X_train else X
         self.y_train_ = np.copy(y) if self.copy_X_train else y
         self.n_targets_ = n_targets
-        self._y_train_mean = mean
-        self._y_train_std = std
-        self._observed = observed
+        self._y_train_mean = prep.mean
+        self._y_train_std = prep.std
+        self._observed = prep.observed
+        self._alpha_fit = prep.alpha_np
         self._core_kernel = plan.kernel
         self._theta_full = theta
         self._free = plan.free
@@ -527,7 +680,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Xtr = as_t(self.X_train_)
         n = Xtr.shape[0]
         D2 = squared_differences(Xtr, Xtr)
-        alpha = as_t(self._check_alpha(n))
+        alpha = as_t(self._alpha_fit)
         size = max(1, _PREDICT_BLOCK // max(1, n * n + numbers_per_target))
         for start in range(0, self.n_targets_, size):
             sl = slice(start, min(start + size, self.n_targets_))
@@ -699,7 +852,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         with torch.no_grad():
             loss, grad = neg_log_marginal_likelihood(
                 self._core_kernel, as_t(full), squared_differences(Xtr, Xtr), as_t(y.T), mask,
-                as_t(self._check_alpha(Xtr.shape[0])), eval_gradient=eval_gradient,
+                as_t(self._alpha_fit), eval_gradient=eval_gradient,
             )
         lml = -to_numpy(loss)
         lml[self.failed_targets_] = np.nan

@@ -8,9 +8,18 @@ import numbers
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils.validation import _num_samples
 
-__all__ = ["resolve_device", "resolve_dtype", "to_tensor", "to_numpy", "torch_generator"]
+__all__ = [
+    "resolve_device",
+    "resolve_dtype",
+    "to_tensor",
+    "to_numpy",
+    "torch_generator",
+    "safe_indexing",
+    "num_samples",
+]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -112,3 +121,13 @@ def torch_generator(random_state):
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def safe_indexing(array, indices):
+    """Rows ``indices`` of an array, list, sparse matrix or DataFrame (scikit-learn's helper)."""
+    return _safe_indexing(array, indices)
+
+
+def num_samples(array):
+    """Number of samples (rows) of an array-like (scikit-learn's helper)."""
+    return _num_samples(array)

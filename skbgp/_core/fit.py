@@ -51,7 +51,7 @@ class FitResult:
 
 def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
                         max_iter=500, gtol=1e-5, ftol=2.220446049250313e-09, race_iter=3,
-                        callback=None):
+                        callback=None, objective=None):
     """Maximise the log marginal likelihood of every (start, target) pair.
 
     Parameters
@@ -79,17 +79,27 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         starts cost little more than ``race_iter`` iterations each.
     callback : callable, optional
         Passed to :func:`minimize_lbfgs`.
+    objective : callable, optional
+        ``objective(theta, targets) -> (loss, grad)``: the negative log
+        marginal likelihood and its gradient of the targets ``targets``
+        (Tensor of shape (k,), int64) at ``theta`` (Tensor of shape (k, P)),
+        for targets whose inputs differ (cross-validation folds with their own
+        transformed inputs, :mod:`skbgp._core.folds`). When given, it replaces
+        the likelihood built from ``kernel``, ``D2``, ``y``, ``maskf`` and
+        ``alpha``, which are then not used.
 
     Returns
     -------
     FitResult
     """
     r, m, P = theta0.shape
-    cols = torch.arange(m, device=y.device)
+    cols = torch.arange(m, device=theta0.device)
 
     def run(x0, targets, iterations):
         def fun(x, idx):
             tgt = targets[idx]
+            if objective is not None:
+                return objective(x, tgt)
             return neg_log_marginal_likelihood(kernel, x, D2, y[tgt], maskf[tgt], alpha)
 
         return minimize_lbfgs(

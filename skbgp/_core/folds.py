@@ -1,0 +1,166 @@
+"""Cross-validation folds as one batch of members, and closed-form leave-one-out.
+
+Every (fold, target) pair is one member of the batch: member ``i`` is fold
+``i // m`` and target ``i % m``. Each fold has its own training inputs (its
+training rows, possibly transformed by transformers fitted on them), padded to
+a common ``n`` rows; padding rows and missing observations are masked, so every
+member's likelihood is the exact one of its fold's observed training subset
+(see :mod:`skbgp._core.exact`).
+
+Shape glossary: ``k`` folds, ``m`` targets, ``n`` padded training points,
+``d`` features, ``P`` hyperparameters.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .exact import LOG_2PI, neg_log_marginal_likelihood
+from .kernels import squared_differences
+
+__all__ = ["FoldBatch", "pack_folds", "fold_objective", "loo_from_factor"]
+
+
+@dataclass(frozen=True)
+class FoldBatch:
+    """The training data of ``k`` folds, padded to the same number of rows.
+
+    Attributes
+    ----------
+    X : Tensor of shape (k, n, d)
+        Training inputs of every fold (zeros in the padding rows).
+    y : Tensor of shape (k * m, n)
+        Targets of every member (fold-major), 0 where masked.
+    maskf : Tensor of shape (k * m, n)
+        1.0 where the member's target is observed in its fold's training rows.
+    alpha : Tensor of shape (k, n)
+        Value added to the observed diagonal, per fold and row.
+    n_targets : int
+        ``m``.
+    """
+
+    X: torch.Tensor
+    y: torch.Tensor
+    maskf: torch.Tensor
+    alpha: torch.Tensor
+    n_targets: int
+
+
+def pack_folds(inputs, targets, masks, alphas):
+    """Pad the training data of every fold to the largest fold.
+
+    Parameters
+    ----------
+    inputs : list of k Tensors of shape (n_f, d)
+        Training inputs of fold ``f``.
+    targets : list of k Tensors of shape (m, n_f)
+        Targets of fold ``f`` (missing entries set to 0).
+    masks : list of k Tensors of shape (m, n_f)
+        1.0 where observed.
+    alphas : list of k Tensors of shape (n_f,) or ()
+        Value added to fold ``f``'s observed diagonal.
+
+    Returns
+    -------
+    FoldBatch
+    """
+    k = len(inputs)
+    n = max(x.shape[0] for x in inputs)
+    d = inputs[0].shape[1]
+    m = targets[0].shape[0]
+    ref = inputs[0]
+    X = torch.zeros(k, n, d, dtype=ref.dtype, device=ref.device)
+    y = torch.zeros(k, m, n, dtype=ref.dtype, device=ref.device)
+    maskf = torch.zeros_like(y)
+    alpha = torch.zeros(k, n, dtype=ref.dtype, device=ref.device)
+    for f in range(k):
+        n_f = inputs[f].shape[0]
+        X[f, :n_f] = inputs[f]
+        y[f, :, :n_f] = targets[f]
+        maskf[f, :, :n_f] = masks[f]
+        alpha[f, :n_f] = alphas[f]
+    # (k, m, n) -> (k * m, n): member i is fold i // m, target i % m
+    return FoldBatch(X=X, y=y.reshape(k * m, n), maskf=maskf.reshape(k * m, n), alpha=alpha,
+                     n_targets=m)
+
+
+def fold_objective(kernel, batch):
+    """The negative log marginal likelihood of members with per-fold inputs.
+
+    Parameters
+    ----------
+    kernel : StationaryKernel
+    batch : FoldBatch
+
+    Returns
+    -------
+    callable
+        ``objective(theta, members) -> (loss, grad)`` with ``theta`` a Tensor
+        of shape (b, P), ``members`` a Tensor of shape (b,), int64, indexing
+        the ``k * m`` members; ``loss`` of shape (b,), ``grad`` of shape
+        (b, P), as :func:`neg_log_marginal_likelihood` gives them. One call
+        evaluates the members of each fold present in one batched call with
+        that fold's squared differences.
+    """
+    m = batch.n_targets
+
+    def objective(theta, members):
+        loss = torch.empty(theta.shape[0], dtype=theta.dtype, device=theta.device)
+        grad = torch.empty_like(theta)
+        fold = torch.div(members, m, rounding_mode="floor")
+        for f in torch.unique(fold).tolist():
+            sel = (fold == f).nonzero().squeeze(-1)
+            mem = members[sel]
+            Xf = batch.X[f]
+            loss[sel], grad[sel] = neg_log_marginal_likelihood(
+                kernel, theta[sel], squared_differences(Xf, Xf), batch.y[mem], batch.maskf[mem],
+                batch.alpha[f],
+            )
+        return loss, grad
+
+    return objective
+
+
+def loo_from_factor(L, alpha, y, maskf):
+    r"""Closed-form leave-one-out predictions of every observed point.
+
+    With fixed hyperparameters, leaving point :math:`i` out of a GP's
+    training set gives (R&W section 5.4.2, eq. 5.12)
+
+    .. math::
+
+        \mu_{-i} = y_i - \frac{[K^{-1} y]_i}{[K^{-1}]_{ii}}, \qquad
+        \sigma^2_{-i} = \frac{1}{[K^{-1}]_{ii}}, \qquad
+        \log p(y_i \mid y_{-i}) = -\tfrac12 \log \sigma^2_{-i}
+            - \frac{(y_i - \mu_{-i})^2}{2 \sigma^2_{-i}} - \tfrac12 \log 2\pi,
+
+    for every point from one factorisation. ``K`` is the training covariance
+    including the noise, so :math:`\sigma^2_{-i}` is the variance of the
+    held-out observation. With a mask, ``K^{-1}`` is the inverse of the
+    observed block (identity elsewhere), so the formulas hold on the observed
+    subset; entries at missing points are NaN.
+
+    Parameters
+    ----------
+    L : Tensor of shape (b, n, n)
+        Lower Cholesky factor of every member's masked training covariance.
+    alpha : Tensor of shape (b, n)
+        ``K^-1 y``.
+    y : Tensor of shape (b, n)
+        Targets, 0 where missing.
+    maskf : Tensor of shape (b, n)
+
+    Returns
+    -------
+    mean, var, log_density : Tensor of shape (b, n)
+        NaN where ``maskf`` is 0.
+    """
+    Kinv_diag = torch.cholesky_inverse(L).diagonal(dim1=-2, dim2=-1)
+    var = 1.0 / Kinv_diag
+    resid = alpha * var  # y_i - mu_{-i}
+    log_density = -0.5 * var.log() - 0.5 * resid.square() / var - 0.5 * LOG_2PI
+    observed = maskf > 0
+    nan = torch.full_like(var, math.nan)
+    return (torch.where(observed, y - resid, nan), torch.where(observed, var, nan),
+            torch.where(observed, log_density, nan))

@@ -1,0 +1,404 @@
+"""Batched cross-validation against scikit-learn's cross_validate / cross_val_predict,
+closed-form LOO against explicit refits, per-sample noise against sklearn's alpha array."""
+
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+from numpy.testing import assert_allclose
+from scipy.stats import norm
+from sklearn.base import clone
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
+from sklearn.model_selection import (
+    GridSearchCV,
+    GroupKFold,
+    KFold,
+    LeaveOneOut,
+    RepeatedKFold,
+    ShuffleSplit,
+    TimeSeriesSplit,
+    cross_val_predict,
+    cross_validate,
+)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skbgp import (
+    BatchedGaussianProcessRegressor,
+    batched_cross_val_predict,
+    batched_cross_validate,
+    loo_predictive,
+)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def _data(n=43, seed=1):
+    """X (n, 3) on unequal scales, y (n, 3); n=43 makes 5 folds unequal."""
+    rng = np.random.RandomState(seed)
+    X = rng.uniform(0, 1, size=(n, 3)) * np.array([1.0, 3.0, 0.5])
+    y = np.column_stack([
+        np.sin(4 * X[:, 0]) + 0.1 * rng.randn(n),
+        np.cos(X[:, 1]) * X[:, 2] + 0.05 * rng.randn(n),
+        10 * (X[:, 0] ** 2 - X[:, 2]) + 0.2 * rng.randn(n) + 3.0,
+    ])
+    return X, y
+
+
+def _assert_same_predictions(actual, desired, y):
+    """rtol 1e-6, and atol 1e-6 in units of each target's spread (for values near 0):
+    the two optimisers stop within ``tol`` of the same optimum, not at the same bit."""
+    scale = np.nanstd(y, axis=0)
+    assert_allclose(actual / scale, desired / scale, rtol=1e-6, atol=1e-6)
+
+
+def _plain():
+    return BatchedGaussianProcessRegressor(random_state=0)
+
+
+def _pipeline():
+    gpr = BatchedGaussianProcessRegressor(random_state=0, normalize_y=True)
+    return make_pipeline(StandardScaler(), gpr)
+
+
+def _sklearn_kernel():
+    return BatchedGaussianProcessRegressor(
+        ConstantKernel(1.0) * Matern(np.ones(3), nu=2.5) + WhiteKernel(0.1), random_state=3,
+        n_restarts_optimizer=1,
+    )
+
+
+ESTIMATORS = {"plain": _plain, "pipeline": _pipeline, "sklearn_kernel": _sklearn_kernel}
+GROUPS = np.arange(43) % 7
+
+
+def _splitters():
+    return {
+        "kfold_equal": (KFold(5), 40, None),
+        "kfold_unequal": (KFold(5), 43, None),
+        "kfold_shuffled": (KFold(4, shuffle=True, random_state=0), 43, None),
+        "group_kfold": (GroupKFold(4), 43, GROUPS),
+    }
+
+
+# --------------------------------------------------------------------------- oracle: cross_validate
+@pytest.mark.parametrize("est_name", list(ESTIMATORS))
+@pytest.mark.parametrize("split_name", list(_splitters()))
+def test_equals_sklearn_cross_validate_fold_by_fold(est_name, split_name):
+    cv, n, groups = _splitters()[split_name]
+    X, y = _data(n)
+    est = ESTIMATORS[est_name]()
+    ours = batched_cross_validate(est, X, y, cv=cv, groups=groups, return_train_score=True,
+                                  return_estimator=True)
+    ref = cross_validate(est, X, y, cv=cv, groups=groups, return_train_score=True,
+                         return_estimator=True, return_indices=True)
+    assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-6)
+    assert_allclose(ours["train_score"], ref["train_score"], rtol=1e-6)
+    assert ours["fit_time"].shape == ours["score_time"].shape == ref["test_score"].shape
+    for f, (e_ours, e_ref, test) in enumerate(zip(ours["estimator"], ref["estimator"],
+                                                 ref["indices"]["test"])):
+        per_target = r2_score(y[test], e_ref.predict(X[test]), multioutput="raw_values")
+        assert_allclose(ours["test_score_per_target"][f], per_target, rtol=1e-6)
+        _assert_same_predictions(e_ours.predict(X[test]), e_ref.predict(X[test]), y)
+    # the estimator passed in is left unfitted
+    with pytest.raises(NotFittedError):
+        est.predict(X)
+
+
+@pytest.mark.parametrize("cv", [ShuffleSplit(4, test_size=0.3, random_state=0), TimeSeriesSplit(4),
+                                LeaveOneOut(),
+                                RepeatedKFold(n_splits=3, n_repeats=2, random_state=0)],
+                         ids=["shuffle_split", "time_series", "leave_one_out", "repeated_kfold"])
+def test_other_splitters_equal_cross_validate(cv):
+    X, y = _data(18)
+    est = BatchedGaussianProcessRegressor(n_restarts_optimizer=1, random_state=0)
+    scoring = "neg_mean_squared_error"  # R^2 is undefined on one test point
+    ours = batched_cross_validate(est, X, y, cv=cv, scoring=scoring)
+    ref = cross_validate(est, X, y, cv=cv, scoring=scoring)
+    assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-6)
+
+
+def test_fixed_hyperparameters_equal_cross_validate():
+    X, y = _data(43)
+    kernel = ConstantKernel(1.5) * RBF([0.5, 1.0, 0.3]) + WhiteKernel(0.01)
+    est = BatchedGaussianProcessRegressor(kernel, optimizer=None, normalize_y=True)
+    for mode in ("exact", "warm_start", "full_data"):  # nothing to optimise: all the same
+        ours = batched_cross_validate(est, X, y, cv=KFold(5), mode=mode)
+        ref = cross_validate(est, X, y, cv=KFold(5))
+        assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-10)
+
+
+def test_iterable_of_index_pairs_and_multimetric_scoring():
+    X, y = _data(30)
+    splits = [(np.arange(0, 20), np.arange(20, 30)), (np.arange(5, 30), np.arange(0, 5)),
+              (np.arange(0, 30, 2), np.arange(1, 30, 2))]
+    scoring = {"r2": "r2", "mse": "neg_mean_squared_error"}
+    ours = batched_cross_validate(_plain(), X, y, cv=splits, scoring=scoring, return_indices=True)
+    ref = cross_validate(_plain(), X, y, cv=splits, scoring=scoring)
+    for key in ("test_r2", "test_mse"):
+        assert_allclose(ours[key], ref[key], rtol=1e-6)
+    assert ours["test_mse_per_target"].shape == (3, 3)
+    assert_allclose(ours["test_mse_per_target"].mean(axis=1), ours["test_mse"], rtol=1e-10)
+    assert_allclose(ours["indices"]["test"][1], np.arange(0, 5))
+
+
+def test_single_target_has_no_per_target_scores():
+    X, y = _data(30)
+    ours = batched_cross_validate(_plain(), X, y[:, 0], cv=3)
+    ref = cross_validate(_plain(), X, y[:, 0], cv=3)
+    assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-6)
+    assert "test_score_per_target" not in ours
+
+
+def test_missing_values_are_masked_per_fold():
+    X, y = _data(40)
+    y[::6, 1] = np.nan
+    y[3::9, 0] = np.nan
+    splits = list(KFold(4).split(X))
+    est = _plain()
+    pred = batched_cross_val_predict(est, X, y, cv=splits)
+    for train, test in splits:
+        # oracle: the same estimator fitted on the fold's training rows alone
+        ref = BatchedGaussianProcessRegressor(random_state=0).fit(X[train], y[train])
+        _assert_same_predictions(pred[test], ref.predict(X[test]), y)
+
+
+# ------------------------------------------------------------------ oracle: cross_val_predict
+@pytest.mark.parametrize("est_name", ["plain", "pipeline"])
+@pytest.mark.parametrize("split_name", ["kfold_equal", "kfold_unequal", "group_kfold"])
+def test_equals_sklearn_cross_val_predict(est_name, split_name):
+    cv, n, groups = _splitters()[split_name]
+    X, y = _data(n)
+    est = ESTIMATORS[est_name]()
+    ours, std = batched_cross_val_predict(est, X, y, cv=cv, groups=groups, return_std=True)
+    ref = cross_val_predict(est, X, y, cv=cv, groups=groups)
+    _assert_same_predictions(ours, ref, y)
+    ref_std = np.empty_like(ref)
+    for train, test in cv.split(X, y, groups):
+        fitted = ESTIMATORS[est_name]().fit(X[train], y[train])
+        ref_std[test] = fitted.predict(X[test], return_std=True)[1]
+    _assert_same_predictions(std, ref_std, y)
+    assert_allclose(batched_cross_val_predict(est, X, y, cv=cv, groups=groups), ours, rtol=1e-12)
+
+
+def test_cross_val_predict_needs_a_partition():
+    X, y = _data(20)
+    with pytest.raises(ValueError, match="only works for partitions"):
+        batched_cross_val_predict(_plain(), X, y, cv=ShuffleSplit(3, random_state=0))
+
+
+# --------------------------------------------------------------------------- warm start
+def test_warm_start_equals_standalone_fits_started_at_the_full_data_optimum():
+    X, y = _data(43)
+    est = _sklearn_kernel()
+    full = clone(est).fit(X, y)
+    ours = batched_cross_validate(est, X, y, cv=KFold(5), mode="warm_start", return_estimator=True)
+    for f, (train, test) in enumerate(KFold(5).split(X)):
+        for t in range(y.shape[1]):
+            # oracle: one standalone fit per (fold, target) from the full-data values, no restarts
+            kernel = est.kernel.clone_with_theta(full.theta_[t])
+            alone = BatchedGaussianProcessRegressor(kernel, n_restarts_optimizer=0).fit(
+                X[train], y[train, t])
+            # within the optimiser's tolerance (tol=1e-5 on the gradient), not bit-equal:
+            # the batched fold is padded, which changes the round-off
+            assert_allclose(ours["estimator"][f].theta_[t], alone.theta_[0], rtol=1e-5)
+            assert_allclose(ours["test_score_per_target"][f, t],
+                            r2_score(y[test, t], alone.predict(X[test])), rtol=1e-6)
+
+
+def test_warm_start_scores_close_to_exact():
+    X, y = _data(43)
+    exact = batched_cross_validate(_plain(), X, y, cv=5)
+    warm = batched_cross_validate(_plain(), X, y, cv=5, mode="warm_start")
+    assert_allclose(warm["test_score"].mean(), exact["test_score"].mean(), atol=0.05)
+
+
+def test_full_data_mode_equals_sklearn_gpr_with_the_full_data_hyperparameters_fixed():
+    X, y = _data(43)
+    est = _sklearn_kernel()
+    full = clone(est).fit(X, y)
+    pred, std = batched_cross_val_predict(est, X, y, cv=KFold(5), mode="full_data", return_std=True)
+    for train, test in KFold(5).split(X):
+        for t in range(y.shape[1]):
+            # oracle: sklearn's GPR on the fold with the full-data kernel, not optimised
+            kernel = est.kernel.clone_with_theta(full.theta_[t])
+            ref = GaussianProcessRegressor(kernel, optimizer=None).fit(X[train], y[train, t])
+            m_ref, s_ref = ref.predict(X[test], return_std=True)
+            assert_allclose(pred[test, t], m_ref, rtol=1e-8, atol=1e-10)
+            assert_allclose(std[test, t], s_ref, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------- per-sample noise
+def test_noise_variance_equals_sklearn_alpha_array():
+    X, y = _data(30)
+    noise = np.linspace(1e-3, 0.2, 30)
+    kernel = ConstantKernel(1.5) * RBF([0.5, 1.0, 0.3]) + WhiteKernel(0.01)
+    ours = BatchedGaussianProcessRegressor(kernel, optimizer=None, alpha=0.0).fit(
+        X, y, noise_variance=noise)
+    for t in range(3):
+        ref = GaussianProcessRegressor(kernel, optimizer=None, alpha=noise).fit(X, y[:, t])
+        m, s = ours.predict(X[:7], return_std=True)
+        m_ref, s_ref = ref.predict(X[:7], return_std=True)
+        assert_allclose(m[:, t], m_ref, rtol=1e-8, atol=1e-12)
+        assert_allclose(s[:, t], s_ref, rtol=1e-8, atol=1e-12)
+        assert_allclose(ours.log_marginal_likelihood(ours.theta_)[t],
+                        ref.log_marginal_likelihood(kernel.theta), rtol=1e-8)
+    # optimised: the same as the estimator's own per-sample alpha
+    a = BatchedGaussianProcessRegressor(random_state=0).fit(X, y, noise_variance=noise)
+    b = BatchedGaussianProcessRegressor(random_state=0, alpha=1e-10 + noise).fit(X, y)
+    assert_allclose(a.theta_, b.theta_, rtol=1e-10)
+
+
+def test_noise_variance_is_split_by_routed_cross_validate_and_by_batched_cv():
+    X, y = _data(40)
+    noise = np.random.RandomState(0).uniform(1e-3, 0.1, size=40)
+    cv = KFold(4)
+    oracle = []
+    for train, test in cv.split(X):
+        fitted = BatchedGaussianProcessRegressor(random_state=0, alpha=1e-10 + noise[train])
+        oracle.append(fitted.fit(X[train], y[train]).score(X[test], y[test]))
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = _plain().set_fit_request(noise_variance=True)
+        routed = cross_validate(est, X, y, cv=cv, params={"noise_variance": noise})
+    assert not sklearn.get_config()["enable_metadata_routing"]
+    assert_allclose(routed["test_score"], oracle, rtol=1e-6)
+    ours = batched_cross_validate(_plain(), X, y, cv=cv, params={"noise_variance": noise})
+    assert_allclose(ours["test_score"], oracle, rtol=1e-6)
+    pipe = make_pipeline(StandardScaler(), _plain())
+    ours_pipe = batched_cross_val_predict(pipe, X, y, cv=cv, params={"noise_variance": noise})
+    for train, test in cv.split(X):
+        ref = make_pipeline(StandardScaler(), _plain()).fit(
+            X[train], y[train], batchedgaussianprocessregressor__noise_variance=noise[train])
+        _assert_same_predictions(ours_pipe[test], ref.predict(X[test]), y)
+
+
+@pytest.mark.parametrize("noise, match", [(np.ones(5), r"shape \(30,\)"),
+                                          (-np.ones(30), "non-negative")],
+                         ids=["wrong_length", "negative"])
+def test_bad_noise_variance_is_a_clear_error(noise, match):
+    X, y = _data(30)
+    with pytest.raises(ValueError, match=match):
+        _plain().fit(X, y, noise_variance=noise)
+
+
+# --------------------------------------------------------------------------- closed-form LOO
+@pytest.mark.parametrize("missing", [False, True], ids=["complete", "missing"])
+def test_loo_equals_explicit_refits_with_fixed_hyperparameters(missing):
+    X, y = _data(25)
+    if missing:
+        y[::4, 1] = np.nan
+    alpha = np.linspace(1e-4, 1e-2, 25)
+    fitted = BatchedGaussianProcessRegressor(random_state=0, alpha=alpha).fit(X, y)
+    mean, var, logp = loo_predictive(fitted)
+    assert mean.shape == var.shape == logp.shape == (25, 3)
+    for t in range(3):
+        # the fitted hyperparameters as a fixed sklearn kernel
+        s, ls, noise = fitted.outputscales_[t], fitted.length_scales_[t], fitted.noise_levels_[t]
+        kernel = ConstantKernel(s) * RBF(ls) + WhiteKernel(noise)
+        obs = np.flatnonzero(~np.isnan(y[:, t]))
+        for i in range(25):
+            keep = obs[obs != i]
+            ref = GaussianProcessRegressor(kernel, optimizer=None, alpha=alpha[keep]).fit(
+                X[keep], y[keep, t])
+            m_ref, s_ref = ref.predict(X[i:i + 1], return_std=True)
+            v_ref = s_ref[0] ** 2 + alpha[i]  # the held-out observation's variance
+            assert_allclose(mean[i, t], m_ref[0], rtol=1e-8, atol=1e-10)
+            assert_allclose(var[i, t], v_ref, rtol=1e-8)
+            if i in obs:
+                expected = norm.logpdf(y[i, t], m_ref[0], np.sqrt(v_ref))
+                assert_allclose(logp[i, t], expected, rtol=1e-8)
+            else:
+                assert np.isnan(logp[i, t])
+
+
+def test_loo_with_normalize_y_and_single_target():
+    X, y = _data(20)
+    fitted = BatchedGaussianProcessRegressor(random_state=0, normalize_y=True).fit(X, y[:, 2])
+    mean, var, logp = loo_predictive(fitted)
+    assert mean.shape == (20,)
+    mu, sd = fitted._y_train_mean[0], fitted._y_train_std[0]
+    kernel = (ConstantKernel(fitted.outputscales_[0]) * RBF(fitted.length_scales_[0])
+              + WhiteKernel(fitted.noise_levels_[0]))
+    for i in range(20):
+        keep = np.arange(20) != i
+        # the normalisation of all points, held fixed
+        ref = GaussianProcessRegressor(kernel, optimizer=None).fit(X[keep], (y[keep, 2] - mu) / sd)
+        m_ref, s_ref = ref.predict(X[i:i + 1], return_std=True)
+        v = s_ref[0] ** 2 + 1e-10
+        assert_allclose(mean[i], m_ref[0] * sd + mu, rtol=1e-8)
+        assert_allclose(var[i], v * sd**2, rtol=1e-8)
+        expected = norm.logpdf(y[i, 2], m_ref[0] * sd + mu, np.sqrt(v) * sd)
+        assert_allclose(logp[i], expected, rtol=1e-8)
+
+
+def test_loo_errors():
+    with pytest.raises(NotFittedError):
+        loo_predictive(_plain())
+    with pytest.raises(TypeError, match="BatchedGaussianProcessRegressor"):
+        loo_predictive(_pipeline())
+
+
+# -------------------------------------------------------------------- sklearn meta-estimators
+def test_grid_search_picks_the_same_parameters_as_over_sklearn_gpr():
+    X, y = _data(40)
+    y = y[:, 0]
+    kernels = [ConstantKernel(1.0) * RBF(np.ones(3)) + WhiteKernel(0.1),
+               ConstantKernel(1.0) * Matern(np.ones(3), nu=1.5) + WhiteKernel(0.1),
+               ConstantKernel(1.0) * Matern(1.0, nu=0.5) + WhiteKernel(0.1)]
+    grid = {"kernel": kernels, "alpha": [1e-10, 0.3]}
+    ours = GridSearchCV(BatchedGaussianProcessRegressor(n_restarts_optimizer=0), grid, cv=4)
+    ours.fit(X, y)
+    ref = GridSearchCV(GaussianProcessRegressor(), grid, cv=4).fit(X, y)
+    assert ours.best_params_["alpha"] == ref.best_params_["alpha"]
+    assert repr(ours.best_params_["kernel"]) == repr(ref.best_params_["kernel"])
+    assert ours.best_index_ == ref.best_index_
+    # the mean scores agree closely but not exactly: in a fold the batched L-BFGS and
+    # scipy's may end in different local optima (here ours reaches the better one)
+    assert_allclose(ours.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"],
+                    atol=0.01)
+
+
+def test_transformed_target_regressor_matches_manual_scaling():
+    X, y = _data(30)
+    kernel = ConstantKernel(1.5) * RBF([0.5, 1.0, 0.3]) + WhiteKernel(0.01)
+    gpr = BatchedGaussianProcessRegressor(kernel, optimizer=None)
+    ttr = TransformedTargetRegressor(regressor=gpr, transformer=StandardScaler()).fit(X, y)
+    scaler = StandardScaler().fit(y)
+    ref = GaussianProcessRegressor(kernel, optimizer=None)
+    for t in range(3):
+        ref.fit(X, scaler.transform(y)[:, t])
+        expected = ref.predict(X[:5]) * scaler.scale_[t] + scaler.mean_[t]
+        assert_allclose(ttr.predict(X[:5])[:, t], expected, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------- bad input
+def test_bad_arguments_are_clear_errors():
+    X, y = _data(20)
+    with pytest.raises(TypeError, match="Pipeline whose last step"):
+        batched_cross_validate(Ridge(), X, y)
+    with pytest.raises(TypeError, match="Pipeline whose last step"):
+        batched_cross_val_predict(make_pipeline(StandardScaler(), Ridge()), X, y)
+    with pytest.raises(ValueError, match="Unknown fit parameter"):
+        batched_cross_validate(_plain(), X, y, params={"sample_weight": np.ones(20)})
+    with pytest.raises(ValueError, match="one value per sample"):
+        batched_cross_validate(_plain(), X, y, params={"noise_variance": np.ones(3)})
+    X_const = X.copy()
+    X_const[:10, 0] = 1.0  # constant in the training rows of the first fold only
+    pipe = make_pipeline(VarianceThreshold(), _plain())
+    with pytest.raises(ValueError, match="differ in their number of features"):
+        batched_cross_validate(pipe, X_const, y, cv=[(np.arange(10), np.arange(10, 20)),
+                                                     (np.arange(10, 20), np.arange(10))])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        batched_cross_validate(_plain(), X, y, mode="warm")
