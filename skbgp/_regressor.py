@@ -11,11 +11,12 @@ from sklearn.gaussian_process.kernels import Kernel
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from ._core.exact import factorize, neg_log_marginal_likelihood, posterior, sample_mvn
+from ._core.exact import sample_mvn
 from ._core.fit import fit_hyperparameters
-from ._core.kernels import squared_differences
-from ._sklearn_kernels import plan_default, plan_from_sklearn
+from ._core.priors import log_prior
+from ._sklearn_kernels import plan_default, plan_from_kernel
 from ._validation import resolve_device, resolve_dtype, to_numpy, to_tensor, torch_generator
+from .kernels import _Operators as _SkbgpKernel
 
 __all__ = ["BatchedGaussianProcessRegressor"]
 
@@ -214,10 +215,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):
-        if self.kernel is not None and not isinstance(self.kernel, Kernel):
+        if self.kernel is not None and not isinstance(self.kernel, (Kernel, _SkbgpKernel)):
             raise TypeError(
-                "kernel must be None or a scikit-learn kernel object such as "
-                f"ConstantKernel() * RBF() + WhiteKernel(); got {type(self.kernel).__name__}."
+                "kernel must be None, a scikit-learn kernel object such as "
+                "ConstantKernel() * RBF() + WhiteKernel(), or an skbgp.kernels object; "
+                f"got {type(self.kernel).__name__}."
             )
         if self.optimizer not in ("lbfgs", "fmin_l_bfgs_b", None):
             if callable(self.optimizer):
@@ -306,16 +308,17 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if self.kernel is None:
             plan = plan_default(X, Yn, maskf)
         else:
-            plan = plan_from_sklearn(self.kernel, X.shape[1])
+            plan = plan_from_kernel(self.kernel, X.shape[1], n_targets)
         P = plan.free.shape[0]
         bounds = np.broadcast_to(plan.bounds, (n_targets, P, 2))
         theta0 = np.clip(np.broadcast_to(plan.theta0, (n_targets, P)), bounds[..., 0], bounds[..., 1])
 
         as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
         Xt = as_t(X)
-        D2 = squared_differences(Xt, Xt)
+        D2 = plan.engine.training_data(Xt)
         yt, mt, alphat = as_t(Yn.T), as_t(maskf.T), as_t(alpha)
 
+        priors = plan.prior_terms(dtype, device)
         if self.optimizer is not None:
             starts = [theta0]
             rng = check_random_state(self.random_state)
@@ -335,6 +338,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 torch.as_tensor(plan.free, device=device),
                 max_iter=self.max_iter,
                 gtol=self.tol,
+                nlml=plan.engine.nlml,
+                priors=priors,
             )
             theta = result.theta
             n_iter = to_numpy(result.n_iter, np.int64)
@@ -344,7 +349,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             n_iter = np.zeros(n_targets, dtype=np.int64)
             converged = np.ones(n_targets, dtype=bool)
 
-        factor = factorize(plan.kernel, theta, D2, yt, mt, alphat)
+        factor = plan.engine.factorize(plan.kernel, theta, D2, yt, mt, alphat)
         failed = to_numpy(factor.failed, bool)
         if failed.any():
             raise ValueError(
@@ -361,16 +366,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self._y_train_std = std
         self._observed = observed
         self._core_kernel = plan.kernel
+        self._engine = plan.engine
         self._theta_full = to_numpy(theta)
         self._free = plan.free
         self.theta_ = self._theta_full[:, plan.free]
         self.hyperparameter_names_ = [n for n, f in zip(plan.names, plan.free) if f]
-        self.length_scales_ = np.broadcast_to(
-            np.exp(self._theta_full[:, plan.kernel.lengthscale_slice]), (n_targets, X.shape[1])
-        ).copy()
-        self.outputscales_ = to_numpy(plan.kernel.outputscale(theta))
-        self.noise_levels_ = to_numpy(plan.kernel.noise(theta))
+        self.length_scales_, self.outputscales_, self.noise_levels_ = plan.summaries(
+            self._theta_full, X.shape[1])
+        self.kernels_ = plan.sklearn_kernels(self._theta_full, bounds)
         self.log_marginal_likelihood_value_ = to_numpy(factor.log_marginal_likelihood)
+        with torch.no_grad():
+            self.log_prior_value_ = to_numpy(log_prior(
+                priors, theta, torch.arange(n_targets, device=device), eval_gradient=False)[0])
         self.n_iter_ = n_iter
         self.converged_ = converged
         self.jitter_ = jitter
@@ -464,7 +471,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         n_train = Xtr.shape[0]
         chunk = max(1, _PREDICT_BLOCK // max(1, self.n_targets_ * n_train))
         with torch.no_grad():
-            mean, var = posterior(
+            mean, var = self._engine.posterior(
                 self._core_kernel, theta, Xtr, as_t(X), L, a, mask,
                 full_cov=return_cov, chunk_size=chunk,
             )
@@ -503,7 +510,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         X = validate_data(self, X, dtype=np.float64, reset=False)
         theta, Xtr, L, a, mask, as_t = self._fitted_tensors()
         with torch.no_grad():
-            mean, cov = posterior(self._core_kernel, theta, Xtr, as_t(X), L, a, mask, full_cov=True)
+            mean, cov = self._engine.posterior(self._core_kernel, theta, Xtr, as_t(X), L, a, mask, full_cov=True)
             draws = sample_mvn(mean, cov, n_samples, generator=torch_generator(random_state))
         draws = to_numpy(draws)  # (n_targets, n_samples_X, n_samples)
         draws = draws * self._y_train_std[:, None, None] + self._y_train_mean[:, None, None]
@@ -549,8 +556,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         std = self._y_train_std
         y = np.where(self._observed, (self._y_train_2d() - self._y_train_mean) / std, 0.0)
         with torch.no_grad():
-            loss, grad = neg_log_marginal_likelihood(
-                self._core_kernel, as_t(full), squared_differences(Xtr, Xtr), as_t(y.T), mask,
+            loss, grad = self._engine.nlml(
+                self._core_kernel, as_t(full), self._engine.training_data(Xtr), as_t(y.T), mask,
                 as_t(self._check_alpha(Xtr.shape[0])), eval_gradient=eval_gradient,
             )
         lml = -to_numpy(loss)
