@@ -492,7 +492,7 @@ def _sklearn_twin(node):
     return getattr(skk, node.cls)(**kwargs)
 
 
-def plan_from_kernel(kernel, n_features, n_targets):
+def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
     """Translate a scikit-learn or skbgp kernel object.
 
     Parameters
@@ -500,6 +500,9 @@ def plan_from_kernel(kernel, n_features, n_targets):
     kernel : sklearn.gaussian_process.kernels.Kernel or skbgp.kernels object
     n_features : int
     n_targets : int
+    force_composite : bool, default=False
+        Use the composite path even for a kernel of the fast form (to compare
+        the two paths).
 
     Returns
     -------
@@ -515,7 +518,7 @@ def plan_from_kernel(kernel, n_features, n_targets):
         support of its prior.
     """
     tree = _walk(kernel, "", n_features, n_targets)
-    fast = _fast_form(tree)
+    fast = None if force_composite else _fast_form(tree)
     if fast is not None:
         scale, base, noise = fast
         ordered = ([scale] if scale is not None else []) + [base] + (
