@@ -9,11 +9,12 @@ Both are walked the same way, reading ``<name>``, ``<name>_bounds`` and, for
 skbgp's, ``<name>_prior`` of every hyperparameter.
 
 Kernels of the form ``[ConstantKernel *] (RBF | Matern) [+ WhiteKernel]`` (in
-any operand order) run on the fast stationary path of
+this operand order) run on the fast stationary path of
 :mod:`skbgp._core.kernels` and :mod:`skbgp._core.exact`, with theta laid out
 as ``[log constant] + [log length scales] + [log noise]``; every other kernel
-runs on the composite path of :mod:`skbgp._core.composite`, with theta in
-scikit-learn's order (``kernel.theta`` with the fixed hyperparameters kept).
+runs on the composite path of :mod:`skbgp._core.composite`. On both paths
+theta is in scikit-learn's order (``kernel.theta`` with the fixed
+hyperparameters kept).
 Values and bounds keep scikit-learn's parameterisation: ``theta`` is the log
 of each hyperparameter and ``"fixed"`` bounds hold it constant.
 """
@@ -436,17 +437,20 @@ def _leaves(node):
 
 
 def _fast_form(tree):
-    """``(scale, base, noise)`` leaves if the tree is ``[C *] base [+ W]``, else None."""
-    def split(node, kind, leaf_kind):
+    """``(scale, base, noise)`` leaves if the tree is ``[C *] base [+ W]``, else None.
+
+    Only in this operand order, whose scikit-learn theta order is the fast
+    path's layout, so that theta is scikit-learn's on both paths.
+    """
+    def split(node, kind, leaf_kind, position):
         if isinstance(node, _Op) and node.kind == kind:
-            a, b = node.children
-            for part, other in ((a, b), (b, a)):
-                if isinstance(part, _Leaf) and part.kind == leaf_kind:
-                    return other, part
+            part, other = node.children[position], node.children[1 - position]
+            if isinstance(part, _Leaf) and part.kind == leaf_kind:
+                return other, part
         return node, None
 
-    rest, noise = split(tree, "sum", "white")
-    rest, scale = split(rest, "product", "constant")
+    rest, noise = split(tree, "sum", "white", 1)
+    rest, scale = split(rest, "product", "constant", 0)
     if isinstance(rest, _Leaf) and rest.kind in ("rbf", "matern"):
         return scale, rest, noise
     return None
