@@ -46,16 +46,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     Parameters
     ----------
-    kernel : sklearn kernel object or None, default=None
+    kernel : sklearn kernel object, skbgp.kernels object or None, default=None
         The covariance of every target's GP. ``None`` selects
         ``outputscale * RBF(ARD) + noise`` with initial values taken from the
         data's spread, per target (see Notes), so that unscaled data work.
-        A scikit-learn kernel of the form ``ConstantKernel() * RBF(...) +
-        WhiteKernel()`` (``Matern`` with ``nu`` in 0.5, 1.5, 2.5, inf instead
-        of ``RBF``; the constant and white parts optional; length scales
-        isotropic or ARD) is used with scikit-learn's parameterisation and
-        bounds, every target starting from the kernel's values. The kernel
-        object is never modified.
+        A scikit-learn kernel (ConstantKernel, WhiteKernel, RBF, Matern with
+        ``nu`` in 0.5, 1.5, 2.5, inf, RationalQuadratic, ExpSineSquared,
+        DotProduct, and their Sum, Product and Exponentiation; length scales
+        isotropic or ARD) is used with scikit-learn's formulas,
+        parameterisation and bounds, every target starting from the kernel's
+        values. An :mod:`skbgp.kernels` object may also give every target its
+        own initial values and put priors on hyperparameters (the fit is then
+        maximum a posteriori). The kernel object is never modified.
     alpha : float or array-like of shape (n_samples,), default=1e-10
         Value added to the diagonal of every target's training covariance, as
         in scikit-learn: a jitter, or a known noise variance per sample.
@@ -102,19 +104,34 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Number of targets (1 for a 1-D ``y``).
     theta_ : ndarray of shape (n_targets, n_free_hyperparameters)
         Fitted log hyperparameters that were optimised (not the fixed ones),
-        in the order of ``hyperparameter_names_``; the argument of
+        in the order of ``hyperparameter_names_`` (scikit-learn's
+        ``kernel.theta`` order for a user's kernel); the argument of
         :meth:`log_marginal_likelihood`.
     hyperparameter_names_ : list of str
         Name of every column of ``theta_``.
+    kernels_ : list of sklearn.gaussian_process.kernels.Kernel
+        The fitted kernel of every target as a scikit-learn kernel object
+        (with its bounds; an :mod:`skbgp.kernels` object becomes its
+        scikit-learn twin, priors dropped), to inspect as ``kernel_`` of
+        scikit-learn's GPR.
     length_scales_ : ndarray of shape (n_targets, n_features)
-        Fitted length scale of every feature (repeated for an isotropic kernel).
+        Fitted length scale of every feature (repeated for an isotropic
+        kernel); NaN when the kernel has several or no length-scale parts.
     outputscales_ : ndarray of shape (n_targets,)
-        Fitted signal variance (1 where the kernel has no constant factor).
+        Fitted signal variance: the constant factor of ``ConstantKernel *
+        base``; 1 where the kernel has no constant, NaN where a constant is
+        not such a factor (or there are several).
     noise_levels_ : ndarray of shape (n_targets,)
-        Fitted white-noise variance (0 where the kernel has no white part).
+        Fitted white-noise variance (0 where the kernel has no white part,
+        NaN where it has several).
     log_marginal_likelihood_value_ : ndarray of shape (n_targets,)
         Log marginal likelihood of every target at its fitted hyperparameters
-        (of the standardised target when ``normalize_y=True``).
+        (of the standardised target when ``normalize_y=True``); without the
+        prior.
+    log_prior_value_ : ndarray of shape (n_targets,)
+        Log prior density of every target's fitted hyperparameters (0 without
+        priors). With priors the fit maximises
+        ``log_marginal_likelihood_value_ + log_prior_value_``.
     n_iter_ : ndarray of shape (n_targets,)
         L-BFGS iterations of every target's winning start (0 without optimiser).
     converged_ : ndarray of shape (n_targets,)
@@ -153,6 +170,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     iterations each instead of a whole optimisation, which is what makes
     several starts affordable by default (a single start often ends in an
     all-noise local optimum).
+
+    **Priors (MAP).** A prior is a ``torch.distributions`` object on a
+    hyperparameter's natural value (e.g. a length scale). The fit maximises
+    the log marginal likelihood plus the log prior densities of the natural
+    values, without a Jacobian term for the log parameterisation: the
+    result is the mode of the posterior density of the natural values, as in
+    GPyTorch and BoTorch. A prior with bounded support also bounds the
+    optimisation (bounds are the support intersected with the given bounds);
+    a MAP estimate at the edge of that support is the prior's doing and is
+    not warned about.
 
     **Missing values.** A NaN entry of ``y`` marks a missing observation for
     that target only: each target's GP uses exactly its observed rows (a mask
@@ -409,7 +436,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             return
         for j in np.flatnonzero(plan.free):
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
-                if side == 1 and not plan.warn_at_upper[j]:
+                if (side == 1 and not plan.warn_at_upper[j]) or plan.prior_bounded[j, side]:
                     continue
                 near = np.isclose(bounds[:, j, side], self._theta_full[:, j])
                 if near.any():

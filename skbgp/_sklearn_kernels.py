@@ -133,6 +133,10 @@ class KernelPlan:
         default kernel's length scales: their upper bound is 1e5 times the
         feature's spread, and reaching it means the feature is irrelevant to
         that target (ARD), not that the bound is too tight.
+    prior_bounded : ndarray of shape (n_params, 2), bool
+        Where the support of a prior set the lower (column 0) or upper
+        (column 1) bound: a MAP estimate there is the prior's doing, not a bound
+        to widen, and is not warned about.
     priors : tuple of PriorSpec
         Empty without priors (maximum likelihood).
     length_scale_index, outputscale_index, noise_index : tuple of int, int or None
@@ -156,6 +160,7 @@ class KernelPlan:
     names: list
     restart_bounds: np.ndarray
     warn_at_upper: np.ndarray
+    prior_bounded: np.ndarray
     priors: tuple
     length_scale_index: tuple
     outputscale_index: object
@@ -235,6 +240,7 @@ class _Hyperparameter:
     free: bool
     prior: object  # (distribution, shape, per_target) or None
     scalar: bool  # one value per target (q == 1 and not given per feature)
+    prior_bounded: np.ndarray  # (q, 2): whether the prior's support set each bound
 
 
 @dataclass
@@ -336,7 +342,7 @@ def _prior(kernel, cls, path, attr, value, scalar, log_bounds, free, n_targets):
     """Validate a prior, intersect the bounds with its support (in place)."""
     dist = getattr(kernel, attr + "_prior", None)
     if dist is None:
-        return None
+        return None, np.zeros((value.shape[1], 2), dtype=bool)
     if not isinstance(dist, torch.distributions.Distribution):
         raise TypeError(
             f"{path}_prior must be a torch.distributions.Distribution or None; got "
@@ -388,13 +394,16 @@ def _prior(kernel, cls, path, attr, value, scalar, log_bounds, free, n_targets):
             log_low = np.where(low > 0, np.log(np.where(low > 0, low, 1.0)) + 1e-10, -np.inf)
             log_high = np.where(np.isfinite(high), np.log(np.where(high > 0, high, 1.0)) - 1e-10,
                                 np.inf)
+        bounded = np.stack([(log_low >= log_bounds[..., 0]).any(0),
+                            (log_high <= log_bounds[..., 1]).any(0)], axis=-1)  # (q, 2)
         log_bounds[..., 0] = np.maximum(log_bounds[..., 0], log_low)
         log_bounds[..., 1] = np.minimum(log_bounds[..., 1], log_high)
         if np.any(log_bounds[..., 0] > log_bounds[..., 1]):
             raise ValueError(
                 f"The bounds of {path} do not overlap the support of its prior {dist!r}."
             )
-    return dist, shape, per_target
+        return (dist, shape, per_target), bounded
+    return (dist, shape, per_target), np.zeros((q, 2), dtype=bool)
 
 
 def _walk(kernel, prefix, n_features, n_targets):
@@ -425,8 +434,9 @@ def _walk(kernel, prefix, n_features, n_targets):
         path = prefix + attr
         value, scalar = _value(kernel, name, path, attr, ard, n_features, n_targets)
         log_bounds, free = _bounds(kernel, name, path, attr, value)
-        prior = _prior(kernel, name, path, attr, value, scalar, log_bounds, free, n_targets)
-        hps.append(_Hyperparameter(path, attr, value, log_bounds, free, prior, scalar))
+        prior, bounded = _prior(kernel, name, path, attr, value, scalar, log_bounds, free,
+                                n_targets)
+        hps.append(_Hyperparameter(path, attr, value, log_bounds, free, prior, scalar, bounded))
     return _Leaf(kind, name, hps, nu)
 
 
@@ -585,6 +595,7 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
         names=names,
         restart_bounds=bounds,
         warn_at_upper=np.ones(len(names), dtype=bool),
+        prior_bounded=np.concatenate([hp.prior_bounded for hp in hps]),
         priors=tuple(priors),
         length_scale_index=ls_index,
         outputscale_index=out_index,
@@ -674,6 +685,7 @@ def plan_default(X, y, maskf):
         names=names,
         restart_bounds=np.stack([scaled(0.1, 0.02, 1e-4), scaled(3.0, 2.0, 0.5)], axis=-1),
         warn_at_upper=np.array([True] + [False] * n_features + [True]),
+        prior_bounded=np.zeros((n_features + 2, 2), dtype=bool),
         priors=(),
         length_scale_index=ls,
         outputscale_index=0,
