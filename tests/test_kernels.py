@@ -241,6 +241,24 @@ def test_native_kernels_clone_pickle_and_print():
     assert repr(clone(est)) == repr(est)
 
 
+def test_fit_leaves_the_kernel_and_its_priors_untouched(multi_target_data):
+    X, y = multi_target_data
+    prior = Gamma(torch.tensor([2.0, 3.0, 4.0]), torch.tensor([1.0, 1.0, 2.0]))
+    kernel = sk.ConstantKernel(1.0, constant_value_prior=Uniform(0.1, 10.0)) * sk.RBF(
+        [0.5, 0.5, 0.5], length_scale_prior=prior) + sk.WhiteKernel(0.1)
+    before = {k: (v, dict(vars(v)) if hasattr(v, "batch_shape") else None)
+              for k, v in kernel.get_params().items()}
+    saved = {k: v.clone() for k, v in vars(prior).items() if torch.is_tensor(v)}
+    _quiet_fit(BatchedGaussianProcessRegressor(kernel, random_state=0), X, y)
+    for key, value in kernel.get_params().items():
+        assert value is before[key][0]
+        if before[key][1] is not None:
+            assert vars(value).keys() == before[key][1].keys()
+    for name, value in saved.items():
+        assert torch.equal(getattr(prior, name), value)
+    assert kernel.k1.k2.length_scale == [0.5, 0.5, 0.5]
+
+
 # --------------------------------------------------------------------------- priors and MAP
 GAMMA = Gamma(torch.tensor([2.0, 2.0, 2.0]), torch.tensor([0.0075, 0.075, 0.075]))
 
@@ -395,3 +413,15 @@ def test_priors_work_on_the_composite_path(multi_target_data):
     assert_allclose(ours.log_prior_value_, expected, rtol=1e-10)
     # the bounds of the fitted sklearn kernels are the support of the prior
     assert_allclose(ours.kernels_[0].k1.k2.alpha_bounds, np.float32([0.2, 3.0]), rtol=1e-9)
+
+
+def test_fitted_model_with_composite_kernel_and_priors_pickles(multi_target_data):
+    X, y = multi_target_data
+    kernel = sk.ConstantKernel(1.0) * sk.ExpSineSquared(
+        1.0, 2.0, periodicity_prior=LogNormal(0.5, 0.5)) + sk.WhiteKernel(0.3)
+    ours = _quiet_fit(BatchedGaussianProcessRegressor(kernel, random_state=0), X, y)
+    loaded = pickle.loads(pickle.dumps(ours))
+    assert_allclose(loaded.predict(X[:5], return_std=True), ours.predict(X[:5], return_std=True),
+                    rtol=0, atol=0)
+    assert_allclose(loaded.log_prior_value_, ours.log_prior_value_)
+    assert repr(loaded.kernels_[2]) == repr(ours.kernels_[2])
