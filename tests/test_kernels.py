@@ -419,7 +419,7 @@ def test_fitted_model_with_composite_kernel_and_priors_pickles(multi_target_data
     X, y = multi_target_data
     kernel = sk.ConstantKernel(1.0) * sk.ExpSineSquared(
         1.0, 2.0, periodicity_prior=LogNormal(0.5, 0.5)) + sk.WhiteKernel(0.3)
-    ours = _quiet_fit(BatchedGaussianProcessRegressor(kernel, random_state=0), X, y)
+    ours = _quiet_fit(BatchedGaussianProcessRegressor(kernel, random_state=0, max_iter=50), X, y)
     loaded = pickle.loads(pickle.dumps(ours))
     assert_allclose(loaded.predict(X[:5], return_std=True), ours.predict(X[:5], return_std=True),
                     rtol=0, atol=0)
