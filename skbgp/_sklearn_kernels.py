@@ -363,9 +363,8 @@ def _prior(kernel, cls, path, attr, value, scalar, log_bounds, free, n_targets):
         shape, per_target = (n_targets, q), True
     else:
         own = "()" if scalar else f"({q},)"
-        expected = "()" + ("" if scalar else f", ({q},)") + f" or ({n_targets}, {q})"
-        if scalar:
-            expected = f"() or ({n_targets},) (per target)"
+        expected = (f"() or ({n_targets},) (per target)" if scalar
+                    else f"(), ({q},) or ({n_targets}, {q})")
         raise ValueError(
             f"The prior on {path} has batch shape {batch}, but {path} has shape {own} "
             f"for each of the {n_targets} target(s): expected a batch shape of {expected}."
