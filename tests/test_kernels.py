@@ -425,3 +425,46 @@ def test_fitted_model_with_composite_kernel_and_priors_pickles(multi_target_data
                     rtol=0, atol=0)
     assert_allclose(loaded.log_prior_value_, ours.log_prior_value_)
     assert repr(loaded.kernels_[2]) == repr(ours.kernels_[2])
+
+
+@pytest.mark.parametrize("name", ["rq", "dot+rbf", "pow", "constant+matern"])
+def test_optimised_composite_fit_batched_equals_looped(multi_target_data, name):
+    X, y = multi_target_data
+    kernel = SKLEARN_KERNELS[name]
+    params = dict(n_restarts_optimizer=1, random_state=0, max_iter=100)
+    batched = _quiet_fit(BatchedGaussianProcessRegressor(kernel, **params), X, y)
+    mean, std = batched.predict(X[:8], return_std=True)
+    for t in range(y.shape[1]):
+        alone = _quiet_fit(BatchedGaussianProcessRegressor(kernel, **params), X, y[:, t])
+        # Some hyperparameters are not identified: a constant near its lower
+        # bound (1e-5) or the length scale of an irrelevant feature near its
+        # upper bound, where the LML is flat. Rounding differences between batch
+        # sizes (the core's losses agree to 1e-12, tests/core) can stop the two
+        # runs an iteration apart, far apart along such a flat direction. So
+        # the fitted models are compared: their LML (to the stopping rule's
+        # level) and their predictions; theta where it is identified.
+        assert_allclose(batched.log_marginal_likelihood_value_[t],
+                        alone.log_marginal_likelihood_value_[0], rtol=1e-6)
+        m, s = alone.predict(X[:8], return_std=True)
+        assert_allclose(mean[:, t], m, rtol=1e-4, atol=1e-6)
+        assert_allclose(std[:, t], s, rtol=1e-4, atol=1e-6)
+        identified = (np.abs(alone.theta_[0]) < 11.0) & (np.abs(batched.theta_[t]) < 11.0)
+        assert_allclose(batched.theta_[t][identified], alone.theta_[0][identified],
+                        rtol=1e-4, atol=1e-6)
+
+
+def test_fast_and_composite_paths_fit_the_same_model(multi_target_data):
+    X, y = multi_target_data
+    # the same model in two operand orders: the fast path, then the composite path
+    fast = skk.ConstantKernel(1.0) * skk.Matern([1.0, 1.0, 1.0], nu=1.5) + skk.WhiteKernel(0.1)
+    general = skk.Matern([1.0, 1.0, 1.0], nu=1.5) * skk.ConstantKernel(1.0) + skk.WhiteKernel(0.1)
+    a = _quiet_fit(BatchedGaussianProcessRegressor(fast, n_restarts_optimizer=0), X, y)
+    b = _quiet_fit(BatchedGaussianProcessRegressor(general, n_restarts_optimizer=0), X, y)
+    assert b.hyperparameter_names_[:3] == ["k1__k1__length_scale[0]", "k1__k1__length_scale[1]",
+                                           "k1__k1__length_scale[2]"]
+    assert_allclose(a.length_scales_, b.length_scales_, rtol=1e-5)
+    assert_allclose(a.outputscales_, b.outputscales_, rtol=1e-5)
+    assert_allclose(a.noise_levels_, b.noise_levels_, rtol=1e-5)
+    assert_allclose(a.log_marginal_likelihood_value_, b.log_marginal_likelihood_value_, rtol=1e-8)
+    assert_allclose(a.predict(X[:5], return_std=True), b.predict(X[:5], return_std=True),
+                    rtol=1e-5, atol=1e-8)
