@@ -6,8 +6,8 @@ from torch.distributions import Gamma, LogNormal
 
 from skbgp._core import composite
 from skbgp._core.fit import fit_hyperparameters
-from skbgp._core.priors import PriorTerm, log_prior
 from skbgp._core.kernels import StationaryKernel, squared_differences
+from skbgp._core.priors import PriorTerm, log_prior
 
 
 def test_fit_batched_equals_looped_with_restarts(rng):
