@@ -607,14 +607,20 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
 
 
 def _is_scale(tree, constant):
-    """Whether ``constant`` multiplies the rest of the (sum-free) signal as a variance."""
+    """Whether ``constant`` is a factor of the whole signal (``C * k1 * k2 [+ W]``)."""
     node = tree
     if isinstance(node, _Op) and node.kind == "sum":
         a, b = node.children
         node = a if isinstance(b, _Leaf) and b.kind == "white" else (
             b if isinstance(a, _Leaf) and a.kind == "white" else None)
+
+    def factors(n):
+        if isinstance(n, _Op) and n.kind == "product":
+            return [f for child in n.children for f in factors(child)]
+        return [n]
+
     return isinstance(node, _Op) and node.kind == "product" and any(
-        child is constant for child in node.children)
+        f is constant for f in factors(node))
 
 
 def plan_from_sklearn(kernel, n_features, n_targets=1):

@@ -121,6 +121,13 @@ def test_summary_attributes_of_composite_kernels(multi_target_data):
         skk.ConstantKernel(0.5) + skk.RBF(0.3) * skk.RationalQuadratic(), optimizer=None).fit(X, y)
     assert np.isnan(ours.outputscales_).all() and np.isnan(ours.length_scales_).all()
     assert_allclose(ours.noise_levels_, 0.0)
+    # a constant factor of a product of kernels is the outputscale
+    ours = BatchedGaussianProcessRegressor(
+        skk.RBF(0.3) * (skk.ConstantKernel(2.5) * skk.ExpSineSquared()) + skk.WhiteKernel(0.2),
+        optimizer=None).fit(X, y)
+    assert_allclose(ours.outputscales_, 2.5)
+    assert np.isnan(ours.length_scales_).all()
+    assert_allclose(ours.noise_levels_, 0.2)
 
 
 def test_grid_search_reaches_nested_composite_kernel_parameters(multi_target_data):
