@@ -179,7 +179,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     GPyTorch and BoTorch. A prior with bounded support also bounds the
     optimisation (bounds are the support intersected with the given bounds);
     a MAP estimate at the edge of that support is the prior's doing and is
-    not warned about.
+    not warned about. With ``normalize_y=True`` the priors are on the
+    hyperparameters of the standardised targets.
 
     **Missing values.** A NaN entry of ``y`` marks a missing observation for
     that target only: each target's GP uses exactly its observed rows (a mask

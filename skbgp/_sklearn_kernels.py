@@ -99,10 +99,24 @@ class PriorSpec:
     shape: tuple
     per_target: bool
 
-    def term(self, dtype, device):
-        """The core :class:`~skbgp._core.priors.PriorTerm` in this dtype and device."""
-        dist = rebuild_distribution(
-            self.distribution, lambda p: p.to(dtype=dtype, device=device).reshape(self.shape))
+    def term(self, dtype, device, targets=None):
+        """The core :class:`~skbgp._core.priors.PriorTerm` in this dtype and device.
+
+        Parameters
+        ----------
+        dtype : torch.dtype
+        device : torch.device
+        targets : array-like of int or None
+            For a fit on a subset (chunk) of the targets: their indices, which
+            select the rows of a per-target prior. ``None``: all targets.
+        """
+        def convert(p):
+            p = p.to(dtype=dtype, device=device).reshape(self.shape)
+            if self.per_target and targets is not None:
+                p = p[torch.as_tensor(targets, dtype=torch.long, device=device)]
+            return p
+
+        dist = rebuild_distribution(self.distribution, convert)
         return PriorTerm(index=self.index, distribution=dist, per_target=self.per_target)
 
 
@@ -170,9 +184,13 @@ class KernelPlan:
     groups: tuple
     set_bounds: bool
 
-    def prior_terms(self, dtype, device):
-        """Tuple of core ``PriorTerm`` in this dtype and device."""
-        return tuple(spec.term(dtype, device) for spec in self.priors)
+    def prior_terms(self, dtype, device, targets=None):
+        """Tuple of core ``PriorTerm`` in this dtype and device.
+
+        ``targets`` (indices) selects the rows of per-target priors for a fit
+        on a chunk of the targets; ``None`` keeps all.
+        """
+        return tuple(spec.term(dtype, device, targets) for spec in self.priors)
 
     def summaries(self, theta, n_features):
         """Length scales, outputscales and noise levels of every target.

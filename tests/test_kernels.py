@@ -20,6 +20,7 @@ from skbgp import BatchedGaussianProcessRegressor
 from skbgp import kernels as sk
 from skbgp.__main__ import make_data
 from skbgp._core.priors import PriorTerm, log_prior
+from skbgp._sklearn_kernels import plan_from_kernel
 
 # kernels that take the composite path (and two of the fast form, isotropic)
 SKLEARN_KERNELS = {
@@ -475,3 +476,17 @@ def test_fast_and_composite_paths_fit_the_same_model(multi_target_data):
     assert_allclose(a.log_marginal_likelihood_value_, b.log_marginal_likelihood_value_, rtol=1e-8)
     assert_allclose(a.predict(X[:5], return_std=True), b.predict(X[:5], return_std=True),
                     rtol=1e-5, atol=1e-8)
+
+
+def test_prior_terms_of_a_chunk_of_targets_select_their_rows():
+    rate = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [1.5, 2.5, 3.5]])
+    kernel = sk.ConstantKernel(constant_value_prior=LogNormal(torch.arange(4.0), torch.ones(4))) \
+        * sk.RBF([1.0, 1.0, 1.0], length_scale_prior=Gamma(torch.full((4, 3), 2.0), rate))
+    plan = plan_from_kernel(kernel, 3, 4)
+    theta = torch.tensor(np.random.RandomState(0).uniform(-1, 1, size=(4, 4)))
+    full, _ = log_prior(plan.prior_terms(torch.float64, torch.device("cpu")), theta,
+                        torch.arange(4), False)
+    chunk = [3, 1]
+    part, _ = log_prior(plan.prior_terms(torch.float64, torch.device("cpu"), targets=chunk),
+                        theta[chunk], torch.arange(2), False)
+    torch.testing.assert_close(part, full[chunk], rtol=1e-15, atol=0)
