@@ -538,7 +538,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         X = validate_data(self, X, dtype=np.float64, reset=False)
         theta, Xtr, L, a, mask, as_t = self._fitted_tensors()
         with torch.no_grad():
-            mean, cov = self._engine.posterior(self._core_kernel, theta, Xtr, as_t(X), L, a, mask, full_cov=True)
+            mean, cov = self._engine.posterior(self._core_kernel, theta, Xtr, as_t(X), L, a, mask,
+                                               full_cov=True)
             draws = sample_mvn(mean, cov, n_samples, generator=torch_generator(random_state))
         draws = to_numpy(draws)  # (n_targets, n_samples_X, n_samples)
         draws = draws * self._y_train_std[:, None, None] + self._y_train_mean[:, None, None]
