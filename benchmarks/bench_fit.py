@@ -65,9 +65,10 @@ import skbgp  # noqa: E402
 from skbgp import BatchedGaussianProcessRegressor  # noqa: E402
 
 try:
+    import skbgp._chunks as _skbgp_chunks_module
     import skbgp._core.fit as _skbgp_fit_module
 except ImportError:  # layout changed: skip the evaluation count
-    _skbgp_fit_module = None
+    _skbgp_chunks_module = _skbgp_fit_module = None
 
 try:
     import botorch
@@ -166,8 +167,9 @@ def lml_per_target(D2, Y, hyper, targets):
 class _CountEvaluations:
     """Counts members evaluated by skbgp's batched objective during a fit.
 
-    Wraps ``skbgp._core.fit.neg_log_marginal_likelihood`` (the module attribute
-    that the fitting loop calls) and sums ``theta.shape[0]`` over calls.
+    Wraps ``skbgp._chunks.fit_hyperparameters`` (the batched fit that every
+    chunk calls in this process) so that the likelihood it is given (its
+    ``nlml`` argument) counts ``theta.shape[0]`` members per call.
     """
 
     def __init__(self):
@@ -176,24 +178,29 @@ class _CountEvaluations:
         self._orig = None
 
     def __enter__(self):
-        mod = _skbgp_fit_module
-        if mod is None or not hasattr(mod, "neg_log_marginal_likelihood"):
+        mod = _skbgp_chunks_module
+        if mod is None or not hasattr(mod, "fit_hyperparameters"):
             self.calls = self.members = None
             return self
-        self._orig = orig = mod.neg_log_marginal_likelihood
+        self._orig = orig = mod.fit_hyperparameters
 
-        def counted(*args, **kwargs):
-            theta = kwargs["theta"] if "theta" in kwargs else args[1]
-            self.calls += 1
-            self.members += int(theta.shape[0])
+        def counted_fit(*args, **kwargs):
+            nlml = kwargs.get("nlml") or _skbgp_fit_module.neg_log_marginal_likelihood
+
+            def counted(kernel, theta, *rest, **kw):
+                self.calls += 1
+                self.members += int(theta.shape[0])
+                return nlml(kernel, theta, *rest, **kw)
+
+            kwargs["nlml"] = counted
             return orig(*args, **kwargs)
 
-        mod.neg_log_marginal_likelihood = counted
+        mod.fit_hyperparameters = counted_fit
         return self
 
     def __exit__(self, *exc):
         if self._orig is not None:
-            _skbgp_fit_module.neg_log_marginal_likelihood = self._orig
+            _skbgp_chunks_module.fit_hyperparameters = self._orig
         return False
 
 

@@ -15,9 +15,8 @@ import time
 import numpy as np
 import torch
 
-from ._core.exact import factorize
 from ._core.fit import fit_hyperparameters
-from ._core.kernels import squared_differences
+from ._core.priors import log_prior
 from ._validation import to_numpy, to_tensor
 
 __all__ = ["auto_batch_size", "fit_chunk", "Progress"]
@@ -67,13 +66,17 @@ def auto_batch_size(n_samples, n_targets, n_starts, n_workers, device, itemsize)
     return int(max(1, min(size, n_targets)))
 
 
-def fit_chunk(kernel, X, y, maskf, alpha, starts, lower, upper, free, *, optimize,
+def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimize,
               max_iter, tol, device, dtype, verbose=0, label=""):
     """Fit one chunk of targets and factorise their covariances.
 
     Parameters
     ----------
-    kernel : StationaryKernel
+    plan : KernelPlan
+        The core kernel, its engine (stationary or composite path), priors.
+    targets : ndarray of shape (c,), int
+        Indices of the chunk's targets among all (they select the rows of
+        per-target priors).
     X : ndarray of shape (n, d)
     y : ndarray of shape (c, n)
         Targets of the chunk (normalised), missing entries 0.
@@ -84,7 +87,6 @@ def fit_chunk(kernel, X, y, maskf, alpha, starts, lower, upper, free, *, optimiz
         Starting points in log space; the first is the initial value.
     lower, upper : ndarray of shape (c, P)
         Log bounds.
-    free : ndarray of shape (P,), bool
     optimize : bool
         False keeps ``starts[0]``.
     max_iter : int
@@ -101,12 +103,15 @@ def fit_chunk(kernel, X, y, maskf, alpha, starts, lower, upper, free, *, optimiz
     dict of ndarray
         ``theta`` (c, P), ``n_iter`` (c,), ``converged`` (c,), ``lml`` (c,),
         ``alpha`` (c, n), ``jitter`` (c,), ``failed`` (c,): failed is True where
-        the covariance could not be factorised even with jitter.
+        the covariance could not be factorised even with jitter; ``log_prior``
+        (c,), 0 without priors.
     """
     as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
     Xt = as_t(X)
-    D2 = squared_differences(Xt, Xt)
+    kernel, engine = plan.kernel, plan.engine
+    data = engine.training_data(Xt)
     yt, mt, alphat = as_t(y), as_t(maskf), as_t(alpha)
+    priors = plan.prior_terms(dtype, Xt.device, targets=targets)
     c = y.shape[0]
     if optimize:
         def report(iteration, n_active):
@@ -115,9 +120,9 @@ def fit_chunk(kernel, X, y, maskf, alpha, starts, lower, upper, free, *, optimiz
 
         callback = report if verbose >= 2 else None
         result = fit_hyperparameters(
-            kernel, D2, yt, mt, alphat, as_t(starts), as_t(lower), as_t(upper),
-            torch.as_tensor(free, device=Xt.device), max_iter=max_iter, gtol=tol,
-            callback=callback,
+            kernel, data, yt, mt, alphat, as_t(starts), as_t(lower), as_t(upper),
+            torch.as_tensor(plan.free, device=Xt.device), max_iter=max_iter, gtol=tol,
+            callback=callback, nlml=engine.nlml, priors=priors,
         )
         theta = result.theta
         n_iter = to_numpy(result.n_iter, np.int64)
@@ -126,7 +131,9 @@ def fit_chunk(kernel, X, y, maskf, alpha, starts, lower, upper, free, *, optimiz
         theta = as_t(starts[0])
         n_iter = np.zeros(c, dtype=np.int64)
         converged = np.ones(c, dtype=bool)
-    factor = factorize(kernel, theta, D2, yt, mt, alphat)
+    factor = engine.factorize(kernel, theta, data, yt, mt, alphat)
+    with torch.no_grad():
+        lp = log_prior(priors, theta, torch.arange(c, device=Xt.device), eval_gradient=False)[0]
     return {
         "theta": to_numpy(theta),
         "n_iter": n_iter,
@@ -135,6 +142,7 @@ def fit_chunk(kernel, X, y, maskf, alpha, starts, lower, upper, free, *, optimiz
         "alpha": to_numpy(factor.alpha),
         "jitter": to_numpy(factor.jitter),
         "failed": to_numpy(factor.failed, bool),
+        "log_prior": to_numpy(lp),
     }
 
 

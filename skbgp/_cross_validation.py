@@ -180,9 +180,13 @@ def _batched_fit(estimator, X, y, splits, params, mode):
     elif reg.optimizer is not None:
         batch = pack_folds([p.Xt for p in preps], [p.y for p in preps],
                            [p.maskf for p in preps], [p.alpha for p in preps])
+        engine = preps[0].plan.engine
+        # member f * m + t is target t: its rows of any per-target prior
+        priors = preps[0].plan.prior_terms(lower.dtype, lower.device, targets=np.tile(np.arange(m), k))
         result = fit_hyperparameters(
             kernel, None, None, None, None, starts, lower, upper, preps[0].free,
-            max_iter=reg.max_iter, gtol=reg.tol, objective=fold_objective(kernel, batch),
+            max_iter=reg.max_iter, gtol=reg.tol, priors=priors,
+            objective=fold_objective(kernel, batch, engine.nlml, engine.training_data),
         )
         per_fold = [(result.theta[f * m:(f + 1) * m], result.n_iter[f * m:(f + 1) * m],
                      result.converged[f * m:(f + 1) * m]) for f in range(k)]

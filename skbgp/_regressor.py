@@ -15,10 +15,10 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from ._chunks import Progress, auto_batch_size, fit_chunk
-from ._core.exact import neg_log_marginal_likelihood, posterior, refactorize, sample_mvn
-from ._core.kernels import squared_differences
-from ._sklearn_kernels import plan_default, plan_from_sklearn
+from ._core.exact import sample_mvn
+from ._sklearn_kernels import plan_default, plan_from_kernel
 from ._validation import resolve_device, resolve_dtype, to_numpy, to_tensor, torch_generator
+from .kernels import _Operators as _SkbgpKernel
 
 __all__ = ["BatchedGaussianProcessRegressor"]
 
@@ -132,16 +132,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     Parameters
     ----------
-    kernel : sklearn kernel object or None, default=None
+    kernel : sklearn kernel object, skbgp.kernels object or None, default=None
         The covariance of every target's GP. ``None`` selects
         ``outputscale * RBF(ARD) + noise`` with initial values taken from the
         data's spread, per target (see Notes), so that unscaled data work.
-        A scikit-learn kernel of the form ``ConstantKernel() * RBF(...) +
-        WhiteKernel()`` (``Matern`` with ``nu`` in 0.5, 1.5, 2.5, inf instead
-        of ``RBF``; the constant and white parts optional; length scales
-        isotropic or ARD) is used with scikit-learn's parameterisation and
-        bounds, every target starting from the kernel's values. The kernel
-        object is never modified.
+        A scikit-learn kernel (ConstantKernel, WhiteKernel, RBF, Matern with
+        ``nu`` in 0.5, 1.5, 2.5, inf, RationalQuadratic, ExpSineSquared,
+        DotProduct, and their Sum, Product and Exponentiation; length scales
+        isotropic or ARD) is used with scikit-learn's formulas,
+        parameterisation and bounds, every target starting from the kernel's
+        values. An :mod:`skbgp.kernels` object may also give every target its
+        own initial values and put priors on hyperparameters (the fit is then
+        maximum a posteriori). The kernel object is never modified.
     alpha : float or array-like of shape (n_samples,), default=1e-10
         Value added to the diagonal of every target's training covariance, as
         in scikit-learn: a jitter, or a known noise variance per sample. A
@@ -210,19 +212,34 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Number of targets (1 for a 1-D ``y``).
     theta_ : ndarray of shape (n_targets, n_free_hyperparameters)
         Fitted log hyperparameters that were optimised (not the fixed ones),
-        in the order of ``hyperparameter_names_``; the argument of
+        in the order of ``hyperparameter_names_`` (scikit-learn's
+        ``kernel.theta`` order for a user's kernel); the argument of
         :meth:`log_marginal_likelihood`.
     hyperparameter_names_ : list of str
         Name of every column of ``theta_``.
+    kernels_ : list of sklearn.gaussian_process.kernels.Kernel
+        The fitted kernel of every target as a scikit-learn kernel object
+        (with its bounds; an :mod:`skbgp.kernels` object becomes its
+        scikit-learn twin, priors dropped), to inspect as ``kernel_`` of
+        scikit-learn's GPR; ``None`` for the targets in ``failed_targets_``.
     length_scales_ : ndarray of shape (n_targets, n_features)
-        Fitted length scale of every feature (repeated for an isotropic kernel).
+        Fitted length scale of every feature (repeated for an isotropic
+        kernel); NaN when the kernel has several or no length-scale parts.
     outputscales_ : ndarray of shape (n_targets,)
-        Fitted signal variance (1 where the kernel has no constant factor).
+        Fitted signal variance: the constant factor of ``ConstantKernel *
+        base``; 1 where the kernel has no constant, NaN where a constant is
+        not such a factor (or there are several).
     noise_levels_ : ndarray of shape (n_targets,)
-        Fitted white-noise variance (0 where the kernel has no white part).
+        Fitted white-noise variance (0 where the kernel has no white part,
+        NaN where it has several).
     log_marginal_likelihood_value_ : ndarray of shape (n_targets,)
         Log marginal likelihood of every target at its fitted hyperparameters
-        (of the standardised target when ``normalize_y=True``).
+        (of the standardised target when ``normalize_y=True``); without the
+        prior.
+    log_prior_value_ : ndarray of shape (n_targets,)
+        Log prior density of every target's fitted hyperparameters (0 without
+        priors). With priors the fit maximises
+        ``log_marginal_likelihood_value_ + log_prior_value_``.
     n_iter_ : ndarray of shape (n_targets,)
         L-BFGS iterations of every target's winning start (0 without optimiser).
     converged_ : ndarray of shape (n_targets,)
@@ -266,6 +283,17 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     iterations each instead of a whole optimisation, which is what makes
     several starts affordable by default (a single start often ends in an
     all-noise local optimum).
+
+    **Priors (MAP).** A prior is a ``torch.distributions`` object on a
+    hyperparameter's natural value (e.g. a length scale). The fit maximises
+    the log marginal likelihood plus the log prior densities of the natural
+    values, without a Jacobian term for the log parameterisation: the
+    result is the mode of the posterior density of the natural values, as in
+    GPyTorch and BoTorch. A prior with bounded support also bounds the
+    optimisation (bounds are the support intersected with the given bounds);
+    a MAP estimate at the edge of that support is the prior's doing and is
+    not warned about. With ``normalize_y=True`` the priors are on the
+    hyperparameters of the standardised targets.
 
     **Missing values.** A NaN entry of ``y`` marks a missing observation for
     that target only: each target's GP uses exactly its observed rows (a mask
@@ -334,10 +362,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):
-        if self.kernel is not None and not isinstance(self.kernel, Kernel):
+        if self.kernel is not None and not isinstance(self.kernel, (Kernel, _SkbgpKernel)):
             raise TypeError(
-                "kernel must be None or a scikit-learn kernel object such as "
-                f"ConstantKernel() * RBF() + WhiteKernel(); got {type(self.kernel).__name__}."
+                "kernel must be None, a scikit-learn kernel object such as "
+                "ConstantKernel() * RBF() + WhiteKernel(), or an skbgp.kernels object; "
+                f"got {type(self.kernel).__name__}."
             )
         if self.optimizer not in ("lbfgs", "fmin_l_bfgs_b", None):
             if callable(self.optimizer):
@@ -464,7 +493,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if self.kernel is None:
             plan = plan_default(X, Yn, maskf)
         else:
-            plan = plan_from_sklearn(self.kernel, X.shape[1])
+            plan = plan_from_kernel(self.kernel, X.shape[1], n_targets)
         P = plan.free.shape[0]
         bounds = np.broadcast_to(plan.bounds, (n_targets, P, 2))
         theta0 = np.clip(np.broadcast_to(plan.theta0, (n_targets, P)), bounds[..., 0], bounds[..., 1])
@@ -508,8 +537,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
         jobs = (
             delayed(fit_chunk)(
-                plan.kernel, X, prep.Yn[:, sl].T, prep.maskf_np[:, sl].T, prep.alpha_np,
-                starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1], plan.free,
+                plan, np.arange(sl.start, sl.stop), X, prep.Yn[:, sl].T, prep.maskf_np[:, sl].T,
+                prep.alpha_np, starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1],
                 optimize=optimize, max_iter=self.max_iter, tol=self.tol,
                 device=prep.device, dtype=prep.dtype, verbose=self.verbose,
                 label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
@@ -524,6 +553,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             "alpha": np.empty((n_targets, X.shape[0])),
             "jitter": np.empty(n_targets),
             "failed": np.empty(n_targets, dtype=bool),
+            "log_prior": np.empty(n_targets),
         }
         progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
         try:
@@ -578,6 +608,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             )
 
         theta = out["theta"]
+        theta[failed] = np.nan  # not fitted: no hyperparameters
         self.X_train_ = np.copy(X) if self.copy_X_train else X
         self.y_train_ = np.copy(y) if self.copy_X_train else y
         self.n_targets_ = n_targets
@@ -586,19 +617,21 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self._observed = prep.observed
         self._alpha_fit = prep.alpha_np
         self._core_kernel = plan.kernel
+        self._engine = plan.engine
         self._theta_full = theta
         self._free = plan.free
         self.theta_ = theta[:, plan.free]
         self.hyperparameter_names_ = [n for n, f in zip(plan.names, plan.free) if f]
-        self.length_scales_ = np.broadcast_to(
-            np.exp(theta[:, plan.kernel.lengthscale_slice]), (n_targets, X.shape[1])
-        ).copy()
-        theta_t = torch.from_numpy(theta)
-        self.outputscales_ = to_numpy(plan.kernel.outputscale(theta_t))
-        self.noise_levels_ = to_numpy(plan.kernel.noise(theta_t))
+        self.length_scales_, self.outputscales_, self.noise_levels_ = plan.summaries(
+            theta, X.shape[1])
+        with np.errstate(over="ignore"):  # the bounds of a target that overflowed
+            self.kernels_ = plan.sklearn_kernels(theta, bounds)
+        for t in np.flatnonzero(failed):
+            self.kernels_[t] = None
         lml = out["lml"]
         lml[failed] = np.nan
         self.log_marginal_likelihood_value_ = lml
+        self.log_prior_value_ = out["log_prior"]
         self.n_iter_ = out["n_iter"]
         self.converged_ = out["converged"] & ~failed
         self.jitter_ = out["jitter"]
@@ -633,7 +666,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             return
         for j in np.flatnonzero(plan.free):
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
-                if side == 1 and not plan.warn_at_upper[j]:
+                if (side == 1 and not plan.warn_at_upper[j]) or plan.prior_bounded[j, side]:
                     continue
                 near = np.isclose(bounds[:, j, side], self._theta_full[:, j]) & fitted
                 if near.any():
@@ -679,14 +712,15 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
         Xtr = as_t(self.X_train_)
         n = Xtr.shape[0]
-        D2 = squared_differences(Xtr, Xtr)
+        data = self._engine.training_data(Xtr)
         alpha = as_t(self._alpha_fit)
         size = max(1, _PREDICT_BLOCK // max(1, n * n + numbers_per_target))
         for start in range(0, self.n_targets_, size):
             sl = slice(start, min(start + size, self.n_targets_))
             theta = as_t(self._theta_full[sl])
             mask = as_t(self._observed[:, sl].T.astype(float))
-            L = refactorize(self._core_kernel, theta, D2, mask, alpha, as_t(self.jitter_[sl]))
+            L = self._engine.refactorize(self._core_kernel, theta, data, mask, alpha,
+                                         as_t(self.jitter_[sl]))
             yield sl, theta, Xtr, L, as_t(self.alpha_[:, sl].T), mask, as_t
 
     def _warn_failed(self):
@@ -750,7 +784,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         with torch.no_grad():
             for sl, theta, Xtr, L, a, mask, as_t in self._factor_chunks(p * p if return_cov else 0):
                 chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
-                mean, var = posterior(
+                mean, var = self._engine.posterior(
                     self._core_kernel, theta, Xtr, as_t(X), L, a, mask,
                     full_cov=return_cov, chunk_size=chunk,
                 )
@@ -802,7 +836,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         draws = np.empty((self.n_targets_, p, n_samples))
         with torch.no_grad():
             for sl, theta, Xtr, L, a, mask, as_t in self._factor_chunks(2 * p * p):
-                mean, cov = posterior(self._core_kernel, theta, Xtr, as_t(X), L, a, mask, full_cov=True)
+                mean, cov = self._engine.posterior(self._core_kernel, theta, Xtr, as_t(X), L, a,
+                                                   mask, full_cov=True)
                 draws[sl] = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
         draws = draws * self._y_train_std[:, None, None] + self._y_train_mean[:, None, None]
         draws[self.failed_targets_] = np.nan
@@ -850,8 +885,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         std = self._y_train_std
         y = np.where(self._observed, (self._y_train_2d() - self._y_train_mean) / std, 0.0)
         with torch.no_grad():
-            loss, grad = neg_log_marginal_likelihood(
-                self._core_kernel, as_t(full), squared_differences(Xtr, Xtr), as_t(y.T), mask,
+            loss, grad = self._engine.nlml(
+                self._core_kernel, as_t(full), self._engine.training_data(Xtr), as_t(y.T), mask,
                 as_t(self._alpha_fit), eval_gradient=eval_gradient,
             )
         lml = -to_numpy(loss)

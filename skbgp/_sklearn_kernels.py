@@ -1,39 +1,127 @@
-"""Translate scikit-learn kernel objects into the batched core's kernel.
+"""Translate kernel objects into the batched core's kernel and theta layout.
 
-Supported today are the kernels a scikit-learn user writes for a scaled
-stationary GP with learned noise, in any order of the operands::
+Two kinds of kernel objects are accepted: scikit-learn's
+(``sklearn.gaussian_process.kernels``: ConstantKernel, WhiteKernel, RBF,
+Matern with nu in 0.5, 1.5, 2.5, inf, RationalQuadratic, ExpSineSquared,
+DotProduct, Sum, Product, Exponentiation) and skbgp's own specifications
+(:mod:`skbgp.kernels`, the same classes plus per-target values and priors).
+Both are walked the same way, reading ``<name>``, ``<name>_bounds`` and, for
+skbgp's, ``<name>_prior`` of every hyperparameter.
 
-    RBF(...)  |  Matern(nu=0.5 | 1.5 | 2.5 | inf)                 (base)
-    ConstantKernel(...) * base                                    (scaled)
-    base_or_scaled + WhiteKernel(...)                              (noisy)
-
-Length scales may be isotropic (a scalar) or ARD (one per feature). Values and
-bounds keep scikit-learn's parameterisation: ``theta`` is the log of each
-hyperparameter and ``"fixed"`` bounds hold it constant.
+Kernels of the form ``[ConstantKernel *] (RBF | Matern) [+ WhiteKernel]`` (in
+this operand order) run on the fast stationary path of
+:mod:`skbgp._core.kernels` and :mod:`skbgp._core.exact`, with theta laid out
+as ``[log constant] + [log length scales] + [log noise]``; every other kernel
+runs on the composite path of :mod:`skbgp._core.composite`. On both paths
+theta is in scikit-learn's order (``kernel.theta`` with the fixed
+hyperparameters kept).
+Values and bounds keep scikit-learn's parameterisation: ``theta`` is the log
+of each hyperparameter and ``"fixed"`` bounds hold it constant.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.gaussian_process.kernels import (
-    RBF,
-    ConstantKernel,
-    Matern,
-    Product,
-    Sum,
-    WhiteKernel,
+import torch
+from sklearn.gaussian_process import kernels as skk
+
+from . import kernels as native
+from ._core import composite, exact
+from ._core.kernels import StationaryKernel, squared_differences
+from ._core.priors import PriorTerm, rebuild_distribution
+
+__all__ = ["Engine", "KernelPlan", "PriorSpec", "plan_from_kernel", "plan_from_sklearn",
+           "plan_default"]
+
+SUPPORTED = (
+    "ConstantKernel, WhiteKernel, RBF, Matern (nu in 0.5, 1.5, 2.5, inf), "
+    "RationalQuadratic, ExpSineSquared, DotProduct and their Sum, Product and "
+    "Exponentiation, from sklearn.gaussian_process.kernels or skbgp.kernels"
 )
 
-from ._core.kernels import StationaryKernel
 
-__all__ = ["KernelPlan", "plan_from_sklearn", "plan_default"]
+def _pairwise_squared_differences(X):
+    """Tensor of shape (d, n, n): the training data of the stationary path."""
+    return squared_differences(X, X)
 
-_SUPPORTED = (
-    "RBF, Matern(nu in 0.5, 1.5, 2.5, inf), optionally multiplied by a ConstantKernel "
-    "and/or added to a WhiteKernel, e.g. ConstantKernel() * RBF([1.0] * n_features) "
-    "+ WhiteKernel()"
-)
+
+@dataclass(frozen=True)
+class Engine:
+    """The core functions that evaluate one kind of core kernel.
+
+    Attributes
+    ----------
+    nlml : callable
+        ``nlml(kernel, theta, data, y, maskf, alpha, eval_gradient)``.
+    factorize : callable
+        ``factorize(kernel, theta, data, y, maskf, alpha)``.
+    posterior : callable
+        ``posterior(kernel, theta, X_train, X_test, L, alpha, maskf, full_cov=, chunk_size=)``.
+    training_data : callable
+        ``training_data(X)``: the ``data`` argument above, from the training
+        inputs (Tensor of shape (n, d)).
+    refactorize : callable
+        ``refactorize(kernel, theta, data, maskf, alpha, jitter)``: the factors
+        ``factorize`` found, from the hyperparameters and recorded jitter.
+    """
+
+    nlml: object
+    factorize: object
+    posterior: object
+    training_data: object
+    refactorize: object
+
+
+STATIONARY = Engine(exact.neg_log_marginal_likelihood, exact.factorize, exact.posterior,
+                    _pairwise_squared_differences, exact.refactorize)
+COMPOSITE = Engine(composite.neg_log_marginal_likelihood, composite.factorize,
+                   composite.posterior, composite.geometry, composite.refactorize)
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """A user's prior on some columns of theta, before dtype and device are known.
+
+    Attributes
+    ----------
+    name : str
+        The hyperparameter's parameter path.
+    index : tuple of int
+        Its columns of theta.
+    distribution : torch.distributions.Distribution
+        As given by the user.
+    shape : tuple of int
+        Batch shape it is reshaped to: ``()``, ``(q,)`` or ``(n_targets, q)``.
+    per_target : bool
+    """
+
+    name: str
+    index: tuple
+    distribution: object
+    shape: tuple
+    per_target: bool
+
+    def term(self, dtype, device, targets=None):
+        """The core :class:`~skbgp._core.priors.PriorTerm` in this dtype and device.
+
+        Parameters
+        ----------
+        dtype : torch.dtype
+        device : torch.device
+        targets : array-like of int or None
+            For a fit on a subset (chunk) of the targets: their indices, which
+            select the rows of a per-target prior. ``None``: all targets.
+        """
+        def convert(p):
+            p = p.to(dtype=dtype, device=device).reshape(self.shape)
+            if self.per_target and targets is not None:
+                p = p[torch.as_tensor(targets, dtype=torch.long, device=device)]
+            return p
+
+        dist = rebuild_distribution(self.distribution, convert)
+        return PriorTerm(index=self.index, distribution=dist, per_target=self.per_target)
 
 
 @dataclass(frozen=True)
@@ -42,147 +130,524 @@ class KernelPlan:
 
     Attributes
     ----------
-    kernel : StationaryKernel
+    kernel : StationaryKernel or CompositeKernel
+    engine : Engine
+        The core functions for ``kernel``.
     theta0 : ndarray of shape (n_targets, n_params) or (n_params,)
-        Initial log hyperparameters (per target for the default kernel).
+        Initial log hyperparameters.
     bounds : ndarray of shape (n_targets, n_params, 2) or (n_params, 2)
-        Log bounds; equal bounds for fixed hyperparameters.
+        Log bounds (intersected with the support of any prior); equal bounds
+        for fixed hyperparameters.
     free : ndarray of shape (n_params,), bool
     names : list of str
-        Name of every hyperparameter, as scikit-learn's parameter path with a
+        Name of every hyperparameter, as the kernel's parameter path with a
         dimension suffix for ARD length scales (``"k1__k2__length_scale[1]"``).
     restart_bounds : ndarray, same shape as ``bounds``
         Box in which restart points are drawn log-uniformly: the bounds
-        themselves for a scikit-learn kernel (its semantics), a box of plausible
-        values around the data-driven start for the default kernel.
+        themselves for a user's kernel (scikit-learn's semantics), a box of
+        plausible values around the data-driven start for the default kernel.
     warn_at_upper : ndarray of shape (n_params,), bool
         Whether ending at the upper bound deserves a warning. Not for the
         default kernel's length scales: their upper bound is 1e5 times the
         feature's spread, and reaching it means the feature is irrelevant to
         that target (ARD), not that the bound is too tight.
+    prior_bounded : ndarray of shape (n_params, 2), bool
+        Where the support of a prior set the lower (column 0) or upper
+        (column 1) bound: a MAP estimate there is the prior's doing, not a bound
+        to widen, and is not warned about.
+    priors : tuple of PriorSpec
+        Empty without priors (maximum likelihood).
+    length_scale_index, outputscale_index, noise_index : tuple of int, int or None
+        Columns of theta read by :meth:`summaries` (``None``: absent).
+    ambiguous : frozenset of str
+        Of ``"length_scale"``, ``"outputscale"``, ``"noise_level"``: the
+        summaries that are not one hyperparameter of the kernel (NaN).
+    template : sklearn kernel
+        The scikit-learn kernel whose parameters :meth:`sklearn_kernels` sets.
+    groups : tuple of (str, tuple of int, bool)
+        ``(parameter path, theta columns, scalar)`` of every hyperparameter.
+    set_bounds : bool
+        Whether :meth:`sklearn_kernels` also sets each target's bounds.
     """
 
-    kernel: StationaryKernel
+    kernel: object
+    engine: Engine
     theta0: np.ndarray
     bounds: np.ndarray
     free: np.ndarray
     names: list
     restart_bounds: np.ndarray
     warn_at_upper: np.ndarray
+    prior_bounded: np.ndarray
+    priors: tuple
+    length_scale_index: tuple
+    outputscale_index: object
+    noise_index: object
+    ambiguous: frozenset
+    template: object
+    groups: tuple
+    set_bounds: bool
+
+    def prior_terms(self, dtype, device, targets=None):
+        """Tuple of core ``PriorTerm`` in this dtype and device.
+
+        ``targets`` (indices) selects the rows of per-target priors for a fit
+        on a chunk of the targets; ``None`` keeps all.
+        """
+        return tuple(spec.term(dtype, device, targets) for spec in self.priors)
+
+    def summaries(self, theta, n_features):
+        """Length scales, outputscales and noise levels of every target.
+
+        Parameters
+        ----------
+        theta : ndarray of shape (n_targets, n_params)
+        n_features : int
+
+        Returns
+        -------
+        length_scales : ndarray of shape (n_targets, n_features)
+        outputscales : ndarray of shape (n_targets,)
+        noise_levels : ndarray of shape (n_targets,)
+        """
+        m = theta.shape[0]
+
+        def read(index, default, key):
+            if key in self.ambiguous:
+                return np.full(m, np.nan)
+            return np.full(m, default) if index is None else np.exp(theta[:, index])
+
+        if "length_scale" in self.ambiguous or self.length_scale_index is None:
+            ls = np.full((m, n_features), np.nan)
+        else:
+            ls = np.broadcast_to(np.exp(theta[:, list(self.length_scale_index)]),
+                                 (m, n_features)).copy()
+        return ls, read(self.outputscale_index, 1.0, "outputscale"), read(
+            self.noise_index, 0.0, "noise_level")
+
+    def sklearn_kernels(self, theta, bounds):
+        """One fitted scikit-learn kernel object per target.
+
+        Parameters
+        ----------
+        theta : ndarray of shape (n_targets, n_params)
+        bounds : ndarray of shape (n_targets, n_params, 2)
+
+        Returns
+        -------
+        list of sklearn.gaussian_process.kernels.Kernel
+        """
+        out = []
+        for t in range(theta.shape[0]):
+            kernel = copy.deepcopy(self.template)
+            params = {}
+            for path, index, scalar in self.groups:
+                value = np.exp(theta[t, list(index)])
+                params[path] = float(value[0]) if scalar else value
+                if self.set_bounds and self.free[index[0]]:
+                    b = np.exp(bounds[t, list(index)])
+                    params[path + "_bounds"] = tuple(b[0]) if scalar or np.all(b == b[0]) else b
+            kernel.set_params(**params)
+            out.append(kernel)
+        return out
 
 
-def _log_bounds(hyperparameter, value, n_elements):
-    """Log bounds of shape (n_elements, 2); ``fixed`` gives ``[log v, log v]``."""
-    value = np.broadcast_to(np.asarray(value, dtype=float), (n_elements,))
-    if hyperparameter.fixed:
-        return np.log(np.stack([value, value], axis=-1)), False
-    bounds = np.asarray(hyperparameter.bounds, dtype=float)
-    return np.log(np.broadcast_to(bounds, (n_elements, 2)).copy()), True
+# ----------------------------------------------------------------- the walk
+@dataclass
+class _Hyperparameter:
+    path: str
+    attr: str
+    value: np.ndarray  # (n_targets, q), natural scale
+    log_bounds: np.ndarray  # (n_targets, q, 2)
+    free: bool
+    prior: object  # (distribution, shape, per_target) or None
+    scalar: bool  # one value per target (q == 1 and not given per feature)
+    prior_bounded: np.ndarray  # (q, 2): whether the prior's support set each bound
+
+
+@dataclass
+class _Leaf:
+    kind: str
+    cls: str
+    hps: list
+    nu: float = math.inf
+
+
+@dataclass
+class _Op:
+    kind: str  # "sum", "product" or "power"
+    children: list
+    exponent: float = 1.0
+
+
+# kind, hyperparameter names in scikit-learn's (alphabetical) order, ARD allowed
+_LEAF_KINDS = {
+    "RBF": ("rbf", ("length_scale",), True),
+    "Matern": ("matern", ("length_scale",), True),
+    "RationalQuadratic": ("rq", ("alpha", "length_scale"), False),
+    "ExpSineSquared": ("periodic", ("length_scale", "periodicity"), False),
+    "DotProduct": ("dot", ("sigma_0",), False),
+    "ConstantKernel": ("constant", ("constant_value",), False),
+    "WhiteKernel": ("white", ("noise_level",), False),
+}
+_LEAF_CLASSES = {}
+for _name in _LEAF_KINDS:
+    _LEAF_CLASSES[getattr(skk, _name)] = _name
+    _LEAF_CLASSES[getattr(native, _name)] = _name
+_OPERATOR_CLASSES = {
+    skk.Sum: "sum", skk.Product: "product", skk.Exponentiation: "power",
+    native.Sum: "sum", native.Product: "product", native.Exponentiation: "power",
+}
 
 
 def _unsupported(kernel):
     return ValueError(
         f"Kernel {kernel!r} ({type(kernel).__name__}) is not supported by "
-        f"BatchedGaussianProcessRegressor yet. Supported kernels: {_SUPPORTED}."
+        f"BatchedGaussianProcessRegressor. Supported kernels: {SUPPORTED}."
     )
 
 
-def _split(kernel, kind, prefix):
-    """``(other, part, other_prefix, part_prefix)`` if ``kernel`` is a
-    Product/Sum with one operand of type ``kind``, else ``None``."""
-    for part, other, pp, op in ((kernel.k1, kernel.k2, "k1", "k2"), (kernel.k2, kernel.k1, "k2", "k1")):
-        if isinstance(part, kind) and not isinstance(other, kind):
-            return other, part, prefix + op + "__", prefix + pp + "__"
+def _value(kernel, cls, path, attr, ard, n_features, n_targets):
+    """Initial values of one hyperparameter as (n_targets, q), and whether scalar."""
+    value = np.asarray(getattr(kernel, attr), dtype=float)
+    shape = value.shape
+    if ard:
+        expected = f"a scalar, ({n_features},) or ({n_targets}, {n_features}) (per target)"
+        if value.ndim == 0 or shape == (1,):
+            out, scalar = np.full((n_targets, 1), float(value.reshape(-1)[0])), True
+        elif shape == (n_features,):
+            out, scalar = np.broadcast_to(value, (n_targets, n_features)), False
+        elif value.ndim == 2 and shape[0] == n_targets and shape[1] in (1, n_features):
+            out, scalar = value, shape[1] == 1
+        else:
+            raise ValueError(
+                f"The {attr} of {cls} ({path}) has shape {shape}, but X has {n_features} "
+                f"features and y {n_targets} target(s): expected {expected}."
+            )
+    else:
+        if value.ndim == 0 or shape == (1,):
+            out = np.full((n_targets, 1), float(value.reshape(-1)[0]))
+        elif shape in ((n_targets,), (n_targets, 1)):
+            out = value.reshape(n_targets, 1)
+        else:
+            raise ValueError(
+                f"The {attr} of {cls} ({path}) has shape {shape}; expected a scalar or "
+                f"({n_targets},) (one value per target)."
+            )
+        scalar = True
+    if not np.all(np.isfinite(out)) or np.any(out <= 0):
+        raise ValueError(f"The {attr} of {cls} ({path}) must be positive and finite; got {value}.")
+    return np.array(out, dtype=float), scalar
+
+
+def _bounds(kernel, cls, path, attr, value):
+    """Log bounds (n_targets, q, 2) and whether the hyperparameter is free."""
+    bounds = getattr(kernel, attr + "_bounds")
+    if isinstance(bounds, str):
+        if bounds != "fixed":
+            raise ValueError(f"{path}_bounds must be a pair of floats or 'fixed'; got {bounds!r}.")
+        log = np.log(value)
+        return np.stack([log, log], axis=-1), False
+    q = value.shape[1]
+    b = np.asarray(bounds, dtype=float)
+    if b.shape not in ((2,), (q, 2)) and not (q == 1 and b.shape == (1, 2)):
+        raise ValueError(
+            f"{path}_bounds of {cls} has shape {b.shape}; expected (2,) or ({q}, 2), or 'fixed'."
+        )
+    if np.any(b[..., 0] <= 0) or np.any(b[..., 0] > b[..., 1]):
+        raise ValueError(f"{path}_bounds of {cls} must satisfy 0 < low <= high; got {bounds}.")
+    b = np.broadcast_to(b.reshape(-1, 2) if b.ndim == 2 else b, (q, 2))
+    return np.log(np.broadcast_to(b, value.shape + (2,))).copy(), True
+
+
+def _prior(kernel, cls, path, attr, value, scalar, log_bounds, free, n_targets):
+    """Validate a prior, intersect the bounds with its support (in place)."""
+    dist = getattr(kernel, attr + "_prior", None)
+    if dist is None:
+        return None, np.zeros((value.shape[1], 2), dtype=bool)
+    if not isinstance(dist, torch.distributions.Distribution):
+        raise TypeError(
+            f"{path}_prior must be a torch.distributions.Distribution or None; got "
+            f"{type(dist).__name__}."
+        )
+    if tuple(dist.event_shape) != ():
+        raise ValueError(
+            f"The prior on {path} has event shape {tuple(dist.event_shape)}; use a univariate "
+            "distribution (event shape ()), batched over the dimensions if needed."
+        )
+    q = value.shape[1]
+    batch = tuple(dist.batch_shape)
+    if batch == () or (batch == (1,) and q == 1):
+        shape, per_target = (), False
+    elif batch == (q,) and not scalar:
+        shape, per_target = (q,), False
+    elif batch in ((n_targets, q),) or (q == 1 and batch == (n_targets,)):
+        shape, per_target = (n_targets, q), True
+    else:
+        own = "()" if scalar else f"({q},)"
+        expected = (f"() or ({n_targets},) (per target)" if scalar
+                    else f"(), ({q},) or ({n_targets}, {q})")
+        raise ValueError(
+            f"The prior on {path} has batch shape {batch}, but {path} has shape {own} "
+            f"for each of the {n_targets} target(s): expected a batch shape of {expected}."
+        )
+    # the support, as (n_targets, q) arrays of natural values
+    def support_bound(name, default):
+        bound = getattr(dist.support, name, None)
+        if bound is None:
+            return np.full((n_targets, q), default)
+        bound = torch.as_tensor(bound, dtype=torch.float64)
+        if bound.ndim:
+            bound = bound.expand(batch).reshape(shape)
+        return np.broadcast_to(bound.numpy(), (n_targets, q))
+
+    low, high = support_bound("lower_bound", -np.inf), support_bound("upper_bound", np.inf)
+    outside = (value < low) | (value > high)
+    if outside.any():
+        bad = tuple(np.argwhere(outside)[0])
+        raise ValueError(
+            f"The initial value {value[bad]:g} of {path} lies outside the support "
+            f"[{low[bad]:g}, {high[bad]:g}] of its prior {dist!r}; start inside it."
+        )
+    if free:
+        # strictly inside the support: exp(log(v)) may round across an open end
+        with np.errstate(divide="ignore"):
+            log_low = np.where(low > 0, np.log(np.where(low > 0, low, 1.0)) + 1e-10, -np.inf)
+            log_high = np.where(np.isfinite(high), np.log(np.where(high > 0, high, 1.0)) - 1e-10,
+                                np.inf)
+        bounded = np.stack([(log_low >= log_bounds[..., 0]).any(0),
+                            (log_high <= log_bounds[..., 1]).any(0)], axis=-1)  # (q, 2)
+        log_bounds[..., 0] = np.maximum(log_bounds[..., 0], log_low)
+        log_bounds[..., 1] = np.minimum(log_bounds[..., 1], log_high)
+        if np.any(log_bounds[..., 0] > log_bounds[..., 1]):
+            raise ValueError(
+                f"The bounds of {path} do not overlap the support of its prior {dist!r}."
+            )
+        return (dist, shape, per_target), bounded
+    return (dist, shape, per_target), np.zeros((q, 2), dtype=bool)
+
+
+def _walk(kernel, prefix, n_features, n_targets):
+    """The kernel as a tree of _Leaf and _Op, validated."""
+    cls = type(kernel)
+    if cls in _OPERATOR_CLASSES:
+        kind = _OPERATOR_CLASSES[cls]
+        if kind == "power":
+            exponent = float(kernel.exponent)
+            return _Op("power", [_walk(kernel.kernel, prefix + "kernel__", n_features, n_targets)],
+                       exponent)
+        return _Op(kind, [_walk(kernel.k1, prefix + "k1__", n_features, n_targets),
+                          _walk(kernel.k2, prefix + "k2__", n_features, n_targets)])
+    if cls not in _LEAF_CLASSES:
+        raise _unsupported(kernel)
+    name = _LEAF_CLASSES[cls]
+    kind, attrs, ard = _LEAF_KINDS[name]
+    nu = math.inf
+    if kind == "matern":
+        nu = float(kernel.nu)
+        if nu not in (0.5, 1.5, 2.5, math.inf):
+            raise ValueError(
+                f"Matern kernels with nu={kernel.nu} are not supported; use nu in "
+                "0.5, 1.5, 2.5 or inf (the closed forms)."
+            )
+    hps = []
+    for attr in attrs:
+        path = prefix + attr
+        value, scalar = _value(kernel, name, path, attr, ard, n_features, n_targets)
+        log_bounds, free = _bounds(kernel, name, path, attr, value)
+        prior, bounded = _prior(kernel, name, path, attr, value, scalar, log_bounds, free,
+                                n_targets)
+        hps.append(_Hyperparameter(path, attr, value, log_bounds, free, prior, scalar, bounded))
+    return _Leaf(kind, name, hps, nu)
+
+
+def _leaves(node):
+    if isinstance(node, _Leaf):
+        return [node]
+    return [leaf for child in node.children for leaf in _leaves(child)]
+
+
+def _fast_form(tree):
+    """``(scale, base, noise)`` leaves if the tree is ``[C *] base [+ W]``, else None.
+
+    Only in this operand order, whose scikit-learn theta order is the fast
+    path's layout, so that theta is scikit-learn's on both paths.
+    """
+    def split(node, kind, leaf_kind, position):
+        if isinstance(node, _Op) and node.kind == kind:
+            part, other = node.children[position], node.children[1 - position]
+            if isinstance(part, _Leaf) and part.kind == leaf_kind:
+                return other, part
+        return node, None
+
+    rest, noise = split(tree, "sum", "white", 1)
+    rest, scale = split(rest, "product", "constant", 0)
+    if isinstance(rest, _Leaf) and rest.kind in ("rbf", "matern"):
+        return scale, rest, noise
     return None
 
 
-def plan_from_sklearn(kernel, n_features):
-    """Translate a scikit-learn kernel object.
+def _core_node(node, start):
+    """Core node of a _Leaf/_Op whose hyperparameters start at column ``start``."""
+    if isinstance(node, _Op):
+        if node.kind == "power":
+            child, start = _core_node(node.children[0], start)
+            return composite.PowerNode(child, node.exponent), start
+        left, start = _core_node(node.children[0], start)
+        right, start = _core_node(node.children[1], start)
+        op = composite.SumNode if node.kind == "sum" else composite.ProductNode
+        return op(left, right), start
+    q = [hp.value.shape[1] for hp in node.hps]
+    make = {
+        "rbf": lambda: composite.RBFNode(start, q[0]),
+        "matern": lambda: composite.MaternNode(start, q[0], node.nu),
+        "rq": lambda: composite.RationalQuadraticNode(start, q[1]),
+        "periodic": lambda: composite.ExpSineSquaredNode(start),
+        "dot": lambda: composite.DotProductNode(start),
+        "constant": lambda: composite.ConstantNode(start),
+        "white": lambda: composite.WhiteNode(start),
+    }[node.kind]
+    return make(), start + sum(q)
+
+
+def _sklearn_twin(node):
+    """A scikit-learn kernel with the structure of the tree (values set later)."""
+    if isinstance(node, _Op):
+        if node.kind == "power":
+            return skk.Exponentiation(_sklearn_twin(node.children[0]), node.exponent)
+        op = skk.Sum if node.kind == "sum" else skk.Product
+        return op(_sklearn_twin(node.children[0]), _sklearn_twin(node.children[1]))
+    kwargs = {}
+    for hp in node.hps:
+        kwargs[hp.attr] = float(hp.value[0, 0]) if hp.scalar else hp.value[0].copy()
+        kwargs[hp.attr + "_bounds"] = (
+            "fixed" if not hp.free else tuple(np.exp(hp.log_bounds[0, 0])))
+    if node.kind == "matern":
+        kwargs["nu"] = node.nu
+    return getattr(skk, node.cls)(**kwargs)
+
+
+def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
+    """Translate a scikit-learn or skbgp kernel object.
 
     Parameters
     ----------
-    kernel : sklearn.gaussian_process.kernels.Kernel
+    kernel : sklearn.gaussian_process.kernels.Kernel or skbgp.kernels object
     n_features : int
+    n_targets : int
+    force_composite : bool, default=False
+        Use the composite path even for a kernel of the fast form (to compare
+        the two paths).
 
     Returns
     -------
     KernelPlan
+        With per-target ``theta0`` and ``bounds``.
 
     Raises
     ------
     ValueError
-        For an unsupported kernel (naming its class) or ARD length scales whose
-        length differs from ``n_features``.
+        For an unsupported kernel (naming its class), a hyperparameter or a
+        prior whose shape does not fit the data (naming it, with the shape
+        received and the shapes expected), or an initial value outside the
+        support of its prior.
     """
-    noise = scale = None
-    rest, prefix = kernel, ""
-    if isinstance(rest, Sum):
-        found = _split(rest, WhiteKernel, prefix)
-        if found is None:
-            raise _unsupported(kernel)
-        rest, noise, prefix, noise_prefix = found
-    if isinstance(rest, Product):
-        found = _split(rest, ConstantKernel, prefix)
-        if found is None:
-            raise _unsupported(kernel)
-        rest, scale, prefix, scale_prefix = found
-    if isinstance(rest, Matern):
-        nu = float(rest.nu)
-        if nu not in (0.5, 1.5, 2.5, math.inf):
-            raise ValueError(
-                f"Matern kernels with nu={rest.nu} are not supported; use nu in "
-                "0.5, 1.5, 2.5 or inf (the closed forms)."
-            )
-    elif isinstance(rest, RBF):
-        nu = math.inf
+    tree = _walk(kernel, "", n_features, n_targets)
+    fast = None if force_composite else _fast_form(tree)
+    if fast is not None:
+        scale, base, noise = fast
+        ordered = ([scale] if scale is not None else []) + [base] + (
+            [noise] if noise is not None else [])
+        hps = [hp for leaf in ordered for hp in leaf.hps]
+        core = StationaryKernel(nu=base.nu, n_lengthscales=base.hps[0].value.shape[1],
+                                has_outputscale=scale is not None, has_noise=noise is not None)
+        engine = STATIONARY
     else:
-        raise _unsupported(rest if rest is not kernel else kernel)
+        hps = [hp for leaf in _leaves(tree) for hp in leaf.hps]
+        root, n_params = _core_node(tree, 0)
+        core = composite.CompositeKernel(root, n_params)
+        engine = COMPOSITE
 
-    length_scale = np.atleast_1d(np.asarray(rest.length_scale, dtype=float))
-    if length_scale.ndim != 1 or length_scale.shape[0] not in (1, n_features) or (
-        rest.anisotropic and length_scale.shape[0] != n_features
-    ):
-        raise ValueError(
-            f"The length_scale of {type(rest).__name__} has shape {length_scale.shape}, "
-            f"but X has {n_features} features: pass a scalar (isotropic) or an array "
-            f"of shape ({n_features},) (ARD)."
-        )
-    n_ls = length_scale.shape[0]
+    columns, names, priors, groups = {}, [], [], []
+    start = 0
+    for hp in hps:
+        q = hp.value.shape[1]
+        index = tuple(range(start, start + q))
+        columns[id(hp)] = index
+        names.extend([hp.path] if q == 1 else [f"{hp.path}[{j}]" for j in range(q)])
+        groups.append((hp.path, index, hp.scalar))
+        if hp.prior is not None:
+            dist, shape, per_target = hp.prior
+            priors.append(PriorSpec(hp.path, index, dist, shape, per_target))
+        start += q
+    theta0 = np.concatenate([np.log(hp.value) for hp in hps], axis=1)
+    bounds = np.concatenate([hp.log_bounds for hp in hps], axis=1)
+    free = np.concatenate([[hp.free] * hp.value.shape[1] for hp in hps]).astype(bool)
 
-    theta, bounds, free, names = [], [], [], []
-    if scale is not None:
-        hp = scale.hyperparameter_constant_value
-        b, f = _log_bounds(hp, scale.constant_value, 1)
-        theta.append(np.log([float(scale.constant_value)]))
-        bounds.append(b)
-        free.append([f])
-        names.append(scale_prefix + "constant_value")
-    b, f = _log_bounds(rest.hyperparameter_length_scale, length_scale, n_ls)
-    theta.append(np.log(length_scale))
-    bounds.append(b)
-    free.append([f] * n_ls)
-    base = prefix + "length_scale"
-    names.extend([base] if n_ls == 1 else [f"{base}[{j}]" for j in range(n_ls)])
-    if noise is not None:
-        b, f = _log_bounds(noise.hyperparameter_noise_level, noise.noise_level, 1)
-        theta.append(np.log([float(noise.noise_level)]))
-        bounds.append(b)
-        free.append([f])
-        names.append(noise_prefix + "noise_level")
-
-    core = StationaryKernel(
-        nu=nu, n_lengthscales=n_ls, has_outputscale=scale is not None, has_noise=noise is not None
-    )
-    bounds = np.concatenate(bounds)
+    # the summary attributes: one hyperparameter of each role, or ambiguous
+    leaves = _leaves(tree)
+    with_ls = [leaf for leaf in leaves if leaf.kind in ("rbf", "matern", "rq", "periodic")]
+    by_kind = {kind: [leaf for leaf in leaves if leaf.kind == kind] for kind in ("constant", "white")}
+    ambiguous = set()
+    ls_index = out_index = noise_index = None
+    if len(with_ls) == 1:
+        hp = next(h for h in with_ls[0].hps if h.attr == "length_scale")
+        ls_index = columns[id(hp)]
+    elif with_ls:
+        ambiguous.add("length_scale")
+    for kind, role in (("constant", "outputscale"), ("white", "noise_level")):
+        found = by_kind[kind]
+        if len(found) > 1 or (found and fast is None and kind == "constant"
+                              and not _is_scale(tree, found[0])):
+            ambiguous.add(role)
+        elif found:
+            index = columns[id(found[0].hps[0])][0]
+            if kind == "constant":
+                out_index = index
+            else:
+                noise_index = index
+    is_native = not type(kernel).__module__.startswith("sklearn")
     return KernelPlan(
         kernel=core,
-        theta0=np.concatenate(theta),
+        engine=engine,
+        theta0=theta0,
         bounds=bounds,
-        free=np.concatenate(free).astype(bool),
+        free=free,
         names=names,
         restart_bounds=bounds,
         warn_at_upper=np.ones(len(names), dtype=bool),
+        prior_bounded=np.concatenate([hp.prior_bounded for hp in hps]),
+        priors=tuple(priors),
+        length_scale_index=ls_index,
+        outputscale_index=out_index,
+        noise_index=noise_index,
+        ambiguous=frozenset(ambiguous),
+        template=_sklearn_twin(tree) if is_native else copy.deepcopy(kernel),
+        groups=tuple(groups),
+        set_bounds=is_native,
     )
+
+
+def _is_scale(tree, constant):
+    """Whether ``constant`` is a factor of the whole signal (``C * k1 * k2 [+ W]``)."""
+    node = tree
+    if isinstance(node, _Op) and node.kind == "sum":
+        a, b = node.children
+        node = a if isinstance(b, _Leaf) and b.kind == "white" else (
+            b if isinstance(a, _Leaf) and a.kind == "white" else None)
+
+    def factors(n):
+        if isinstance(n, _Op) and n.kind == "product":
+            return [f for child in n.children for f in factors(child)]
+        return [n]
+
+    return isinstance(node, _Op) and node.kind == "product" and any(
+        f is constant for f in factors(node))
+
+
+def plan_from_sklearn(kernel, n_features, n_targets=1):
+    """Translate a scikit-learn kernel object (see :func:`plan_from_kernel`)."""
+    return plan_from_kernel(kernel, n_features, n_targets)
 
 
 def plan_default(X, y, maskf):
@@ -215,7 +680,8 @@ def plan_default(X, y, maskf):
     Returns
     -------
     KernelPlan
-        With per-target ``theta0`` and ``bounds``.
+        With per-target ``theta0`` and ``bounds``; its scikit-learn twin is
+        ``ConstantKernel * RBF(ARD) + WhiteKernel``.
     """
     n_features = X.shape[1]
     n_targets = y.shape[1]
@@ -239,12 +705,24 @@ def plan_default(X, y, maskf):
         + [f"length_scale[{j}]" for j in range(n_features)]
         + ["noise_level"]
     )
+    ls = tuple(range(1, n_features + 1))
     return KernelPlan(
         kernel=StationaryKernel(nu=math.inf, n_lengthscales=n_features),
+        engine=STATIONARY,
         theta0=scaled(1.0, 1.0, 1e-2),
         bounds=np.stack([scaled(1e-5, 1e-5, 1e-8), scaled(1e5, 1e5, 1e5)], axis=-1),
         free=np.ones(n_features + 2, dtype=bool),
         names=names,
         restart_bounds=np.stack([scaled(0.1, 0.02, 1e-4), scaled(3.0, 2.0, 0.5)], axis=-1),
         warn_at_upper=np.array([True] + [False] * n_features + [True]),
+        prior_bounded=np.zeros((n_features + 2, 2), dtype=bool),
+        priors=(),
+        length_scale_index=ls,
+        outputscale_index=0,
+        noise_index=n_features + 1,
+        ambiguous=frozenset(),
+        template=skk.ConstantKernel() * skk.RBF(np.ones(n_features)) + skk.WhiteKernel(),
+        groups=(("k1__k1__constant_value", (0,), True), ("k1__k2__length_scale", ls, False),
+                ("k2__noise_level", (n_features + 1,), True)),
+        set_bounds=True,
     )

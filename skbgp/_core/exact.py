@@ -234,6 +234,46 @@ class Factor:
     failed: torch.Tensor
 
 
+def _jittered_cholesky(K, maskf, max_tries):
+    """Lower Cholesky factors of ``K``, adding jitter only to failing members.
+
+    A failing member gets ``1e-8 * mean(diag K)`` added to its observed
+    diagonal, then ten times more, up to ``max_tries`` times.
+
+    Parameters
+    ----------
+    K : Tensor of shape (b, n, n)
+        Masked training covariances (modified in place for failing members).
+    maskf : Tensor of shape (b, n)
+    max_tries : int
+
+    Returns
+    -------
+    L : Tensor of shape (b, n, n)
+        Identity where no jitter helped.
+    jitter : Tensor of shape (b,)
+    failed : Tensor of shape (b,), bool
+    """
+    n = K.shape[-1]
+    Lb, info = torch.linalg.cholesky_ex(K)
+    bad = info != 0
+    scale = 1e-8 * K.diagonal(dim1=-2, dim2=-1).mean(-1)
+    jit = torch.zeros_like(scale)
+    for _ in range(max_tries):
+        if not bool(bad.any()):
+            break
+        idx = bad.nonzero().squeeze(-1)
+        jit[idx] = torch.where(jit[idx] > 0, 10.0 * jit[idx], scale[idx])
+        Kj = K[idx]
+        Kj.diagonal(dim1=-2, dim2=-1).add_(jit[idx, None] * maskf[idx])
+        Lj, infoj = torch.linalg.cholesky_ex(Kj)
+        Lb[idx] = Lj
+        bad[idx] = infoj != 0
+    if bool(bad.any()):
+        Lb = torch.where(bad[:, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
+    return Lb, jit, bad
+
+
 def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     """Cholesky-factorise every member, escalating jitter per failing member.
 
@@ -262,23 +302,7 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     D2aug = augmented_differences(D2)
     for blk in member_blocks(b, n, theta.device):
         K = training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha)
-        Lb, info = torch.linalg.cholesky_ex(K)
-        bad = info != 0
-        scale = 1e-8 * K.diagonal(dim1=-2, dim2=-1).mean(-1)
-        jit = torch.zeros_like(scale)
-        for _ in range(max_tries):
-            if not bool(bad.any()):
-                break
-            idx = bad.nonzero().squeeze(-1)
-            jit[idx] = torch.where(jit[idx] > 0, 10.0 * jit[idx], scale[idx])
-            Kj = K[idx]
-            Kj.diagonal(dim1=-2, dim2=-1).add_(jit[idx, None] * maskf[blk][idx])
-            Lj, infoj = torch.linalg.cholesky_ex(Kj)
-            Lb[idx] = Lj
-            bad[idx] = infoj != 0
-        if bool(bad.any()):
-            Lb = torch.where(bad[:, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
-        L[blk], jitter[blk], failed[blk] = Lb, jit, bad
+        L[blk], jitter[blk], failed[blk] = _jittered_cholesky(K, maskf[blk], max_tries)
     lml, a = _lml(L, y, maskf)
     lml = torch.where(failed, -math.inf, lml)
     return Factor(L=L, alpha=a, log_marginal_likelihood=lml, jitter=jitter, failed=failed)

@@ -14,6 +14,7 @@ import torch
 
 from .exact import neg_log_marginal_likelihood
 from .lbfgs import minimize_lbfgs
+from .priors import log_prior
 
 __all__ = ["FitResult", "fit_hyperparameters"]
 
@@ -27,7 +28,9 @@ class FitResult:
     theta : Tensor of shape (m, P)
         Log hyperparameters of the best start.
     neg_lml : Tensor of shape (m,)
-        Negative log marginal likelihood there (``inf`` if every start failed).
+        Objective there (``inf`` if every start failed): the negative log
+        marginal likelihood, or the negative log posterior (up to a constant)
+        with priors.
     n_iter : Tensor of shape (m,), int64
         Iterations of the best start.
     converged : Tensor of shape (m,), bool
@@ -51,14 +54,19 @@ class FitResult:
 
 def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
                         max_iter=500, gtol=1e-5, ftol=2.220446049250313e-09, race_iter=3,
-                        callback=None, objective=None):
-    """Maximise the log marginal likelihood of every (start, target) pair.
+                        callback=None, nlml=None, priors=(), objective=None):
+    """Maximise the log marginal likelihood (or posterior) of every (start, target) pair.
+
+    With ``priors``, the objective is the negative log posterior
+    ``-log p(y | theta) - log p(theta)`` (MAP; see :mod:`.priors`).
 
     Parameters
     ----------
-    kernel : StationaryKernel
-    D2 : Tensor of shape (d, n, n)
-        Squared differences of the shared training inputs.
+    kernel : StationaryKernel or CompositeKernel
+    D2 : Tensor of shape (d, n, n), or Geometry
+        Squared differences of the shared training inputs (the training
+        :class:`~skbgp._core.composite.Geometry` for a composite kernel): the
+        data argument of ``nlml``.
     y : Tensor of shape (m, n)
         Targets, missing entries set to 0.
     maskf : Tensor of shape (m, n)
@@ -79,6 +87,12 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         starts cost little more than ``race_iter`` iterations each.
     callback : callable, optional
         Passed to :func:`minimize_lbfgs`.
+    nlml : callable, optional
+        ``nlml(kernel, theta, D2, y, maskf, alpha) -> (loss, grad)``; by default
+        :func:`skbgp._core.exact.neg_log_marginal_likelihood`; the
+        composite kernel's is :func:`skbgp._core.composite.neg_log_marginal_likelihood`.
+    priors : sequence of PriorTerm, default=()
+        Priors on the hyperparameters (MAP when not empty).
     objective : callable, optional
         ``objective(theta, targets) -> (loss, grad)``: the negative log
         marginal likelihood and its gradient of the targets ``targets``
@@ -86,7 +100,8 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         for targets whose inputs differ (cross-validation folds with their own
         transformed inputs, :mod:`skbgp._core.folds`). When given, it replaces
         the likelihood built from ``kernel``, ``D2``, ``y``, ``maskf`` and
-        ``alpha``, which are then not used.
+        ``alpha``, which are then not used. ``priors`` still apply, indexed by
+        member.
 
     Returns
     -------
@@ -99,8 +114,14 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         def fun(x, idx):
             tgt = targets[idx]
             if objective is not None:
-                return objective(x, tgt)
-            return neg_log_marginal_likelihood(kernel, x, D2, y[tgt], maskf[tgt], alpha)
+                loss, grad = objective(x, tgt)
+            else:
+                loss, grad = (nlml or neg_log_marginal_likelihood)(
+                    kernel, x, D2, y[tgt], maskf[tgt], alpha)
+            if not priors:
+                return loss, grad
+            lp, lp_grad = log_prior(priors, x, tgt)
+            return loss - lp, grad - lp_grad
 
         return minimize_lbfgs(
             fun, x0, lower[targets], upper[targets], free=free.expand(x0.shape[0], P),

@@ -85,13 +85,18 @@ def pack_folds(inputs, targets, masks, alphas):
                      n_targets=m)
 
 
-def fold_objective(kernel, batch):
+def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_data=None):
     """The negative log marginal likelihood of members with per-fold inputs.
 
     Parameters
     ----------
-    kernel : StationaryKernel
+    kernel : StationaryKernel or CompositeKernel
     batch : FoldBatch
+    nlml : callable, default=:func:`~skbgp._core.exact.neg_log_marginal_likelihood`
+        ``nlml(kernel, theta, data, y, maskf, alpha) -> (loss, grad)``.
+    training_data : callable, optional
+        ``training_data(X) -> data`` for ``nlml``; the squared differences by
+        default.
 
     Returns
     -------
@@ -113,9 +118,9 @@ def fold_objective(kernel, batch):
             sel = (fold == f).nonzero().squeeze(-1)
             mem = members[sel]
             Xf = batch.X[f]
-            loss[sel], grad[sel] = neg_log_marginal_likelihood(
-                kernel, theta[sel], squared_differences(Xf, Xf), batch.y[mem], batch.maskf[mem],
-                batch.alpha[f],
+            data = squared_differences(Xf, Xf) if training_data is None else training_data(Xf)
+            loss[sel], grad[sel] = nlml(
+                kernel, theta[sel], data, batch.y[mem], batch.maskf[mem], batch.alpha[f],
             )
         return loss, grad
 

@@ -1,10 +1,13 @@
-"""Batched hyperparameter fitting: batched equals looped, restarts race per target."""
+"""Batched hyperparameter fitting: batched equals looped, restarts race per target, MAP."""
 
 import numpy as np
 import torch
+from torch.distributions import Gamma, LogNormal
 
+from skbgp._core import composite
 from skbgp._core.fit import fit_hyperparameters
 from skbgp._core.kernels import StationaryKernel, squared_differences
+from skbgp._core.priors import PriorTerm, log_prior
 
 
 def test_fit_batched_equals_looped_with_restarts(rng):
@@ -28,3 +31,51 @@ def test_fit_batched_equals_looped_with_restarts(rng):
         torch.testing.assert_close(batched.theta[t:t + 1], alone.theta, rtol=1e-8, atol=1e-8)
         torch.testing.assert_close(batched.neg_lml[t:t + 1], alone.neg_lml, rtol=1e-10, atol=1e-10)
         assert batched.best_start[t] == alone.best_start[0]
+
+
+def test_map_fit_batched_equals_looped_and_is_a_stationary_point_of_the_log_posterior(rng):
+    n, d, m = 30, 2, 3
+    X = torch.tensor(rng.uniform(size=(n, d)))
+    geom = composite.geometry(X)
+    Y = torch.tensor(np.stack([np.sin((2 + j) * X[:, 0].numpy()) + 0.1 * rng.randn(n) for j in range(m)]))
+    mask = torch.ones(m, n, dtype=torch.float64)
+    # constant * RQ(alpha, ARD length scales) + white: theta = [c, alpha, l1, l2, noise]
+    root = composite.SumNode(composite.ProductNode(composite.ConstantNode(0),
+                                                   composite.RationalQuadraticNode(1, d)),
+                             composite.WhiteNode(4))
+    kernel = composite.CompositeKernel(root, 5)
+    f64 = dict(dtype=torch.float64)
+    priors = (
+        PriorTerm((2, 3), Gamma(torch.tensor([[2.0, 3.0], [4.0, 2.0], [3.0, 3.0]], **f64),
+                                torch.tensor([[4.0, 1.0], [2.0, 2.0], [1.0, 5.0]], **f64)), True),
+        PriorTerm((0,), LogNormal(torch.tensor(0.0, **f64), torch.tensor(1.0, **f64)), False),
+        PriorTerm((1,), Gamma(torch.tensor(2.0, **f64), torch.tensor(1.0, **f64)), False),
+    )
+    theta0 = torch.tensor(rng.uniform(-1, 0.5, size=(2, m, 5)))
+    lower = torch.full((m, 5), -8.0, **f64)
+    upper = torch.full((m, 5), 5.0, **f64)
+    free = torch.ones(5, dtype=torch.bool)
+    alpha = torch.tensor(1e-10, **f64)
+    args = dict(nlml=composite.neg_log_marginal_likelihood, priors=priors)
+    batched = fit_hyperparameters(kernel, geom, Y, mask, alpha, theta0, lower, upper, free, **args)
+    targets = torch.arange(m)
+
+    def objective(theta):
+        loss, _ = composite.neg_log_marginal_likelihood(kernel, theta, geom, Y, mask, alpha, False)
+        return loss - log_prior(priors, theta, targets, False)[0]
+
+    # finite differences of the log posterior vanish at the MAP estimate
+    eps = 1e-5
+    for j in range(5):
+        e = torch.zeros(m, 5, **f64)
+        e[:, j] = eps
+        fd = (objective(batched.theta + e) - objective(batched.theta - e)) / (2 * eps)
+        assert torch.all(fd.abs() < 1e-3), (j, fd)
+    torch.testing.assert_close(batched.neg_lml, objective(batched.theta), rtol=1e-12, atol=1e-12)
+    for t in range(m):
+        one = tuple(PriorTerm(p.index, Gamma(p.distribution.concentration[t], p.distribution.rate[t]), False)
+                    if p.per_target else p for p in priors)
+        alone = fit_hyperparameters(kernel, geom, Y[t:t + 1], mask[t:t + 1], alpha, theta0[:, t:t + 1],
+                                    lower[t:t + 1], upper[t:t + 1], free,
+                                    nlml=composite.neg_log_marginal_likelihood, priors=one)
+        torch.testing.assert_close(batched.theta[t:t + 1], alone.theta, rtol=1e-6, atol=1e-8)

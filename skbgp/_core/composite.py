@@ -1,0 +1,572 @@
+"""Composite kernels: a tree of batched kernel nodes over one theta layout.
+
+This is the general path, for every kernel that is not the fast
+``outputscale * stationary + noise`` form of :mod:`.kernels`. A kernel is a
+tree of small frozen dataclasses (leaves such as :class:`RBFNode`, and
+:class:`SumNode`, :class:`ProductNode`, :class:`PowerNode`); every leaf reads
+its hyperparameters from fixed columns of the members' log hyperparameters
+``theta`` of shape (b, P), laid out in scikit-learn's order (operands left to
+right, a leaf's hyperparameters by name).
+
+Gradients. The covariance is built with differentiable torch operations, and
+the gradient of the log marginal likelihood is the analytic formula
+:math:`\\tfrac12 \\operatorname{tr}(W\\, \\partial K/\\partial\\theta_k)`,
+:math:`W = \\alpha\\alpha^T - K^{-1}` (R&W eq. 5.9), obtained for all ``k``
+at once as one vector-Jacobian product of the covariance with ``W / 2``
+(reverse-mode autograd on ``K`` only, never through the Cholesky factor).
+Members are independent, so member ``i``'s gradient only sees ``K[i]``.
+
+Shape glossary: ``b`` members, ``n`` and ``p`` points, ``d`` features, ``P``
+hyperparameters per member.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .exact import Factor, _cholesky_inverse, _jittered_cholesky, _lml, member_blocks
+from .kernels import squared_differences
+
+__all__ = [
+    "Geometry",
+    "geometry",
+    "refactorize",
+    "RBFNode",
+    "MaternNode",
+    "RationalQuadraticNode",
+    "ExpSineSquaredNode",
+    "DotProductNode",
+    "ConstantNode",
+    "WhiteNode",
+    "SumNode",
+    "ProductNode",
+    "PowerNode",
+    "CompositeKernel",
+    "covariance_gradient",
+    "neg_log_marginal_likelihood",
+    "factorize",
+    "posterior",
+]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The data every node needs about two sets of points.
+
+    Attributes
+    ----------
+    X1 : Tensor of shape (n, d)
+    X2 : Tensor of shape (p, d)
+    D2 : Tensor of shape (d, n, p)
+        Per-dimension squared differences.
+    sqdist : Tensor of shape (n, p)
+        Squared Euclidean distances.
+    dist : Tensor of shape (n, p)
+        Euclidean distances.
+    inner : Tensor of shape (n, p)
+        Inner products ``X1 @ X2.T``.
+    same : bool
+        Whether the second set is the first one given once (scikit-learn's
+        ``kernel(X)`` rather than ``kernel(X, Y)``): only then does a white
+        noise node add its variance to the diagonal.
+    """
+
+    X1: torch.Tensor
+    X2: torch.Tensor
+    D2: torch.Tensor
+    sqdist: torch.Tensor
+    dist: torch.Tensor
+    inner: torch.Tensor
+    same: bool
+
+
+def geometry(X1, X2=None):
+    """Build the :class:`Geometry` of ``X1`` with ``X2`` (or with itself).
+
+    Parameters
+    ----------
+    X1 : Tensor of shape (n, d)
+    X2 : Tensor of shape (p, d) or None
+        ``None`` means ``X1`` itself, with white noise on the diagonal.
+
+    Returns
+    -------
+    Geometry
+    """
+    same = X2 is None
+    X2 = X1 if same else X2
+    D2 = squared_differences(X1, X2)
+    sqdist = D2.sum(0)
+    return Geometry(X1=X1, X2=X2, D2=D2, sqdist=sqdist, dist=sqdist.sqrt(),
+                    inner=X1 @ X2.mT, same=same)
+
+
+def _scaled_sqdist(theta, start, n_ls, geom):
+    """Tensor of shape (b, n, p): ``sum_j (x_j - z_j)^2 / ell_j^2``."""
+    inv_ls2 = torch.exp(-2.0 * theta[:, start:start + n_ls])  # (b, n_ls)
+    if n_ls == 1:
+        return inv_ls2[:, :, None] * geom.sqdist
+    # r2[b, i, k] = sum_j inv_ls2[b, j] D2[j, i, k]
+    return torch.einsum("bj,jnp->bnp", inv_ls2, geom.D2)
+
+
+def _safe_sqrt(r2):
+    """``sqrt(r2)`` whose gradient is 0, not NaN, where ``r2 == 0``.
+
+    Where ``r2`` is 0 the squared differences are 0 too, so the exact
+    derivative of the kernel with respect to a length scale is 0 there.
+    """
+    positive = r2 > 0
+    return torch.where(positive, torch.where(positive, r2, 1.0).sqrt(), 0.0)
+
+
+def _column(theta, index):
+    """Tensor of shape (b, 1, 1): ``exp(theta[:, index])``."""
+    return theta[:, index].exp()[:, None, None]
+
+
+@dataclass(frozen=True)
+class RBFNode:
+    r"""Squared exponential: :math:`k = \exp(-r^2 / 2)`, :math:`r^2 = \sum_j (x_j - z_j)^2 / \ell_j^2`.
+
+    ``theta[:, start:start + n_lengthscales]`` are the log length scales
+    (``n_lengthscales`` 1 for an isotropic kernel, ``d`` for ARD).
+    """
+
+    start: int
+    n_lengthscales: int
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        return torch.exp(-0.5 * _scaled_sqdist(theta, self.start, self.n_lengthscales, geom))
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n): ``k(x, x) = 1``."""
+        return theta.new_ones(theta.shape[0], X.shape[0])
+
+
+@dataclass(frozen=True)
+class MaternNode:
+    r"""Matern kernel in closed form, :math:`a = \sqrt{2\nu}\, r`:
+
+    .. math::
+
+        k_{1/2} = e^{-a},\quad k_{3/2} = (1 + a)\, e^{-a},\quad
+        k_{5/2} = (1 + a + a^2/3)\, e^{-a},\quad k_\infty = e^{-r^2/2}.
+    """
+
+    start: int
+    n_lengthscales: int
+    nu: float
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        r2 = _scaled_sqdist(theta, self.start, self.n_lengthscales, geom)
+        if self.nu == math.inf:
+            return torch.exp(-0.5 * r2)
+        a = _safe_sqrt(2.0 * self.nu * r2)
+        if self.nu == 0.5:
+            return torch.exp(-a)
+        if self.nu == 1.5:
+            return (1.0 + a) * torch.exp(-a)
+        return (1.0 + a + a.square() / 3.0) * torch.exp(-a)
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n): ones."""
+        return theta.new_ones(theta.shape[0], X.shape[0])
+
+
+@dataclass(frozen=True)
+class RationalQuadraticNode:
+    r"""Rational quadratic: :math:`k = (1 + r^2 / (2 \alpha))^{-\alpha}`.
+
+    ``theta[:, start]`` is :math:`\log\alpha`, the next ``n_lengthscales``
+    columns the log length scales (scikit-learn's order: ``alpha``, then
+    ``length_scale``).
+    """
+
+    start: int
+    n_lengthscales: int = 1
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        shape = _column(theta, self.start)
+        r2 = _scaled_sqdist(theta, self.start + 1, self.n_lengthscales, geom)
+        return torch.exp(-shape * torch.log1p(r2 / (2.0 * shape)))
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n): ones."""
+        return theta.new_ones(theta.shape[0], X.shape[0])
+
+
+@dataclass(frozen=True)
+class ExpSineSquaredNode:
+    r"""Periodic kernel: :math:`k = \exp(-2 \sin^2(\pi \|x - z\| / p) / \ell^2)`.
+
+    ``theta[:, start]`` is :math:`\log \ell`, ``theta[:, start + 1]``
+    :math:`\log p` (scikit-learn's ``length_scale`` and ``periodicity``).
+    """
+
+    start: int
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        ls = _column(theta, self.start)
+        period = _column(theta, self.start + 1)
+        s = torch.sin(math.pi * geom.dist / period) / ls
+        return torch.exp(-2.0 * s.square())
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n): ones."""
+        return theta.new_ones(theta.shape[0], X.shape[0])
+
+
+@dataclass(frozen=True)
+class DotProductNode:
+    r"""Dot product: :math:`k = \sigma_0^2 + x \cdot z`; ``theta[:, start]`` is :math:`\log \sigma_0`."""
+
+    start: int
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        return torch.exp(2.0 * theta[:, self.start])[:, None, None] + geom.inner
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n): :math:`\\sigma_0^2 + \\|x\\|^2`."""
+        return torch.exp(2.0 * theta[:, self.start])[:, None] + X.square().sum(-1)
+
+
+@dataclass(frozen=True)
+class ConstantNode:
+    r"""Constant: :math:`k = c`; ``theta[:, start]`` is :math:`\log c`."""
+
+    start: int
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        return _column(theta, self.start).expand(theta.shape[0], *geom.sqdist.shape)
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n)."""
+        return theta[:, self.start].exp()[:, None].expand(theta.shape[0], X.shape[0])
+
+
+@dataclass(frozen=True)
+class WhiteNode:
+    r"""White noise: :math:`k = \sigma_n^2 [x = z]` on ``kernel(X)`` only.
+
+    As scikit-learn's ``WhiteKernel``: the variance is added to the diagonal
+    when a set of points is compared with itself (``Geometry.same``), and
+    the cross-covariance between two sets is zero. ``theta[:, start]`` is
+    :math:`\log \sigma_n^2`.
+    """
+
+    start: int
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        b = theta.shape[0]
+        if not geom.same:
+            return theta.new_zeros(b, *geom.sqdist.shape)
+        eye = torch.eye(geom.sqdist.shape[0], dtype=theta.dtype, device=theta.device)
+        return _column(theta, self.start) * eye
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n)."""
+        return theta[:, self.start].exp()[:, None].expand(theta.shape[0], X.shape[0])
+
+
+@dataclass(frozen=True)
+class SumNode:
+    """``k1 + k2``."""
+
+    k1: object
+    k2: object
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        return self.k1.covariance(theta, geom) + self.k2.covariance(theta, geom)
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n)."""
+        return self.k1.diag(theta, X) + self.k2.diag(theta, X)
+
+
+@dataclass(frozen=True)
+class ProductNode:
+    """``k1 * k2`` (elementwise)."""
+
+    k1: object
+    k2: object
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        return self.k1.covariance(theta, geom) * self.k2.covariance(theta, geom)
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n)."""
+        return self.k1.diag(theta, X) * self.k2.diag(theta, X)
+
+
+@dataclass(frozen=True)
+class PowerNode:
+    """``k ** exponent`` (elementwise; scikit-learn's ``Exponentiation``)."""
+
+    k: object
+    exponent: float
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p)."""
+        return self.k.covariance(theta, geom) ** self.exponent
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n)."""
+        return self.k.diag(theta, X) ** self.exponent
+
+
+@dataclass(frozen=True)
+class CompositeKernel:
+    """A kernel tree and the number of hyperparameters it reads.
+
+    Attributes
+    ----------
+    root : node
+        The tree (leaves and Sum/Product/Power nodes of this module).
+    n_params : int
+        ``P``, the width of ``theta``.
+    """
+
+    root: object
+    n_params: int
+
+    def covariance(self, theta, geom):
+        """Tensor of shape (b, n, p): ``k(X1, X2)`` of every member.
+
+        Parameters
+        ----------
+        theta : Tensor of shape (b, P)
+        geom : Geometry
+        """
+        return self.root.covariance(theta, geom)
+
+    def diag(self, theta, X):
+        """Tensor of shape (b, n): ``k(x, x)`` of every member, white noise included."""
+        return self.root.diag(theta, X)
+
+
+def covariance_gradient(kernel, theta, geom):
+    """Covariance and its derivatives with respect to every log hyperparameter.
+
+    One forward-mode derivative per hyperparameter; meant for inspection and
+    tests (the likelihood gradient never forms this tensor).
+
+    Parameters
+    ----------
+    kernel : CompositeKernel
+    theta : Tensor of shape (b, P)
+    geom : Geometry
+
+    Returns
+    -------
+    K : Tensor of shape (b, n, p)
+    dK : Tensor of shape (b, n, p, P)
+        ``dK[..., k] = dK / dtheta_k`` (scikit-learn's layout).
+    """
+    theta = theta.detach()
+    K = kernel.covariance(theta, geom)
+    columns = []
+    for k in range(theta.shape[-1]):
+        tangent = torch.zeros_like(theta)
+        tangent[:, k] = 1.0
+        _, dk = torch.func.jvp(lambda t: kernel.covariance(t, geom), (theta,), (tangent,))
+        columns.append(dk)
+    return K, torch.stack(columns, dim=-1)
+
+
+def _training_covariance(K, maskf, alpha):
+    """Masked training covariance from ``K`` (not modified).
+
+    The rows and columns of missing points become those of the identity; the
+    observed diagonal gets ``alpha``.
+    """
+    out = K * maskf.unsqueeze(-1) * maskf.unsqueeze(-2)
+    out.diagonal(dim1=-2, dim2=-1).add_(alpha * maskf + (1.0 - maskf))
+    return out
+
+
+def neg_log_marginal_likelihood(kernel, theta, geom, y, maskf, alpha, eval_gradient=True):
+    """Negative log marginal likelihood of every member and its gradient.
+
+    Same contract as :func:`skbgp._core.exact.neg_log_marginal_likelihood`,
+    for a :class:`CompositeKernel` on the training :class:`Geometry`.
+
+    Parameters
+    ----------
+    kernel : CompositeKernel
+    theta : Tensor of shape (b, P)
+    geom : Geometry
+        Of the training inputs with themselves (``geometry(X)``).
+    y : Tensor of shape (b, n)
+        Targets with missing entries set to 0.
+    maskf : Tensor of shape (b, n)
+    alpha : Tensor of shape (n,) or ()
+    eval_gradient : bool
+
+    Returns
+    -------
+    loss : Tensor of shape (b,)
+        ``inf`` for a member whose covariance is not positive definite.
+    grad : Tensor of shape (b, P) or None
+        Zero where ``loss`` is ``inf``.
+    """
+    b = theta.shape[0]
+    n = geom.sqdist.shape[-1]
+    loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
+    grad = torch.zeros_like(theta) if eval_gradient else None
+    # a composite tree holds a few n x n temporaries per node: smaller blocks
+    for blk in member_blocks(b, 2 * n):
+        _nlml_block(kernel, theta[blk], geom, y[blk], maskf[blk], alpha,
+                    loss[blk], None if grad is None else grad[blk])
+    return loss, grad
+
+
+def _nlml_block(kernel, theta, geom, y, maskf, alpha, loss_out, grad_out):
+    """One block of :func:`neg_log_marginal_likelihood`, written into the outputs."""
+    n = y.shape[-1]
+    with torch.enable_grad():
+        th = theta.detach().requires_grad_(grad_out is not None)
+        K_graph = kernel.covariance(th, geom)
+    K = _training_covariance(K_graph.detach(), maskf, alpha)
+    U, info = torch.linalg.cholesky_ex(K, upper=True)
+    L = U.mT
+    ok = info == 0
+    if not bool(ok.all()):
+        L = torch.where(ok[:, None, None], L, torch.eye(n, dtype=L.dtype, device=L.device))
+    lml, a = _lml(L, y, maskf)
+    loss_out.copy_(torch.where(ok, -lml, math.inf))
+    if grad_out is None:
+        return
+    # d lml / d theta_k = 0.5 tr(W dK/dtheta_k), W = a a^T - K^-1  (R&W eq. 5.9),
+    # for all k at once as a vector-Jacobian product of K with W / 2; missing
+    # rows and columns of K do not depend on theta, so W is zeroed there
+    W = _cholesky_inverse(L.mT).neg_()
+    W.baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2))
+    W.mul_(maskf.unsqueeze(-1)).mul_(maskf.unsqueeze(-2)).mul_(0.5)
+    W = torch.where(ok[:, None, None], W, 0.0)
+    (g,) = torch.autograd.grad(K_graph, th, grad_outputs=W)
+    grad_out.copy_(torch.where(ok[:, None], -g, 0.0))
+
+
+def factorize(kernel, theta, geom, y, maskf, alpha, max_tries=6):
+    """Cholesky-factorise every member, escalating jitter per failing member.
+
+    Same contract as :func:`skbgp._core.exact.factorize`.
+
+    Parameters
+    ----------
+    kernel : CompositeKernel
+    theta : Tensor of shape (b, P)
+    geom : Geometry
+        Of the training inputs with themselves.
+    y : Tensor of shape (b, n)
+    maskf : Tensor of shape (b, n)
+    alpha : Tensor of shape (n,) or ()
+    max_tries : int
+
+    Returns
+    -------
+    Factor
+    """
+    b, n = y.shape
+    L = torch.empty(b, n, n, dtype=theta.dtype, device=theta.device)
+    jitter = torch.zeros(b, dtype=theta.dtype, device=theta.device)
+    failed = torch.zeros(b, dtype=torch.bool, device=theta.device)
+    for blk in member_blocks(b, 2 * n):
+        K = _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha)
+        L[blk], jitter[blk], failed[blk] = _jittered_cholesky(K, maskf[blk], max_tries)
+    lml, a = _lml(L, y, maskf)
+    lml = torch.where(failed, -math.inf, lml)
+    return Factor(L=L, alpha=a, log_marginal_likelihood=lml, jitter=jitter, failed=failed)
+
+
+def refactorize(kernel, theta, geom, maskf, alpha, jitter):
+    """The Cholesky factors that :func:`factorize` found, computed again.
+
+    Same contract as :func:`skbgp._core.exact.refactorize`.
+
+    Parameters
+    ----------
+    kernel : CompositeKernel
+    theta : Tensor of shape (b, P)
+    geom : Geometry
+    maskf : Tensor of shape (b, n)
+    alpha : Tensor of shape (n,) or ()
+    jitter : Tensor of shape (b,)
+
+    Returns
+    -------
+    Tensor of shape (b, n, n)
+    """
+    b, n = maskf.shape
+    L = torch.empty(b, n, n, dtype=theta.dtype, device=theta.device)
+    for blk in member_blocks(b, 2 * n):
+        K = _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha)
+        jit = jitter[blk]
+        if bool((jit > 0).any()):
+            K.diagonal(dim1=-2, dim2=-1).add_(jit.unsqueeze(-1) * maskf[blk])
+        Lb, info = torch.linalg.cholesky_ex(K)
+        eye = torch.eye(n, dtype=K.dtype, device=K.device)
+        L[blk] = torch.where((info != 0)[:, None, None], eye, Lb)
+    return L
+
+
+def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
+              full_cov=False, chunk_size=None):
+    """Posterior mean and variance (or covariance) at query points.
+
+    R&W Alg. 2.1 lines 4-6, as scikit-learn computes them: the cross
+    covariance is ``k(X_test, X_train)`` (white noise absent) and the prior
+    variance ``k.diag(X_test)`` (white noise present), so a white-noise node is
+    counted in the predictive variance.
+
+    Parameters
+    ----------
+    kernel : CompositeKernel
+    theta : Tensor of shape (b, P)
+    X_train : Tensor of shape (n, d)
+    X_test : Tensor of shape (p, d)
+    factor_L : Tensor of shape (b, n, n)
+    factor_alpha : Tensor of shape (b, n)
+    maskf : Tensor of shape (b, n)
+    full_cov : bool
+    chunk_size : int or None
+        Query points per chunk when ``full_cov`` is False.
+
+    Returns
+    -------
+    mean : Tensor of shape (b, p)
+    var : Tensor of shape (b, p) or (b, p, p)
+        Variances clamped at 0 (or the full covariance).
+    """
+    p = X_test.shape[0]
+    if full_cov or chunk_size is None:
+        chunk_size = max(p, 1)
+    means, variances, V_all = [], [], []
+    for start in range(0, p, chunk_size):
+        Xc = X_test[start:start + chunk_size]
+        Ks = kernel.covariance(theta, geometry(Xc, X_train)) * maskf.unsqueeze(-2)  # (b, c, n)
+        means.append(Ks @ factor_alpha.unsqueeze(-1))
+        V = torch.linalg.solve_triangular(factor_L, Ks.mT, upper=False)  # (b, n, c)
+        if full_cov:
+            V_all.append(V)
+        else:
+            variances.append(kernel.diag(theta, Xc) - V.square().sum(-2))
+    mean = torch.cat(means, dim=-2).squeeze(-1)
+    if full_cov:
+        V = torch.cat(V_all, dim=-1)
+        cov = kernel.covariance(theta, geometry(X_test)).clone()
+        cov.baddbmm_(V.mT, V, alpha=-1.0)
+        return mean, cov
+    return mean, torch.cat(variances, dim=-1).clamp_min_(0.0)
+
