@@ -506,11 +506,12 @@ class MCAcquisition:
     * ``qEI = mean_i max_j relu(o_j - best_f) w_j``; ``qNEI`` the same with
       ``best_f`` replaced by the best feasible objective over the baseline
       points *in the same joint sample* (noisy EI);
-    * ``qLogEI`` / ``qLogNEI``: ``log`` of the same with the ReLU and the max
-      smoothed (``log_softplus`` with temperature ``tau_relu``, ``logsumexp``
-      with ``tau_max``) and the mean taken in log space, as BoTorch's
+    * ``qLogEI`` / ``qLogNEI``: ``log`` of the same with the ReLU, the max
+      and the feasibility weight smoothed by fat-tailed functions
+      (``log_fatplus`` with temperature ``TAU_RELU``, ``fatmax`` with
+      ``TAU_MAX``, ``fatmoid``) and the mean taken in log space, as BoTorch's
       ``qLogExpectedImprovement`` / ``qLogNoisyExpectedImprovement`` (with
-      ``fat=False``);
+      their default ``fat=True``);
     * ``qPI = mean_i max_j sigmoid((o_j - best_f) / tau_pi) w_j``;
     * ``qUCB = mean_i max_j (mu_j + sqrt(beta pi / 2) |o_j - mu_j|)``;
     * ``qSimpleRegret = mean_i max_j o_j``;
@@ -608,8 +609,9 @@ class MCAcquisition:
         if name in ("qEI", "qNEI", "qLogEI", "qLogNEI"):
             best = self.best_f if self.baseline is None else self.baseline.best[:, None, None]
             if name in ("qLogEI", "qLogNEI"):
-                log_imp = _log_softplus(obj - best, TAU_RELU) + log_w
-                v = TAU_MAX * torch.logsumexp(log_imp / TAU_MAX, dim=-1)  # (s, b)
+                log_w = _log_fat_feasibility(self.objective, f)
+                log_imp = _log_fatplus(obj - best, TAU_RELU) + log_w
+                v = _fatmax(log_imp, TAU_MAX)  # (s, b)
                 return torch.logsumexp(v, dim=0) - math.log(v.shape[0])
             imp = torch.relu(obj - best) * log_w.exp()
             return imp.amax(-1).mean(0)
@@ -627,10 +629,51 @@ class MCAcquisition:
         return v.amax(-1).mean(0)
 
 
-def _log_softplus(x, tau):
-    """``log(tau softplus(x / tau))``, accurate far into the negative tail."""
+def _cauchy(x):
+    return 1.0 / (1.0 + x * x)
+
+
+def _log_fatplus(x, tau):
+    """``log(tau (softplus(x / tau) + 0.1 / (1 + (x / tau)^2)))``: a smooth ReLU with a fat tail.
+
+    BoTorch's ``log_fatplus``: far below zero it decays like ``(x / tau)^-2``
+    instead of exponentially, so its logarithm, and the acquisition's gradient,
+    stay well scaled in regions of negligible improvement.
+    """
     z = x / tau
-    return torch.where(z > -35.0, torch.nn.functional.softplus(z.clamp_min(-35.0)).log(), z) + math.log(tau)
+    return torch.log(torch.nn.functional.softplus(z) + 0.1 * _cauchy(z)) + math.log(tau)
+
+
+def _fatmax(x, tau, alpha=2.0):
+    """Smooth maximum over the last dimension with a fat tail (BoTorch's ``fatmax``).
+
+    ``M + tau log sum_j pareto((M - x_j) / tau)`` with ``M = max_j x_j`` and
+    ``pareto(y) = (a b / (a b + b y + y^2))^(alpha / 2)``, ``a = alpha / 2``,
+    ``b = 2 a``: exactly the maximum for one element.
+    """
+    M = x.amax(-1, keepdim=True)
+    y = (M - x) / tau
+    a = alpha / 2.0
+    b1 = 2.0 * a
+    b0 = a * b1
+    pareto = (b0 / (b0 + b1 * y + y * y)).pow(a)
+    return (M + tau * pareto.sum(-1, keepdim=True).log()).squeeze(-1)
+
+
+def _log_fat_feasibility(objective, f):
+    """Sum over constraints of ``log fatmoid((threshold - f_t) / eta)``: (..., q) from (..., m, q).
+
+    BoTorch's fat sigmoid: ``2/3 cauchy(z - 1/sqrt 3)`` below ``-1/sqrt 3`` and
+    ``1 - 2/3 cauchy(z + 1/sqrt 3)`` above, decaying like ``z^-2`` far into the
+    infeasible region.
+    """
+    if not objective.has_constraints:
+        return torch.zeros_like(f[..., 0, :])
+    fc = f[..., objective.constraint_targets, :]  # (..., c, q)
+    z = (objective.thresholds[:, None] - fc) / objective.eta[:, None]
+    m = 1.0 / math.sqrt(3.0)
+    fat = torch.where(z < -m, 2.0 / 3.0 * _cauchy(z - m), 1.0 - 2.0 / 3.0 * _cauchy(z + m))
+    return fat.log().sum(-2)
 
 
 def _objective_bounds(model, objective):

@@ -135,7 +135,7 @@ def initial_conditions(X, values, num_restarts, generator, eta=1.0):
 
 
 def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, generator=None,
-                         max_iter=200, gtol=1e-5, batch_limit=256, dtype=torch.float64,
+                         max_iter=200, gtol=1e-5, ftol=1e-7, batch_limit=256, dtype=torch.float64,
                          device=None):
     """Maximise an acquisition function over ``q`` points in the unit cube.
 
@@ -155,6 +155,9 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
         L-BFGS iterations per restart.
     gtol : float
         Stop a restart when its projected gradient's infinity norm is below.
+    ftol : float
+        Stop a restart when its relative decrease is below (see
+        :func:`~skbgp._core.lbfgs.minimize_lbfgs`).
     batch_limit : int
         Candidate sets scored per call while choosing the starts.
     dtype : torch.dtype
@@ -187,7 +190,7 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
 
     lower = torch.zeros(r, P, dtype=dtype, device=device)
     upper = torch.ones(r, P, dtype=dtype, device=device)
-    result = minimize_lbfgs(fun, X0.reshape(r, P), lower, upper, max_iter=max_iter, gtol=gtol)
+    result = minimize_lbfgs(fun, X0.reshape(r, P), lower, upper, max_iter=max_iter, gtol=gtol, ftol=ftol)
     X_all = result.x.view(r, q, d)
     vals = -result.fun
     vals = torch.where(torch.isfinite(vals), vals, -torch.inf)
