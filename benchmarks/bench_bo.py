@@ -98,8 +98,8 @@ BRANIN_BOUNDS = np.array([[-5.0, 0.0], [10.0, 15.0]])
 PROBLEMS = {
     # name: (objective, constraint or None, bounds, optimum, initial points, budget)
     "branin": (branin, None, BRANIN_BOUNDS, 0.397887, 6, 16),
-    "hartmann6": (hartmann6, None, np.array([[0.0] * 6, [1.0] * 6]), -3.32237, 10, 24),
-    "branin-disk": (branin, disk, BRANIN_BOUNDS, 0.397887, 6, 16),
+    "hartmann6": (hartmann6, None, np.array([[0.0] * 6, [1.0] * 6]), -3.32237, 10, 20),
+    "branin-disk": (branin, disk, BRANIN_BOUNDS, 0.397887, 6, 12),
 }
 
 

@@ -13,7 +13,9 @@
    curvature history, line search and convergence test, and the restarts that
    have converged are no longer evaluated. (BoTorch instead runs scipy's
    L-BFGS-B on the *sum* of the restarts, which shares one line search and one
-   stopping test among all of them.)
+   stopping test among all of them, and moves every tensor through numpy at
+   every step.) After ``race_iter`` iterations only the leading restart may
+   continue, if it has not converged.
 4. The best restart is returned.
 
 All of it happens in the unit cube ``[0, 1]^d``; the caller maps to and from
@@ -135,7 +137,8 @@ def initial_conditions(X, values, num_restarts, generator, eta=1.0):
 
 
 def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, generator=None,
-                         max_iter=200, gtol=1e-5, ftol=1e-7, batch_limit=256, dtype=torch.float64,
+                         max_iter=200, gtol=1e-5, ftol=1e-7, race_iter=50, batch_limit=256,
+                         dtype=torch.float64,
                          device=None):
     """Maximise an acquisition function over ``q`` points in the unit cube.
 
@@ -158,6 +161,12 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
     ftol : float
         Stop a restart when its relative decrease is below (see
         :func:`~skbgp._core.lbfgs.minimize_lbfgs`).
+    race_iter : int
+        All restarts run at most ``race_iter`` iterations; then, if the best
+        of them has not converged, it alone continues up to ``max_iter``.
+        Restarts still crawling after ``race_iter`` iterations are on flat
+        ridges (often with two of the ``q`` points merged), and one such
+        restart used to cost as much as all the others together.
     batch_limit : int
         Candidate sets scored per call while choosing the starts.
     dtype : torch.dtype
@@ -190,10 +199,21 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
 
     lower = torch.zeros(r, P, dtype=dtype, device=device)
     upper = torch.ones(r, P, dtype=dtype, device=device)
-    result = minimize_lbfgs(fun, X0.reshape(r, P), lower, upper, max_iter=max_iter, gtol=gtol, ftol=ftol)
-    X_all = result.x.view(r, q, d)
-    vals = -result.fun
-    vals = torch.where(torch.isfinite(vals), vals, -torch.inf)
+    first = min(race_iter, max_iter)
+    result = minimize_lbfgs(fun, X0.reshape(r, P), lower, upper, max_iter=first, gtol=gtol, ftol=ftol)
+    x, f, n_evals = result.x.clone(), result.fun.clone(), result.n_evaluations
+    f = torch.where(torch.isfinite(f), f, torch.inf)
+    lead = int(f.argmin())
+    if max_iter > first and not bool(result.converged[lead]) and bool(torch.isfinite(f[lead])):
+        # only the leading restart, still improving, continues (the others are
+        # converged or trail it after race_iter iterations)
+        more = minimize_lbfgs(fun, x[lead:lead + 1], lower[:1], upper[:1], max_iter=max_iter - first,
+                              gtol=gtol, ftol=ftol)
+        if bool(more.fun[0] <= f[lead]):
+            x[lead], f[lead] = more.x[0], more.fun[0]
+        n_evals += more.n_evaluations
+    X_all = x.view(r, q, d)
+    vals = torch.where(torch.isfinite(f), -f, -torch.inf)
     best = int(vals.argmax())
     return OptimizeResult(X=X_all[best].clone(), value=vals[best], X_restarts=X_all, values=vals,
-                          n_evaluations=result.n_evaluations)
+                          n_evaluations=n_evals)
