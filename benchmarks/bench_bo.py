@@ -259,8 +259,9 @@ def main(argv=None):
             t_sk = time_suggest(SkbgpMethod, problem, q, settings)
             t_bt = time_suggest(BotorchMethod, problem, q, settings) if use_botorch else np.nan
             trows.append((problem, q, n_init + 12, t_sk, t_bt))
-            print(f"{problem} q={q}: median regret sobol {med['sobol']:.4g}, skbgp {med['skbgp']:.4g}, "
-                  f"botorch {med['botorch']:.4g}; suggest {t_sk:.3f} s vs {t_bt:.3f} s "
+            print(f"{problem} q={q}: median regret sobol {med['sobol']:.4g}, "
+                  f"skbgp {med['skbgp']:.4g}, botorch {med['botorch']:.4g}; "
+                  f"suggest {t_sk:.3f} s vs {t_bt:.3f} s "
                   f"[{time.perf_counter() - t_start:.0f} s so far]", flush=True)
 
     print("\nMedian simple regret over seeds (lower is better)\n")
@@ -270,8 +271,8 @@ def main(argv=None):
     print("-" * len(head))
     for problem, q, n_init, budget, med in rows:
         ratio = med["skbgp"] / med["botorch"] if med["botorch"] > 0 else np.nan
-        print(f"{problem:<12} {q:>2} {n_init:>5} {budget:>6} {med['sobol']:>10.4g} {med['skbgp']:>10.4g} "
-              f"{med['botorch']:>10.4g} {ratio:>14.2f}")
+        print(f"{problem:<12} {q:>2} {n_init:>5} {budget:>6} {med['sobol']:>10.4g} "
+              f"{med['skbgp']:>10.4g} {med['botorch']:>10.4g} {ratio:>14.2f}")
     print("\nWall time of one suggestion (GP fit + acquisition optimisation), seconds\n")
     head = f"{'problem':<12} {'q':>2} {'n':>4} {'skbgp s':>9} {'botorch s':>10} {'speed-up':>9}"
     print(head)

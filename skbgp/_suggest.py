@@ -215,13 +215,16 @@ class QBatchSuggester(BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):
-        if self.estimator is not None and not isinstance(self.estimator, BatchedGaussianProcessRegressor):
+        if self.estimator is not None and not isinstance(
+                self.estimator, BatchedGaussianProcessRegressor):
             raise TypeError(
                 "estimator must be None or a skbgp.BatchedGaussianProcessRegressor; got "
                 f"{type(self.estimator).__name__}."
             )
         if self.acquisition not in _ACQUISITIONS:
-            raise ValueError(f"acquisition must be one of {_ACQUISITIONS}; got {self.acquisition!r}.")
+            raise ValueError(
+                f"acquisition must be one of {_ACQUISITIONS}; got {self.acquisition!r}."
+            )
         _check_int("q", self.q, 1)
         _check_int("num_restarts", self.num_restarts, 1)
         _check_int("raw_samples", self.raw_samples, 1)
@@ -275,7 +278,9 @@ class QBatchSuggester(BaseEstimator):
                     f"constraints keys must be target indices in [0, {n_targets}); got {t!r}."
                 )
             if not isinstance(thr, numbers.Real) or not np.isfinite(thr):
-                raise ValueError(f"The threshold of constraint {t} must be a finite number; got {thr!r}.")
+                raise ValueError(
+                    f"The threshold of constraint {t} must be a finite number; got {thr!r}."
+                )
         return weights, {int(t): float(v) for t, v in constraints.items()}
 
     def _check_integer_features(self, n_features):
@@ -316,7 +321,9 @@ class QBatchSuggester(BaseEstimator):
             ),
         )
         if X.shape[0] != y.shape[0]:
-            raise ValueError(f"X and y have different numbers of rows: {X.shape[0]} and {y.shape[0]}.")
+            raise ValueError(
+                f"X and y have different numbers of rows: {X.shape[0]} and {y.shape[0]}."
+            )
         if y.ndim > 2:
             raise ValueError(f"y must be 1-D or 2-D; got an array of shape {y.shape}.")
         if X.shape[1] != bounds.shape[1]:
@@ -343,7 +350,8 @@ class QBatchSuggester(BaseEstimator):
         with warnings.catch_warnings():
             if default:
                 # documented: bound warnings of the default GP are expected with few points
-                warnings.filterwarnings("ignore", message=".*close to the specified", category=ConvergenceWarning)
+                warnings.filterwarnings("ignore", message=".*close to the specified",
+                                        category=ConvergenceWarning)
             est.fit(U, y)
         self.estimator_ = est
         self.X_ = X
@@ -413,7 +421,9 @@ class QBatchSuggester(BaseEstimator):
         obj = sign * (Y[:, used] @ weights[used])
         finite = np.isfinite(obj)
         if not finite.any():
-            raise ValueError("No row of y has every objective target observed; cannot find an incumbent.")
+            raise ValueError(
+                "No row of y has every objective target observed; cannot find an incumbent."
+            )
         feasible = finite.copy()
         for t, thr in constraints.items():
             feasible &= Y[:, t] <= thr
@@ -459,7 +469,8 @@ class QBatchSuggester(BaseEstimator):
         d = self.n_features_in_
         result = maximize_acquisition(
             acq, q, d, num_restarts=self.num_restarts, raw_samples=self.raw_samples,
-            generator=generator, max_iter=self.max_iter, device=resolve_device(self.estimator_.device),
+            generator=generator, max_iter=self.max_iter,
+            device=resolve_device(self.estimator_.device),
         )
         U = to_numpy(result.X).clip(0.0, 1.0)
         lower, upper = self.bounds_

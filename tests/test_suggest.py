@@ -50,7 +50,8 @@ def branin_data():
 def test_suggestions_inside_bounds_and_distinct(branin_data, acquisition):
     X, y = branin_data
     q = 1 if acquisition == "LogEI" else 4
-    opt = QBatchSuggester(bounds=BRANIN_BOUNDS, acquisition=acquisition, q=q, random_state=0, **SMALL)
+    opt = QBatchSuggester(bounds=BRANIN_BOUNDS, acquisition=acquisition, q=q, random_state=0,
+                          **SMALL)
     assert opt.fit(X, y) is opt
     Xn = opt.suggest()
     assert Xn.shape == (q, 2)
@@ -99,7 +100,8 @@ def test_maximize_mirrors_minimize(branin_data):
     X, y = branin_data
     # analytic LogEI: maximising -y is exactly minimising y (a Monte-Carlo acquisition
     # would see its base samples mirrored, equal only in distribution)
-    lo = QBatchSuggester(bounds=BRANIN_BOUNDS, acquisition="LogEI", random_state=0, **SMALL).fit(X, y)
+    lo = QBatchSuggester(bounds=BRANIN_BOUNDS, acquisition="LogEI", random_state=0,
+                         **SMALL).fit(X, y)
     hi = QBatchSuggester(bounds=BRANIN_BOUNDS, acquisition="LogEI", maximize=True, random_state=0,
                          **SMALL).fit(X, -y)
     assert_allclose(hi.suggest(), lo.suggest(), rtol=0, atol=1e-6)
@@ -160,7 +162,8 @@ def test_custom_estimator_is_cloned_and_used(branin_data):
         (dict(bounds=[[0, 1], [0, 1]]), None, ValueError, "below its upper"),
         (dict(bounds=BRANIN_BOUNDS, acquisition="EIx"), None, ValueError, "acquisition must be"),
         (dict(bounds=BRANIN_BOUNDS, q=0), None, ValueError, "q must be"),
-        (dict(bounds=BRANIN_BOUNDS, estimator=LinearRegression()), None, TypeError, "BatchedGaussian"),
+        (dict(bounds=BRANIN_BOUNDS, estimator=LinearRegression()), None, TypeError,
+         "BatchedGaussian"),
         (dict(bounds=BRANIN_BOUNDS, constraints={3: 0.0}), None, ValueError, "target indices"),
         (dict(bounds=BRANIN_BOUNDS, constraints=[(0, 1.0)]), None, TypeError, "dict"),
         (dict(bounds=BRANIN_BOUNDS, objective_weights=[1, 2]), None, ValueError, "one per target"),

@@ -327,10 +327,12 @@ def _log_ei_helper(u):
     u_low = u.clamp_max(bound)
     u_eps = u_low.clamp_min(neg_inv_sqrt_eps)
     # log(|u| Phi(u) / phi(u)) = log(erfcx(-u / sqrt 2) |u|) + log(pi / 2) / 2
-    w = torch.log(torch.special.erfcx(-u_eps / math.sqrt(2)) * u_eps.abs()) + 0.5 * math.log(math.pi / 2)
+    w = (torch.log(torch.special.erfcx(-u_eps / math.sqrt(2)) * u_eps.abs())
+         + 0.5 * math.log(math.pi / 2))
     log_phi = -0.5 * u_low * u_low - 0.5 * math.log(2 * math.pi)
     # log(1 - exp(w)), stable for w near 0 and very negative w
-    log1mexp = torch.where(w > -math.log(2.0), torch.log(-torch.expm1(w)), torch.log1p(-torch.exp(w)))
+    log1mexp = torch.where(w > -math.log(2.0), torch.log(-torch.expm1(w)),
+                           torch.log1p(-torch.exp(w)))
     lower = log_phi + torch.where(u_low > neg_inv_sqrt_eps, log1mexp, -2.0 * u_low.abs().log())
     return torch.where(u > bound, upper, lower)
 
@@ -422,7 +424,9 @@ def make_analytic_acquisition(name, model, objective, best_f, beta=0.2):
     if name not in ANALYTIC:
         raise ValueError(f"Unknown analytic acquisition {name!r}; use one of {ANALYTIC}.")
     if name == "UCB" and objective.has_constraints:
-        raise ValueError("UCB does not take constraints; use EI, LogEI or a Monte-Carlo acquisition.")
+        raise ValueError(
+            "UCB does not take constraints; use EI, LogEI or a Monte-Carlo acquisition."
+        )
     best_f = torch.as_tensor(best_f, dtype=model.theta.dtype, device=model.theta.device)
     return AnalyticAcquisition(name, model, objective, best_f, float(beta))
 
@@ -746,7 +750,8 @@ def make_mc_acquisition(name, model, objective, q, mc_samples, seed, X_pending=N
         if prune_baseline and k > 1:
             X_baseline = _prune(model, objective, X_baseline, zb, lower)
             k = X_baseline.shape[0]
-            zb = normal_base_samples(mc_samples, m * k, zb_seed, dtype, device).view(mc_samples, m, k)
+            zb = normal_base_samples(mc_samples, m * k, zb_seed, dtype, device)
+            zb = zb.view(mc_samples, m, k)
         f, Vt, L = _baseline_samples(model, objective, X_baseline, zb)
         best, _ = _best_feasible(objective, f, lower)
         eye = torch.eye(k, dtype=dtype, device=device).expand(L.shape)

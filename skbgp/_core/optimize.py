@@ -81,13 +81,15 @@ def raw_candidates(raw_samples, q, d, generator, dtype, device):
     Tensor of shape (raw_samples, q, d)
     """
     engine = SobolEngine(q * d, scramble=True, seed=_seed(generator))
-    return engine.draw(raw_samples, dtype=torch.float64).to(dtype=dtype, device=device).view(raw_samples, q, d)
+    U = engine.draw(raw_samples, dtype=torch.float64).to(dtype=dtype, device=device)
+    return U.view(raw_samples, q, d)
 
 
 def _evaluate(acquisition, X, batch_limit):
     """Acquisition values of many candidate sets, without gradients: (b,) from (b, q, d)."""
     with torch.no_grad():
-        return torch.cat([acquisition(X[i:i + batch_limit]) for i in range(0, X.shape[0], batch_limit)])
+        chunks = [acquisition(X[i:i + batch_limit]) for i in range(0, X.shape[0], batch_limit)]
+        return torch.cat(chunks)
 
 
 def initial_conditions(X, values, num_restarts, generator, eta=1.0):
@@ -200,15 +202,16 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
     lower = torch.zeros(r, P, dtype=dtype, device=device)
     upper = torch.ones(r, P, dtype=dtype, device=device)
     first = min(race_iter, max_iter)
-    result = minimize_lbfgs(fun, X0.reshape(r, P), lower, upper, max_iter=first, gtol=gtol, ftol=ftol)
+    result = minimize_lbfgs(fun, X0.reshape(r, P), lower, upper, max_iter=first, gtol=gtol,
+                            ftol=ftol)
     x, f, n_evals = result.x.clone(), result.fun.clone(), result.n_evaluations
     f = torch.where(torch.isfinite(f), f, torch.inf)
     lead = int(f.argmin())
     if max_iter > first and not bool(result.converged[lead]) and bool(torch.isfinite(f[lead])):
         # only the leading restart, still improving, continues (the others are
         # converged or trail it after race_iter iterations)
-        more = minimize_lbfgs(fun, x[lead:lead + 1], lower[:1], upper[:1], max_iter=max_iter - first,
-                              gtol=gtol, ftol=ftol)
+        more = minimize_lbfgs(fun, x[lead:lead + 1], lower[:1], upper[:1],
+                              max_iter=max_iter - first, gtol=gtol, ftol=ftol)
         if bool(more.fun[0] <= f[lead]):
             x[lead], f[lead] = more.x[0], more.fun[0]
         n_evals += more.n_evaluations

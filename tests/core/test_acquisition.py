@@ -40,7 +40,8 @@ def _fit(name, X, Y, length_scales):
     gprs, thetas = [], []
     for t in range(Y.shape[1]):
         k = _sk_kernel(name, length_scales[t])
-        gprs.append(GaussianProcessRegressor(k, alpha=ALPHA, optimizer=None, normalize_y=True).fit(X, Y[:, t]))
+        gpr = GaussianProcessRegressor(k, alpha=ALPHA, optimizer=None, normalize_y=True)
+        gprs.append(gpr.fit(X, Y[:, t]))
         thetas.append(k.theta)
     core = StationaryKernel(NUS[name], X.shape[1], has_noise=False)
     Xt = torch.tensor(X)
@@ -48,15 +49,16 @@ def _fit(name, X, Y, length_scales):
     yt = torch.tensor(((Y - mean) / std).T)
     theta = torch.tensor(np.array(thetas))
     maskf = torch.ones_like(yt)
-    f = factorize(core, theta, squared_differences(Xt, Xt), yt, maskf, torch.tensor(ALPHA, dtype=torch.float64))
+    f = factorize(core, theta, squared_differences(Xt, Xt), yt, maskf,
+                  torch.tensor(ALPHA, dtype=torch.float64))
     model = make_model(core, theta, Xt, f.L, f.alpha, maskf, torch.tensor(mean), torch.tensor(std))
     return gprs, model
 
 
 def _data(rng, n=15, d=2, m=2):
     X = rng.uniform(size=(n, d))
-    Y = np.column_stack([np.sin(5 * X[:, 0]) + X[:, 1], 3.0 * np.cos(4 * X[:, 1]) - X[:, 0]])[:, :m] + 10.0
-    return X, Y
+    Y = np.column_stack([np.sin(5 * X[:, 0]) + X[:, 1], 3.0 * np.cos(4 * X[:, 1]) - X[:, 0]])
+    return X, Y[:, :m] + 10.0
 
 
 def _objective(weights, constraints=(), thresholds=(), eta=()):
@@ -107,7 +109,8 @@ def test_analytic_ei_pi_ucb_match_closed_form(rng):
 
 
 def test_log_ei_helper_matches_high_precision():
-    u = torch.tensor([-1e4, -300.0, -40.0, -8.0, -1.5, -1.0, -0.3, 0.0, 2.0, 30.0], dtype=torch.float64)
+    u = torch.tensor([-1e4, -300.0, -40.0, -8.0, -1.5, -1.0, -0.3, 0.0, 2.0, 30.0],
+                     dtype=torch.float64)
     mpmath.mp.dps = 50
 
     def exact(v):
@@ -146,9 +149,12 @@ def test_mc_ei_at_q1_matches_analytic(rng, log):
     acq = make_mc_acquisition("qLogEI" if log else "qEI", model, obj, 1, s, seed=3, best_f=best)
     value = acq(torch.tensor(x)[:, None, :]).numpy()
     # Monte-Carlo error: 4 standard errors of a plain (iid) estimate; QMC is more accurate
-    se = sd * np.sqrt(np.maximum(norm.cdf((mu - best) / sd) * ((mu - best) ** 2 + sd**2) - ei_e**2, 0) / s)
+    # E[I^2] = Phi(z) ((mu - best)^2 + sd^2) + (mu - best) sd phi(z)
+    z = (mu - best) / sd
+    second = norm.cdf(z) * ((mu - best) ** 2 + sd**2) + (mu - best) * sd * norm.pdf(z)
+    se = np.sqrt(np.maximum(second - ei_e**2, 0) / s)
     if log:
-        assert_allclose(np.exp(value), ei_e, atol=0, rtol=0 + 4 * np.max(se / ei_e))
+        assert_allclose(np.exp(value), ei_e, atol=0, rtol=4 * np.max(se / ei_e))
     else:
         assert np.all(np.abs(value - ei_e) <= 4 * se)
 
@@ -189,7 +195,9 @@ def test_mc_acquisition_matches_brute_force_monte_carlo(rng, name):
     else:
         mu = np.array([weights @ np.array([g.predict(x)[j] for g in gprs]) for j in range(2)])
         v = (mu + math.sqrt(0.5 * math.pi / 2) * np.abs(ox - mu)).max(-1)
-    tol = 5 * v.std() / math.sqrt(S) + 4 * v.std() / math.sqrt(4096) + (2e-3 if name == "qPI" else 0)
+    # error of the brute force + of the 4096 Sobol samples; qPI's sigmoid (tau 1e-3) is not a step
+    tol = 5 * v.std() / math.sqrt(S) + 4 * v.std() / math.sqrt(4096)
+    tol += 2e-3 if name == "qPI" else 0.0
     assert abs(value - v.mean()) <= tol
 
 
@@ -200,11 +208,14 @@ def test_constrained_qei_matches_brute_force_monte_carlo(rng):
     best = -float(Y[Y[:, 1] <= thr, 0].min())
     obj = _objective([-1.0, 0.0], [1], [thr], [1e-4])
     x = rng.uniform(size=(2, 2))
-    value = float(make_mc_acquisition("qEI", model, obj, 2, 4096, seed=2, best_f=best)(torch.tensor(x)))
+    acq = make_mc_acquisition("qEI", model, obj, 2, 4096, seed=2, best_f=best)
+    value = float(acq(torch.tensor(x)))
     S = 100_000
     f = _brute_force(gprs, x, None, S, rng)  # (S, 2, 2)
     v = (np.maximum(-f[:, 0] - best, 0) * (f[:, 1] <= thr)).max(-1)
-    assert abs(value - v.mean()) <= 5 * v.std() / math.sqrt(S) + 4 * v.std() / math.sqrt(4096) + 1e-3
+    # Monte-Carlo errors, and 1e-3 for the smooth feasibility weight (eta = 1e-4) vs a step
+    tol = 5 * v.std() / math.sqrt(S) + 4 * v.std() / math.sqrt(4096) + 1e-3
+    assert abs(value - v.mean()) <= tol
 
 
 @pytest.mark.parametrize("name", MONTE_CARLO + ("EI", "LogEI", "PI", "UCB"))
@@ -239,7 +250,8 @@ def test_gradient_matches_finite_differences(rng, name):
     if q == 1:
         acq = make_analytic_acquisition(name, model, obj, best)
     else:
-        acq = make_mc_acquisition(name, model, obj, q, 32, seed=0, best_f=best, X_baseline=model.X_train)
+        acq = make_mc_acquisition(name, model, obj, q, 32, seed=0, best_f=best,
+                                  X_baseline=model.X_train)
     x = torch.tensor(rng.uniform(0.1, 0.9, size=(3, q, 2)), requires_grad=True)
     (grad,) = torch.autograd.grad(acq(x).sum(), x)
     eps = 1e-6
