@@ -255,7 +255,8 @@ def main(argv=None):
             reg["botorch"] = ([run_loop(BotorchMethod, problem, q, settings, s) for s in seeds]
                               if use_botorch else [np.nan])
             med = {k: float(np.median(v)) for k, v in reg.items()}
-            rows.append((problem, q, n_init, budget, med))
+            quart = {k: np.percentile(v, [25, 75]) for k, v in reg.items()}
+            rows.append((problem, q, n_init, budget, med, quart))
             t_sk = time_suggest(SkbgpMethod, problem, q, settings)
             t_bt = time_suggest(BotorchMethod, problem, q, settings) if use_botorch else np.nan
             trows.append((problem, q, n_init + 12, t_sk, t_bt))
@@ -269,10 +270,18 @@ def main(argv=None):
             f"{'botorch':>10} {'skbgp/botorch':>14}")
     print(head)
     print("-" * len(head))
-    for problem, q, n_init, budget, med in rows:
+    for problem, q, n_init, budget, med, _ in rows:
         ratio = med["skbgp"] / med["botorch"] if med["botorch"] > 0 else np.nan
         print(f"{problem:<12} {q:>2} {n_init:>5} {budget:>6} {med['sobol']:>10.4g} "
               f"{med['skbgp']:>10.4g} {med['botorch']:>10.4g} {ratio:>14.2f}")
+    print("\nSpread over seeds: 25th - 75th percentile of the simple regret\n")
+    head = f"{'problem':<12} {'q':>2} {'sobol':>17} {'skbgp':>17} {'botorch':>17}"
+    print(head)
+    print("-" * len(head))
+    for problem, q, _, _, _, quart in rows:
+        cells = " ".join(f"{lo:>8.3g}-{hi:<8.3g}" for lo, hi in
+                         (quart[k] for k in ("sobol", "skbgp", "botorch")))
+        print(f"{problem:<12} {q:>2} {cells}")
     print("\nWall time of one suggestion (GP fit + acquisition optimisation), seconds\n")
     head = f"{'problem':<12} {'q':>2} {'n':>4} {'skbgp s':>9} {'botorch s':>10} {'speed-up':>9}"
     print(head)
