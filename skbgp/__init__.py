@@ -2,9 +2,11 @@
 
 from ._cross_validation import batched_cross_val_predict, batched_cross_validate, loo_predictive
 from ._regressor import BatchedGaussianProcessRegressor
+from ._suggest import QBatchSuggester
 
 __all__ = [
     "BatchedGaussianProcessRegressor",
+    "QBatchSuggester",
     "batched_cross_validate",
     "batched_cross_val_predict",
     "loo_predictive",
