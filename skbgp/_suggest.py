@@ -19,6 +19,7 @@ from ._core.acquisition import (
     make_mc_acquisition,
     make_model,
 )
+from ._core.kernels import StationaryKernel
 from ._core.optimize import maximize_acquisition
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import resolve_device, to_numpy, to_tensor
@@ -353,6 +354,14 @@ class QBatchSuggester(BaseEstimator):
                 warnings.filterwarnings("ignore", message=".*close to the specified",
                                         category=ConvergenceWarning)
             est.fit(U, y)
+        if not isinstance(est._core_kernel, StationaryKernel):
+            raise ValueError(
+                "QBatchSuggester's acquisition functions need an estimator whose kernel is "
+                "a scaled stationary kernel with noise, [ConstantKernel() *] RBF() or "
+                "Matern(nu in 0.5, 1.5, 2.5, inf) [+ WhiteKernel()] in this operand order "
+                "(priors allowed); got kernel "
+                f"{est.kernel!r}. Use such a kernel, or the default estimator."
+            )
         self.estimator_ = est
         self.X_ = X
         self.y_ = y

@@ -8,6 +8,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.stats import qmc
 from sklearn.base import clone
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import LinearRegression
 
 from skbgp import BatchedGaussianProcessRegressor, QBatchSuggester
@@ -169,6 +170,9 @@ def test_custom_estimator_is_cloned_and_used(branin_data):
         (dict(bounds=BRANIN_BOUNDS, objective_weights=[1, 2]), None, ValueError, "one per target"),
         (dict(bounds=BRANIN_BOUNDS, integer_features=[2]), None, ValueError, "integer_features"),
         (dict(bounds=np.zeros((2, 3)) + [[0], [1]]), None, ValueError, "bounds has 3 columns"),
+        (dict(bounds=BRANIN_BOUNDS, estimator=BatchedGaussianProcessRegressor(
+            RBF() * ConstantKernel() + WhiteKernel())), None, ValueError,
+         "scaled stationary kernel"),
     ],
 )
 def test_bad_input_raises(branin_data, params, fit_args, error, match):
