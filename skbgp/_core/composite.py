@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .exact import Factor, _cholesky_inverse, _jittered_cholesky, _lml, member_blocks
+from .exact import Factor, _cholesky_inverse, _lml, factor_members, member_blocks
 from .kernels import squared_differences
 
 __all__ = [
@@ -478,13 +478,10 @@ def factorize(kernel, theta, geom, y, maskf, alpha, max_tries=6):
     -------
     Factor
     """
-    b, n = y.shape
-    L = torch.empty(b, n, n, dtype=theta.dtype, device=theta.device)
-    jitter = torch.zeros(b, dtype=theta.dtype, device=theta.device)
-    failed = torch.zeros(b, dtype=torch.bool, device=theta.device)
-    for blk in member_blocks(b, 2 * n):
-        K = _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha)
-        L[blk], jitter[blk], failed[blk] = _jittered_cholesky(K, maskf[blk], max_tries)
+    L, jitter, failed = factor_members(
+        lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha),
+        maskf, member_blocks(y.shape[0], 2 * y.shape[1]), max_tries,
+    )
     lml, a = _lml(L, y, maskf)
     lml = torch.where(failed, -math.inf, lml)
     return Factor(L=L, alpha=a, log_marginal_likelihood=lml, jitter=jitter, failed=failed)
@@ -508,17 +505,10 @@ def refactorize(kernel, theta, geom, maskf, alpha, jitter):
     -------
     Tensor of shape (b, n, n)
     """
-    b, n = maskf.shape
-    L = torch.empty(b, n, n, dtype=theta.dtype, device=theta.device)
-    for blk in member_blocks(b, 2 * n):
-        K = _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha)
-        jit = jitter[blk]
-        if bool((jit > 0).any()):
-            K.diagonal(dim1=-2, dim2=-1).add_(jit.unsqueeze(-1) * maskf[blk])
-        Lb, info = torch.linalg.cholesky_ex(K)
-        eye = torch.eye(n, dtype=K.dtype, device=K.device)
-        L[blk] = torch.where((info != 0)[:, None, None], eye, Lb)
-    return L
+    return factor_members(
+        lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha),
+        maskf, member_blocks(maskf.shape[0], 2 * maskf.shape[1]), jitter=jitter,
+    )[0]
 
 
 def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,

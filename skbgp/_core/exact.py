@@ -21,6 +21,7 @@ __all__ = [
     "member_blocks",
     "training_covariance",
     "neg_log_marginal_likelihood",
+    "factor_members",
     "factorize",
     "refactorize",
     "posterior",
@@ -274,6 +275,48 @@ def _jittered_cholesky(K, maskf, max_tries):
     return Lb, jit, bad
 
 
+def factor_members(covariance, maskf, blocks, max_tries=6, jitter=None):
+    """Cholesky factors of every member's training covariance, block by block.
+
+    Parameters
+    ----------
+    covariance : callable
+        ``covariance(block) -> Tensor of shape (k, n, n)``: the masked training
+        covariance of the members in ``block`` (a slice), which may be
+        modified.
+    maskf : Tensor of shape (b, n)
+    blocks : list of slice
+        From :func:`member_blocks`.
+    max_tries : int
+        Jitter escalations (see :func:`_jittered_cholesky`).
+    jitter : Tensor of shape (b,), optional
+        Jitter found before: added as it is, without escalation, which gives
+        the factors of that earlier factorisation again.
+
+    Returns
+    -------
+    L : Tensor of shape (b, n, n)
+        Lower factors (the identity where factorisation failed).
+    jitter : Tensor of shape (b,)
+    failed : Tensor of shape (b,), bool
+    """
+    b, n = maskf.shape
+    L = torch.empty(b, n, n, dtype=maskf.dtype, device=maskf.device)
+    jit = torch.zeros(b, dtype=maskf.dtype, device=maskf.device) if jitter is None else jitter
+    failed = torch.zeros(b, dtype=torch.bool, device=maskf.device)
+    for blk in blocks:
+        K = covariance(blk)
+        if jitter is None:
+            L[blk], jit[blk], failed[blk] = _jittered_cholesky(K, maskf[blk], max_tries)
+            continue
+        if bool((jitter[blk] > 0).any()):
+            K.diagonal(dim1=-2, dim2=-1).add_(jitter[blk].unsqueeze(-1) * maskf[blk])
+        Lb, info = torch.linalg.cholesky_ex(K)
+        failed[blk] = info != 0
+        L[blk] = torch.where(failed[blk, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
+    return L, jit, failed
+
+
 def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     """Cholesky-factorise every member, escalating jitter per failing member.
 
@@ -295,14 +338,11 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     -------
     Factor
     """
-    b, n = y.shape
-    L = torch.empty(b, n, n, dtype=theta.dtype, device=theta.device)
-    jitter = torch.zeros(b, dtype=theta.dtype, device=theta.device)
-    failed = torch.zeros(b, dtype=torch.bool, device=theta.device)
     D2aug = augmented_differences(D2)
-    for blk in member_blocks(b, n, theta.device):
-        K = training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha)
-        L[blk], jitter[blk], failed[blk] = _jittered_cholesky(K, maskf[blk], max_tries)
+    L, jitter, failed = factor_members(
+        lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
+        maskf, member_blocks(y.shape[0], y.shape[1], theta.device), max_tries,
+    )
     lml, a = _lml(L, y, maskf)
     lml = torch.where(failed, -math.inf, lml)
     return Factor(L=L, alpha=a, log_marginal_likelihood=lml, jitter=jitter, failed=failed)
@@ -332,17 +372,11 @@ def refactorize(kernel, theta, D2, maskf, alpha, jitter):
         Lower Cholesky factors (the identity for a member that cannot be
         factorised).
     """
-    b, n = maskf.shape
-    L = torch.empty(b, n, n, dtype=theta.dtype, device=theta.device)
     D2aug = augmented_differences(D2)
-    for blk in member_blocks(b, n, theta.device):
-        K = training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha)
-        jit = jitter[blk]
-        if bool((jit > 0).any()):
-            K.diagonal(dim1=-2, dim2=-1).add_(jit.unsqueeze(-1) * maskf[blk])
-        Lb, info = torch.linalg.cholesky_ex(K)
-        L[blk] = torch.where((info != 0)[:, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
-    return L
+    return factor_members(
+        lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
+        maskf, member_blocks(*maskf.shape, theta.device), jitter=jitter,
+    )[0]
 
 
 def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,

@@ -15,7 +15,6 @@ the projected gradient below ``gtol``.
 Shape glossary: ``b`` members, ``P`` variables per member, ``M`` history.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch

@@ -1,7 +1,6 @@
 """The per-member L-BFGS against scipy's L-BFGS-B and against itself looped."""
 
 import numpy as np
-import pytest
 import scipy.optimize
 import torch
 from numpy.testing import assert_allclose
