@@ -297,8 +297,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     **Missing values.** A NaN entry of ``y`` marks a missing observation for
     that target only: each target's GP uses exactly its observed rows (a mask
-    in the likelihood). scikit-learn's GPR rejects NaN in ``y``. NaN in ``X``,
-    inf in ``y`` and a target without any observation are errors.
+    in the likelihood). scikit-learn's GPR rejects NaN in ``y``. NaN in ``X``
+    and inf in ``y`` are errors. A target without any observation, or one
+    whose covariance cannot be factorised even with jitter, is warned about,
+    listed in ``failed_targets_`` and predicted as NaN while the others are
+    fitted normally; only when every target is such is the fit an error.
 
     **Predictive noise.** As in scikit-learn, the white-noise variance of the
     kernel (the noise part of the default kernel, or a ``WhiteKernel``) is
