@@ -1,5 +1,6 @@
 """QBatchSuggester: Bayesian optimisation that proposes q points at once."""
 
+import math
 import numbers
 import warnings
 
@@ -7,9 +8,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
+from torch.distributions import LogNormal
 
 from ._core.acquisition import (
     ANALYTIC,
@@ -23,6 +24,7 @@ from ._core.kernels import StationaryKernel
 from ._core.optimize import maximize_acquisition
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import resolve_device, to_numpy, to_tensor
+from .kernels import ConstantKernel, Matern, WhiteKernel
 
 __all__ = ["QBatchSuggester"]
 
@@ -34,7 +36,9 @@ def default_estimator(n_features):
 
     ``ConstantKernel(1, (0.05, 20)) * Matern(0.5 * ones(d), (0.05, 10), nu=2.5)
     + WhiteKernel(1e-4, (1e-6, 0.1))`` on inputs in the unit cube and
-    standardised targets (``normalize_y=True``), with 4 restarts.
+    standardised targets (``normalize_y=True``), with 4 restarts, and a
+    ``LogNormal(log(0.25 sqrt(d)), 1)`` prior on every length scale (a MAP
+    fit; see the notes of :class:`QBatchSuggester`).
 
     Parameters
     ----------
@@ -44,8 +48,9 @@ def default_estimator(n_features):
     -------
     BatchedGaussianProcessRegressor
     """
+    prior = LogNormal(math.log(0.25 * math.sqrt(n_features)), 1.0)
     kernel = (ConstantKernel(1.0, (0.05, 20.0))
-              * Matern(np.full(n_features, 0.5), (0.05, 10.0), nu=2.5)
+              * Matern(np.full(n_features, 0.5), (0.05, 10.0), nu=2.5, length_scale_prior=prior)
               + WhiteKernel(1e-4, (1e-6, 1e-1)))
     return BatchedGaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=4)
 
@@ -156,12 +161,14 @@ class QBatchSuggester(BaseEstimator):
 
     **Default GP.** Inputs are in the unit cube and targets standardised, so
     fixed bounds suit every problem: length scales in ``[0.05, 10]``,
-    outputscale in ``[0.05, 20]``, noise variance in ``[1e-6, 0.1]``. The
-    bounds act as a weak prior: with few points, unbounded maximum-likelihood
-    fits chase spurious short length scales (on the benchmark problems these
-    bounds gave lower regret than wider ones, and faster suggestions). Their
-    "value at the bound" warnings are silenced (with few points a length
-    scale at its upper bound is expected); pass an estimator to see them.
+    outputscale in ``[0.05, 20]``, noise variance in ``[1e-6, 0.1]``, and a
+    ``LogNormal(log(0.25 sqrt(d)), 1)`` prior on every length scale, so the
+    fit is MAP. With few points, unbounded maximum-likelihood fits chase
+    spurious short length scales, and in many dimensions send most length
+    scales to their upper bound, so that the suggestions crowd the faces of
+    the box; the bounds and the prior (whose median grows as ``sqrt(d)``, as
+    BoTorch's dimension-scaled prior does) prevent both. "Value at the bound"
+    warnings of the default GP are silenced; pass an estimator to see them.
 
     **Integer features** are optimised as continuous and rounded at the end,
     which may make two of the ``q`` points equal.

@@ -203,7 +203,9 @@ def test_bad_suggest_input_raises(branin_data):
     ids=["branin", "hartmann6"],
 )
 def test_q4_loop_beats_quasi_random_search(problem, bounds, n_init, n_iter):
-    q, seeds = 4, range(3)
+    # ten seeds: the median of three is at the mercy of one lucky quasi-random
+    # design (Sobol's median best on Branin is 0.90 over seeds 0-2, 2.73 over 0-9)
+    q, seeds = 4, range(10)
     bo, rs = [], []
     for seed in seeds:
         X = _sobol(n_init, bounds, seed + 10)
