@@ -25,7 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .exact import Factor, _cholesky_inverse, _lml, factor_members, member_blocks
+from .exact import (
+    Factor,
+    _cholesky_inverse,
+    _lml,
+    factor_members,
+    member_blocks,
+    posterior_from,
+)
 from .kernels import squared_differences
 
 __all__ = [
@@ -539,24 +546,10 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
     var : Tensor of shape (b, p) or (b, p, p)
         Variances clamped at 0 (or the full covariance).
     """
-    p = X_test.shape[0]
-    if full_cov or chunk_size is None:
-        chunk_size = max(p, 1)
-    means, variances, V_all = [], [], []
-    for start in range(0, p, chunk_size):
-        Xc = X_test[start:start + chunk_size]
-        Ks = kernel.covariance(theta, geometry(Xc, X_train)) * maskf.unsqueeze(-2)  # (b, c, n)
-        means.append(Ks @ factor_alpha.unsqueeze(-1))
-        V = torch.linalg.solve_triangular(factor_L, Ks.mT, upper=False)  # (b, n, c)
-        if full_cov:
-            V_all.append(V)
-        else:
-            variances.append(kernel.diag(theta, Xc) - V.square().sum(-2))
-    mean = torch.cat(means, dim=-2).squeeze(-1)
-    if full_cov:
-        V = torch.cat(V_all, dim=-1)
-        cov = kernel.covariance(theta, geometry(X_test)).clone()
-        cov.baddbmm_(V.mT, V, alpha=-1.0)
-        return mean, cov
-    return mean, torch.cat(variances, dim=-1).clamp_min_(0.0)
+    return posterior_from(
+        lambda Xc: kernel.covariance(theta, geometry(Xc, X_train)),
+        lambda Xc: kernel.diag(theta, Xc),
+        lambda X: kernel.covariance(theta, geometry(X)).clone(),
+        X_test, factor_L, factor_alpha, maskf, full_cov, chunk_size,
+    )
 

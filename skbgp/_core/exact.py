@@ -25,6 +25,7 @@ __all__ = [
     "factorize",
     "refactorize",
     "posterior",
+    "posterior_from",
     "sample_mvn",
 ]
 
@@ -414,29 +415,69 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
     """
     s = kernel.outputscale(theta)
     noise = kernel.noise(theta) if observation_noise else torch.zeros_like(s)
-    p, n = X_test.shape[0], X_train.shape[0]
+    n = X_train.shape[0]
+
+    def cross(Xc):
+        D2aug = augmented_differences(squared_differences(Xc, X_train))
+        return signal_covariance(kernel, theta, D2aug, Xc.shape[0], n)[0]
+
+    def prior_cov(X):
+        p = X.shape[0]
+        cov, _ = signal_covariance(kernel, theta, augmented_differences(squared_differences(X, X)), p, p)
+        cov.diagonal(dim1=-2, dim2=-1).add_(noise.unsqueeze(-1))
+        return cov
+
+    return posterior_from(cross, lambda Xc: (s + noise).unsqueeze(-1), prior_cov, X_test,
+                          factor_L, factor_alpha, maskf, full_cov, chunk_size)
+
+
+def posterior_from(cross, prior_var, prior_cov, X_test, factor_L, factor_alpha, maskf,
+                   full_cov=False, chunk_size=None):
+    """Posterior mean and variance (or covariance) of any kernel, from its factor.
+
+    R&W Alg. 2.1 lines 4-6, with the query points in chunks.
+
+    Parameters
+    ----------
+    cross : callable
+        ``cross(Xc) -> Tensor of shape (b, c, n)``: prior covariance of the
+        query points ``Xc`` (Tensor of shape (c, d)) with the training points.
+    prior_var : callable
+        ``prior_var(Xc) -> Tensor broadcastable to (b, c)``: prior variance.
+    prior_cov : callable
+        ``prior_cov(X) -> Tensor of shape (b, p, p)``: prior covariance of the
+        query points; it may be modified.
+    X_test : Tensor of shape (p, d)
+    factor_L : Tensor of shape (b, n, n)
+    factor_alpha : Tensor of shape (b, n)
+    maskf : Tensor of shape (b, n)
+    full_cov : bool
+    chunk_size : int or None
+        Query points per chunk when ``full_cov`` is False.
+
+    Returns
+    -------
+    mean : Tensor of shape (b, p)
+    var : Tensor of shape (b, p) or (b, p, p)
+        Variances clamped at 0 (or the full covariance).
+    """
+    p = X_test.shape[0]
     if full_cov or chunk_size is None:
         chunk_size = max(p, 1)
-
     means, variances, V_all = [], [], []
     for start in range(0, p, chunk_size):
         Xc = X_test[start:start + chunk_size]
-        c = Xc.shape[0]
-        Ks, _ = signal_covariance(kernel, theta, augmented_differences(squared_differences(Xc, X_train)), c, n)
-        Ks.mul_(maskf.unsqueeze(-2))  # (b, c, n)
+        Ks = cross(Xc) * maskf.unsqueeze(-2)  # (b, c, n)
         means.append(Ks @ factor_alpha.unsqueeze(-1))
         V = torch.linalg.solve_triangular(factor_L, Ks.mT, upper=False)  # (b, n, c)
         if full_cov:
             V_all.append(V)
         else:
-            variances.append(s.unsqueeze(-1) + noise.unsqueeze(-1) - V.square().sum(-2))
+            variances.append(prior_var(Xc) - V.square().sum(-2))
     mean = torch.cat(means, dim=-2).squeeze(-1)
     if full_cov:
         V = torch.cat(V_all, dim=-1)
-        cov, _ = signal_covariance(kernel, theta, augmented_differences(squared_differences(X_test, X_test)), p, p)
-        cov.diagonal(dim1=-2, dim2=-1).add_(noise.unsqueeze(-1))
-        cov.baddbmm_(V.mT, V, alpha=-1.0)
-        return mean, cov
+        return mean, prior_cov(X_test).baddbmm_(V.mT, V, alpha=-1.0)
     return mean, torch.cat(variances, dim=-1).clamp_min_(0.0)
 
 
