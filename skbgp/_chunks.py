@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ._core.fit import fit_hyperparameters
+from ._core.threads import member_threads
 from ._core.priors import log_prior
 from ._validation import to_numpy, to_tensor
 
@@ -113,25 +114,27 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
     yt, mt, alphat = as_t(y), as_t(maskf), as_t(alpha)
     priors = plan.prior_terms(dtype, Xt.device, targets=targets)
     c = y.shape[0]
-    if optimize:
-        def report(iteration, n_active):
-            print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
-                  "optimising", flush=True)
+    # member blocks on CPU threads (see skbgp._core.threads)
+    with member_threads(Xt.device):
+        if optimize:
+            def report(iteration, n_active):
+                print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
+                      "optimising", flush=True)
 
-        callback = report if verbose >= 2 else None
-        result = fit_hyperparameters(
-            kernel, data, yt, mt, alphat, as_t(starts), as_t(lower), as_t(upper),
-            torch.as_tensor(plan.free, device=Xt.device), max_iter=max_iter, gtol=tol,
-            callback=callback, nlml=engine.nlml, priors=priors,
-        )
-        theta = result.theta
-        n_iter = to_numpy(result.n_iter, np.int64)
-        converged = to_numpy(result.converged, bool)
-    else:
-        theta = as_t(starts[0])
-        n_iter = np.zeros(c, dtype=np.int64)
-        converged = np.ones(c, dtype=bool)
-    factor = engine.factorize(kernel, theta, data, yt, mt, alphat)
+            callback = report if verbose >= 2 else None
+            result = fit_hyperparameters(
+                kernel, data, yt, mt, alphat, as_t(starts), as_t(lower), as_t(upper),
+                torch.as_tensor(plan.free, device=Xt.device), max_iter=max_iter, gtol=tol,
+                callback=callback, nlml=engine.nlml, priors=priors,
+            )
+            theta = result.theta
+            n_iter = to_numpy(result.n_iter, np.int64)
+            converged = to_numpy(result.converged, bool)
+        else:
+            theta = as_t(starts[0])
+            n_iter = np.zeros(c, dtype=np.int64)
+            converged = np.ones(c, dtype=bool)
+        factor = engine.factorize(kernel, theta, data, yt, mt, alphat)
     with torch.no_grad():
         lp = log_prior(priors, theta, torch.arange(c, device=Xt.device), eval_gradient=False)[0]
     return {

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._core.fit import fit_hyperparameters
 from ._core.folds import fold_objective, loo_from_factor, pack_folds
+from ._core.threads import member_threads
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import (
     num_samples,
@@ -183,11 +184,12 @@ def _batched_fit(estimator, X, y, splits, params, mode):
         engine = preps[0].plan.engine
         # member f * m + t is target t: its rows of any per-target prior
         priors = preps[0].plan.prior_terms(lower.dtype, lower.device, targets=np.tile(np.arange(m), k))
-        result = fit_hyperparameters(
-            kernel, None, None, None, None, starts, lower, upper, preps[0].free,
-            max_iter=reg.max_iter, gtol=reg.tol, priors=priors,
-            objective=fold_objective(kernel, batch, engine.nlml, engine.training_data),
-        )
+        with member_threads(lower.device):
+            result = fit_hyperparameters(
+                kernel, None, None, None, None, starts, lower, upper, preps[0].free,
+                max_iter=reg.max_iter, gtol=reg.tol, priors=priors,
+                objective=fold_objective(kernel, batch, engine.nlml, engine.training_data),
+            )
         per_fold = [(result.theta[f * m:(f + 1) * m], result.n_iter[f * m:(f + 1) * m],
                      result.converged[f * m:(f + 1) * m]) for f in range(k)]
     else:

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 
 from ._chunks import Progress, auto_batch_size, fit_chunk
 from ._core.exact import sample_mvn
+from ._core.threads import member_threads
 from ._sklearn_kernels import plan_default, plan_from_kernel
 from ._validation import resolve_device, resolve_dtype, to_numpy, to_tensor, torch_generator
 from .kernels import _Operators as _SkbgpKernel
@@ -722,8 +723,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             sl = slice(start, min(start + size, self.n_targets_))
             theta = as_t(self._theta_full[sl])
             mask = as_t(self._observed[:, sl].T.astype(float))
-            L = self._engine.refactorize(self._core_kernel, theta, data, mask, alpha,
-                                         as_t(self.jitter_[sl]))
+            with member_threads(device):  # the fit's single-threaded arithmetic
+                L = self._engine.refactorize(self._core_kernel, theta, data, mask, alpha,
+                                             as_t(self.jitter_[sl]))
             yield sl, theta, Xtr, L, as_t(self.alpha_[:, sl].T), mask, as_t
 
     def _warn_failed(self):

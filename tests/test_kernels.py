@@ -83,6 +83,10 @@ def test_sklearn_kernel_with_fixed_theta_matches_sklearn(multi_target_data, name
 @pytest.mark.parametrize("name", ["rq", "expsine*rbf", "dot+rbf", "pow", "constant+matern"])
 def test_optimised_lml_at_least_sklearn_from_same_start(multi_target_data, name):
     X, y = multi_target_data
+    if name.startswith("expsine"):
+        # ExpSineSquared of a multi-feature distance is not positive definite:
+        # its likelihood surface is erratic (round-off decides the optimum)
+        X = X[:, :1]
     kernel = SKLEARN_KERNELS[name]
     ours = _quiet_fit(BatchedGaussianProcessRegressor(kernel, n_restarts_optimizer=0,
                                                       normalize_y=True), X, y)

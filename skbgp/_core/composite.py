@@ -33,7 +33,8 @@ from .exact import (
     member_blocks,
     posterior_from,
 )
-from .kernels import squared_differences
+from .kernels import exp_floored, squared_differences
+from .threads import run_blocks
 
 __all__ = [
     "Geometry",
@@ -146,7 +147,7 @@ class RBFNode:
 
     def covariance(self, theta, geom):
         """Tensor of shape (b, n, p)."""
-        return torch.exp(-0.5 * _scaled_sqdist(theta, self.start, self.n_lengthscales, geom))
+        return exp_floored(-0.5 * _scaled_sqdist(theta, self.start, self.n_lengthscales, geom))
 
     def diag(self, theta, X):
         """Tensor of shape (b, n): ``k(x, x) = 1``."""
@@ -171,13 +172,14 @@ class MaternNode:
         """Tensor of shape (b, n, p)."""
         r2 = _scaled_sqdist(theta, self.start, self.n_lengthscales, geom)
         if self.nu == math.inf:
-            return torch.exp(-0.5 * r2)
+            return exp_floored(-0.5 * r2)
         a = _safe_sqrt(2.0 * self.nu * r2)
+        e = exp_floored(-a)
         if self.nu == 0.5:
-            return torch.exp(-a)
+            return e
         if self.nu == 1.5:
-            return (1.0 + a) * torch.exp(-a)
-        return (1.0 + a + a.square() / 3.0) * torch.exp(-a)
+            return (1.0 + a) * e
+        return (1.0 + a + a.square() / 3.0) * e
 
     def diag(self, theta, X):
         """Tensor of shape (b, n): ones."""
@@ -200,7 +202,7 @@ class RationalQuadraticNode:
         """Tensor of shape (b, n, p)."""
         shape = _column(theta, self.start)
         r2 = _scaled_sqdist(theta, self.start + 1, self.n_lengthscales, geom)
-        return torch.exp(-shape * torch.log1p(r2 / (2.0 * shape)))
+        return exp_floored(-shape * torch.log1p(r2 / (2.0 * shape)))
 
     def diag(self, theta, X):
         """Tensor of shape (b, n): ones."""
@@ -222,7 +224,7 @@ class ExpSineSquaredNode:
         ls = _column(theta, self.start)
         period = _column(theta, self.start + 1)
         s = torch.sin(math.pi * geom.dist / period) / ls
-        return torch.exp(-2.0 * s.square())
+        return exp_floored(-2.0 * s.square())
 
     def diag(self, theta, X):
         """Tensor of shape (b, n): ones."""
@@ -432,9 +434,11 @@ def neg_log_marginal_likelihood(kernel, theta, geom, y, maskf, alpha, eval_gradi
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
     grad = torch.zeros_like(theta) if eval_gradient else None
     # a composite tree holds a few n x n temporaries per node: smaller blocks
-    for blk in member_blocks(b, 2 * n):
-        _nlml_block(kernel, theta[blk], geom, y[blk], maskf[blk], alpha,
-                    loss[blk], None if grad is None else grad[blk])
+    run_blocks(
+        lambda blk: _nlml_block(kernel, theta[blk], geom, y[blk], maskf[blk], alpha,
+                                loss[blk], None if grad is None else grad[blk]),
+        member_blocks(b, 2 * n),
+    )
     return loss, grad
 
 

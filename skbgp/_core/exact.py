@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .kernels import augmented_differences, signal_covariance, squared_differences
+from .threads import run_blocks, split_blocks
 
 __all__ = [
     "Factor",
@@ -39,6 +40,9 @@ LOG_2PI = math.log(2.0 * math.pi)
 # Measured per member-evaluation on the project's 2-core machine (median of 6):
 # 2**19 vs 2**20 numbers, n = 200: 531 vs 510 us; n = 264: 831 vs 1081 us;
 # n = 500: 3.53 vs 4.57 ms; n = 1000: equal. 2**18 was slower at every n.
+# Inside member threads (:mod:`.threads`) the blocks are spread evenly over
+# the threads; whole fits there ran as fast with 2**19 and 2**20 numbers and
+# 10-20% slower with 2**18 or 2**17 (n = 200, 128 targets).
 _BLOCK_NUMBERS = 2**19
 # A GPU needs large batches to be busy: blocks of up to 2**27 numbers (1 GiB
 # in float64) per n x n matrix.
@@ -55,8 +59,7 @@ def member_blocks(b, n, device=None):
         Blocks are larger on a GPU.
     """
     numbers = _GPU_BLOCK_NUMBERS if device is not None and device.type == "cuda" else _BLOCK_NUMBERS
-    size = max(1, numbers // max(1, n * n))
-    return [slice(i, min(i + size, b)) for i in range(0, b, size)]
+    return split_blocks(b, numbers // max(1, n * n))
 
 
 def training_covariance(kernel, theta, D2aug, maskf, alpha):
@@ -115,17 +118,20 @@ def _lml(L, y, maskf):
     return lml, a
 
 
-# Below this size, K^-1 = L^-T L^-1 by a triangular solve and one batched
-# matrix product (3 n^3 flops, but matmul-shaped) beats LAPACK's potri
-# (n^3 flops, one small call per member); above it potri wins (measured on
-# 2 CPU cores with torch 2.13: equal at n = 264, potri 2x faster at n = 1000).
+# With several intra-op threads and below this size, K^-1 = L^-T L^-1 by a
+# triangular solve and one batched matrix product (3 n^3 flops, but
+# matmul-shaped and spread over the threads) beats LAPACK's potri (n^3 flops,
+# one small call per member); above it potri wins (measured on 2 CPU cores
+# with torch 2.13: equal at n = 264, potri 2x faster at n = 1000).
+# Single-threaded (member threads, loky workers), potri wins from n = 100 on
+# (n = 200: 571 against 781 us per member-evaluation) and ties below.
 _POTRI_FROM = 256
 
 
 def _cholesky_inverse(U):
     """Tensor of shape (b, n, n), contiguous: ``K^-1`` from ``K = U^T U``."""
     n = U.shape[-1]
-    if n >= _POTRI_FROM:
+    if n >= _POTRI_FROM or torch.get_num_threads() == 1:
         Kinv = torch.cholesky_inverse(U, upper=True)
         # the result is exactly symmetric; LAPACK leaves it column-major, so its
         # transpose is the row-major tensor without a copy
@@ -163,9 +169,11 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     D2aug = augmented_differences(D2)
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
     grad = torch.zeros_like(theta) if eval_gradient else None
-    for blk in member_blocks(b, n, theta.device):
-        _nlml_block(kernel, theta[blk], D2aug, n, y[blk], maskf[blk], alpha,
-                    loss[blk], None if grad is None else grad[blk])
+    run_blocks(
+        lambda blk: _nlml_block(kernel, theta[blk], D2aug, n, y[blk], maskf[blk], alpha,
+                                loss[blk], None if grad is None else grad[blk]),
+        member_blocks(b, n, theta.device),
+    )
     return loss, grad
 
 
@@ -308,16 +316,19 @@ def factor_members(covariance, maskf, blocks, max_tries=6, jitter=None):
     L = torch.empty(b, n, n, dtype=maskf.dtype, device=maskf.device)
     jit = torch.zeros(b, dtype=maskf.dtype, device=maskf.device) if jitter is None else jitter
     failed = torch.zeros(b, dtype=torch.bool, device=maskf.device)
-    for blk in blocks:
+
+    def block(blk):
         K = covariance(blk)
         if jitter is None:
             L[blk], jit[blk], failed[blk] = _jittered_cholesky(K, maskf[blk], max_tries)
-            continue
+            return
         if bool((jitter[blk] > 0).any()):
             K.diagonal(dim1=-2, dim2=-1).add_(jitter[blk].unsqueeze(-1) * maskf[blk])
         Lb, info = torch.linalg.cholesky_ex(K)
         failed[blk] = info != 0
         L[blk] = torch.where(failed[blk, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
+
+    run_blocks(block, blocks)
     return L, jit, failed
 
 
