@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LBFGSResult", "minimize_lbfgs"]
+__all__ = ["LBFGSResult", "minimize_lbfgs", "hessian_pairs"]
 
 _C1 = 1e-4  # Armijo sufficient-decrease constant
 
@@ -40,6 +40,9 @@ class LBFGSResult:
         objective could not be evaluated at the starting point.
     n_evaluations : int
         Number of batched objective evaluations (all members together).
+    S, Y : Tensor of shape (b, history_size, P)
+        The final curvature pairs (newest last; zero where not valid): the
+        ``memory`` of a continued run.
     """
 
     x: torch.Tensor
@@ -48,6 +51,8 @@ class LBFGSResult:
     n_iter: torch.Tensor
     converged: torch.Tensor
     n_evaluations: int
+    S: torch.Tensor = None
+    Y: torch.Tensor = None
 
 
 def _projected_gradient(x, g, lower, upper):
@@ -90,7 +95,7 @@ def _two_loop(g, S, Y, valid):
 
 
 def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446049250313e-09,
-                   gtol=1e-5, history_size=10, max_linesearch=30, callback=None):
+                   gtol=1e-5, history_size=10, max_linesearch=30, callback=None, memory=None):
     """Minimise ``b`` independent functions with per-member L-BFGS.
 
     Parameters
@@ -118,6 +123,12 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         Maximum number of backtracking trials per iteration.
     callback : callable, optional
         ``callback(iteration, n_active)`` after each iteration.
+    memory : tuple of Tensor, optional
+        ``(S, Y)`` of shape (b, k, P), ``k <= history_size``: curvature pairs
+        to start from (newest last), e.g. from a related problem's Hessian
+        (:func:`hessian_pairs`). Pairs with ``s^T y <= 0`` are ignored. With
+        pairs, the first step is a quasi-Newton step of length 1 instead of a
+        short steepest-descent step.
 
     Returns
     -------
@@ -137,6 +148,14 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
     S = torch.zeros(b, history_size, P, dtype=dtype, device=device)
     Y = torch.zeros_like(S)
     valid = torch.zeros(b, history_size, dtype=torch.bool, device=device)
+    if memory is not None:
+        S0, Y0 = memory
+        k = S0.shape[1]
+        if k > history_size:
+            raise ValueError(f"memory holds {k} pairs, more than history_size={history_size}.")
+        if k:
+            S[:, -k:], Y[:, -k:] = S0, Y0
+            valid[:, -k:] = (S0 * Y0).sum(-1) > 0
     n_iter = torch.zeros(b, dtype=torch.long, device=device)
     converged = torch.zeros(b, dtype=torch.bool, device=device)
     pg = _projected_gradient(x, g, lower, upper)
@@ -228,5 +247,40 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         if callback is not None:
             callback(iteration, int(active.sum()))
 
+    keep = valid.unsqueeze(-1).to(dtype)
     return LBFGSResult(x=x, fun=f, grad=g, n_iter=n_iter, converged=converged,
-                       n_evaluations=n_evals)
+                       n_evaluations=n_evals, S=S * keep, Y=Y * keep)
+
+
+def hessian_pairs(H, free=None, floor=1e-8):
+    """Curvature pairs that make the L-BFGS matrix ``H^-1``.
+
+    The pairs are the eigenvectors ``v_i`` of ``H`` and ``H v_i = lambda_i v_i``:
+    they are ``H``-conjugate and span the space, and the BFGS updates of any
+    initial matrix by ``H``-conjugate pairs that span the space give ``H^-1``
+    exactly. Eigenvalues are floored at ``floor`` times the largest (and at
+    ``floor``), so an indefinite or singular ``H`` still gives positive pairs.
+
+    Parameters
+    ----------
+    H : Tensor of shape (b, P, P)
+        Symmetric (symmetrised here).
+    free : Tensor of shape (b, P) or (P,), bool, optional
+        Variables not optimised get a unit eigenvalue and no coupling.
+    floor : float
+
+    Returns
+    -------
+    S, Y : Tensor of shape (b, P, P)
+        ``P`` pairs per member, for ``minimize_lbfgs(memory=(S, Y))``.
+    """
+    H = 0.5 * (H + H.mT)
+    if free is not None:
+        keep = free.to(H.dtype).expand(H.shape[:-1])
+        both = keep.unsqueeze(-1) * keep.unsqueeze(-2)
+        H = H * both + torch.diag_embed(1.0 - keep)
+    evals, evecs = torch.linalg.eigh(H)
+    top = evals.abs().amax(-1, keepdim=True).clamp_min(1.0)
+    evals = torch.maximum(evals, floor * top)
+    S = evecs.mT  # (b, P, P): row i is v_i
+    return S, evals.unsqueeze(-1) * S

@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from numpy.testing import assert_allclose
 from torch.distributions import Gamma, LogNormal
 
 from skbgp._core import composite
@@ -79,3 +80,29 @@ def test_map_fit_batched_equals_looped_and_is_a_stationary_point_of_the_log_post
                                     lower[t:t + 1], upper[t:t + 1], free,
                                     nlml=composite.neg_log_marginal_likelihood, priors=one)
         torch.testing.assert_close(batched.theta[t:t + 1], alone.theta, rtol=1e-6, atol=1e-8)
+
+
+def test_finite_difference_hessian_matches_the_closed_form():
+    from skbgp._core.fit import finite_difference_hessian
+
+    # f(x) = sum_i exp(a_i x_i) + x_0 x_1 x_2: Hessian in closed form
+    a = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+
+    def fun(x, targets):
+        f = torch.exp(a * x).sum(-1) + x[:, 0] * x[:, 1] * x[:, 2]
+        g = a * torch.exp(a * x) + torch.stack(
+            [x[:, 1] * x[:, 2], x[:, 0] * x[:, 2], x[:, 0] * x[:, 1]], dim=-1)
+        return f, g
+
+    x = torch.tensor([[0.1, -0.3, 0.2], [1.0, 0.5, -0.4]], dtype=torch.float64)
+    upper = torch.tensor([[5.0, 5.0, 5.0], [5.0, 0.50005, 5.0]], dtype=torch.float64)  # one backward step
+    free = torch.tensor([True, True, True])
+    H = finite_difference_hessian(fun, x, torch.arange(2), upper, free, step=1e-6)
+    exact = torch.diag_embed(a**2 * torch.exp(a * x))
+    exact[:, 0, 1] = exact[:, 1, 0] = x[:, 2]
+    exact[:, 0, 2] = exact[:, 2, 0] = x[:, 1]
+    exact[:, 1, 2] = exact[:, 2, 1] = x[:, 0]
+    assert_allclose(H.numpy(), exact.numpy(), atol=1e-5)
+    # a fixed column is not differentiated
+    Hf = finite_difference_hessian(fun, x, torch.arange(2), upper, torch.tensor([True, False, True]))
+    assert bool((Hf[:, :, 1] == 0).all())

@@ -87,3 +87,69 @@ def test_undefined_start_is_reported_not_converged():
     res = minimize_lbfgs(fun, x0, -10 * x0, 10 * x0)
     assert not res.converged[0] and res.converged[1]
     assert_allclose(res.x[1].numpy(), 0.0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- starting curvature
+def _spd(b, P, seed):
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.randn(b, P, P, dtype=torch.float64, generator=gen)
+    return A @ A.mT + 0.1 * torch.eye(P, dtype=torch.float64)
+
+
+def test_hessian_pairs_make_the_two_loop_apply_the_inverse_hessian():
+    from skbgp._core.lbfgs import _two_loop, hessian_pairs
+
+    H = _spd(4, 6, 0)
+    S, Y = hessian_pairs(H)
+    g = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    # padded into a longer history, as minimize_lbfgs keeps it
+    Sp = torch.cat([torch.zeros_like(S), S], dim=1)
+    Yp = torch.cat([torch.zeros_like(Y), Y], dim=1)
+    valid = (Sp * Yp).sum(-1) > 0
+    expected = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)  # closed form
+    assert_allclose(_two_loop(g, Sp, Yp, valid).numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_hessian_pairs_of_an_indefinite_matrix_are_positive_and_fixed_columns_decouple():
+    from skbgp._core.lbfgs import hessian_pairs
+
+    H = torch.diag(torch.tensor([[4.0, -1.0, 2.0]], dtype=torch.float64)[0]).unsqueeze(0)
+    H[0, 0, 2] = H[0, 2, 0] = 0.5
+    S, Y = hessian_pairs(H, free=torch.tensor([True, True, False]))
+    assert bool(((S * Y).sum(-1) > 0).all())
+    # the fixed third variable: a unit pair along its axis, no coupling to the others
+    axis = S[0].abs().argmax(-1) == 2
+    assert int(axis.sum()) == 1
+    assert_allclose(Y[0][axis].numpy(), S[0][axis].numpy(), atol=1e-15)
+
+
+def test_memory_of_the_exact_hessian_solves_a_quadratic_in_one_step():
+    from skbgp._core.lbfgs import hessian_pairs
+
+    b, P = 3, 5
+    A = _spd(b, P, 2)
+    c = torch.randn(b, P, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    def quad(x, idx):
+        Ax = (A[idx] @ x.unsqueeze(-1)).squeeze(-1)
+        return 0.5 * (x * Ax).sum(-1) - (c[idx] * x).sum(-1), Ax - c[idx]
+
+    big = torch.full((b, P), 1e6, dtype=torch.float64)
+    x0 = torch.zeros(b, P, dtype=torch.float64)
+    cold = minimize_lbfgs(quad, x0, -big, big, gtol=1e-10, ftol=0.0, history_size=10)
+    warm = minimize_lbfgs(quad, x0, -big, big, gtol=1e-10, ftol=0.0, history_size=10,
+                          memory=hessian_pairs(A))
+    solution = torch.linalg.solve(A, c.unsqueeze(-1)).squeeze(-1)  # closed form
+    assert_allclose(warm.x.numpy(), solution.numpy(), rtol=1e-9, atol=1e-10)
+    assert_allclose(cold.x.numpy(), solution.numpy(), rtol=1e-7, atol=1e-8)
+    assert bool((warm.n_iter <= 2).all()) and bool((cold.n_iter > warm.n_iter).all())
+
+
+def test_final_pairs_are_returned_and_invalid_ones_zeroed():
+    scale = torch.tensor([1.0, 10.0], dtype=torch.float64)
+    x0 = torch.tensor([[-1.2, 1.0, 0.0], [0.5, 0.5, 1.0]], dtype=torch.float64)
+    big = torch.full_like(x0, 10.0)
+    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, -big, big, history_size=4)
+    assert res.S.shape == (2, 4, 3) and res.Y.shape == (2, 4, 3)
+    sy = (res.S * res.Y).sum(-1)
+    assert bool(((sy > 0) | ((res.S == 0).all(-1) & (res.Y == 0).all(-1))).all())
