@@ -543,4 +543,3 @@ def loo_predictive(estimator):
     if estimator._single_output():
         return mean[:, 0], variance[:, 0], log_density[:, 0]
     return mean, variance, log_density
-

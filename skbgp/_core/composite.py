@@ -556,4 +556,3 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
         lambda X: kernel.covariance(theta, geometry(X)).clone(),
         X_test, factor_L, factor_alpha, maskf, full_cov, chunk_size,
     )
-
