@@ -321,7 +321,8 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
           convergence; the results equal ``cross_validate``'s.
         - ``"warm_start"``: one fit on all rows first, then every fold is
           optimised to convergence from those hyperparameters, without
-          restarts. Fewer iterations; a fold can end in another local optimum
+          restarts, its L-BFGS starting with the full-data Hessian there as
+          curvature. Fewer iterations; a fold can end in another local optimum
           than a cold start, and its starting point has seen the test rows.
         - ``"full_data"``: one fit on all rows, and every fold keeps those
           hyperparameters (no optimisation per fold; the fold's model is

@@ -131,7 +131,7 @@ _POTRI_FROM = 256
 def _cholesky_inverse(U):
     """Tensor of shape (b, n, n), contiguous: ``K^-1`` from ``K = U^T U``."""
     n = U.shape[-1]
-    if n >= _POTRI_FROM or torch.get_num_threads() == 1:
+    if n >= _POTRI_FROM or (U.device.type == "cpu" and torch.get_num_threads() == 1):
         Kinv = torch.cholesky_inverse(U, upper=True)
         # the result is exactly symmetric; LAPACK leaves it column-major, so its
         # transpose is the row-major tensor without a copy
