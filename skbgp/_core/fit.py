@@ -53,7 +53,7 @@ class FitResult:
 
 
 def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
-                        max_iter=500, gtol=1e-5, ftol=2.220446049250313e-09, race_iter=3,
+                        max_iter=500, gtol=1e-5, ftol=2.220446049250313e-09, race_iter=2,
                         callback=None, nlml=None, priors=(), objective=None, memory=None):
     """Maximise the log marginal likelihood (or posterior) of every (start, target) pair.
 
@@ -84,7 +84,9 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         together; then only the best start of each target continues (for the
         remaining ``max_iter - race_iter`` iterations). Starts that are clearly
         worse after a few iterations almost never win, and racing makes extra
-        starts cost little more than ``race_iter`` iterations each.
+        starts cost little more than ``race_iter`` iterations each. (On the
+        benchmark's data 2 iterations instead of 3 saved 7% of the
+        evaluations and changed the total LML of 128 targets by 5e-4.)
     callback : callable, optional
         Passed to :func:`minimize_lbfgs`.
     nlml : callable, optional
@@ -116,11 +118,11 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
     fun = make_objective(kernel, D2, y, maskf, alpha, nlml=nlml, priors=priors, objective=objective)
     history = 10 if memory is None else max(10, 2 * memory[0].shape[1])
 
-    def run(x0, targets, iterations, mem):
+    def run(x0, targets, iterations, mem, initial=None):
         return minimize_lbfgs(
             lambda x, idx: fun(x, targets[idx]), x0, lower[targets], upper[targets],
             free=free.expand(x0.shape[0], P), max_iter=iterations, ftol=ftol, gtol=gtol,
-            callback=callback, history_size=history, memory=mem,
+            callback=callback, history_size=history, memory=mem, initial=initial,
         )
 
     # members are (start, target) pairs flattened to r * m; member i is target i % m
@@ -141,8 +143,10 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         idx = go_on.nonzero().squeeze(-1)
         # (from a fresh history: continuing with the race's curvature pairs saved
         # 2.5% of the evaluations at (200, 4, 128) and lost 2.9 of total LML)
+        # (the race's last objective and gradient there are not evaluated again)
         rest = run(theta[idx], idx, remaining,
-                   None if memory is None else (memory[0][idx], memory[1][idx]))
+                   None if memory is None else (memory[0][idx], memory[1][idx]),
+                   initial=(race.fun[pick[idx]], race.grad[pick[idx]]))
         theta[idx], converged[idx] = rest.x, rest.converged
         n_iter[idx] += rest.n_iter
         fval[best[idx], idx] = rest.fun

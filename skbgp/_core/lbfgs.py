@@ -95,7 +95,8 @@ def _two_loop(g, S, Y, valid):
 
 
 def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446049250313e-09,
-                   gtol=1e-5, history_size=10, max_linesearch=30, callback=None, memory=None):
+                   gtol=1e-5, history_size=10, max_linesearch=30, callback=None, memory=None,
+                   initial=None):
     """Minimise ``b`` independent functions with per-member L-BFGS.
 
     Parameters
@@ -129,6 +130,10 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         (:func:`hessian_pairs`). Pairs with ``s^T y <= 0`` are ignored. With
         pairs, the first step is a quasi-Newton step of length 1 instead of a
         short steepest-descent step.
+    initial : tuple of Tensor, optional
+        ``(f, g)`` of shapes (b,) and (b, P): the objective and its gradient
+        at ``x0``, already known (a continued run); saves the first
+        evaluation. ``x0`` must then lie inside the bounds.
 
     Returns
     -------
@@ -141,9 +146,13 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
     free = free & (upper > lower)
     x = torch.minimum(torch.maximum(x0, lower), upper).clone()
     all_idx = torch.arange(b, device=device)
-    f, g = fun(x, all_idx)
+    if initial is None:
+        f, g = fun(x, all_idx)
+        n_evals = 1
+    else:
+        f, g = initial[0].clone(), initial[1].clone()
+        n_evals = 0
     g = g * free
-    n_evals = 1
 
     S = torch.zeros(b, history_size, P, dtype=dtype, device=device)
     Y = torch.zeros_like(S)
