@@ -505,24 +505,26 @@ def _best_feasible(objective, f, lower):
     return obj.amax(-1), obj
 
 
-def _correlation_slope(nu, r2, a_E=None):
-    """``d rho / d r2`` of :func:`_correlation` at the same (unclamped) ``r2``.
+def _correlation_and_slope(nu, r2):
+    """:func:`_correlation` and its derivative ``d rho / d r2`` at the same ``r2``.
 
-    Zero where the correlation's own clamp is active (``r2 <= 1e-30``, where
-    autograd through the clamp gives zero too); elsewhere R&W eq. 4.17
-    differentiated: ``-1/2 exp(-r2/2)`` (RBF), ``-exp(-a) / (2a)`` (nu = 1/2),
-    ``-3/2 exp(-a)`` (nu = 3/2) and ``-5/6 (1 + a) exp(-a)`` (nu = 5/2) with
-    ``a = sqrt(2 nu r2)``.
+    The derivative is zero where the correlation's own clamp is active
+    (``r2 <= 1e-30``, where autograd through the clamp gives zero too);
+    elsewhere R&W eq. 4.17 differentiated: ``-1/2 exp(-r2/2)`` (RBF),
+    ``-exp(-a) / (2a)`` (nu = 1/2), ``-3/2 exp(-a)`` (nu = 3/2) and
+    ``-5/6 (1 + a) exp(-a)`` (nu = 5/2) with ``a = sqrt(2 nu r2)``.
     """
     if nu == math.inf:
-        return -0.5 * torch.exp(-0.5 * r2)
+        rho = torch.exp(-0.5 * r2)
+        return rho, -0.5 * rho
     a = torch.sqrt(2.0 * nu * r2.clamp_min(1e-30))
     E = torch.exp(-a)
     if nu == 0.5:
-        return torch.where(r2 > 1e-30, -0.5 * E / a, 0.0)
+        return E, torch.where(r2 > 1e-30, -0.5 * E / a, 0.0)
     if nu == 1.5:
-        return -1.5 * E
-    return (-5.0 / 6.0) * (1.0 + a) * E
+        return (1.0 + a) * E, -1.5 * E
+    t = (1.0 + a) * E
+    return t + a * a * E / 3.0, (-5.0 / 6.0) * t
 
 
 @dataclass(frozen=True)
@@ -549,6 +551,9 @@ class _Cache:
     zt : Tensor of shape (m, k + q + p, s)
         Base samples of the baseline, candidate and pending points, samples last.
     y_mean, y_std : Tensor of shape (m, 1, 1)
+    eye : Tensor of shape (q + p, q + p)
+    jitter : Tensor of shape (m, q + p, q + p)
+        The base jitter of :func:`_cholesky`.
     """
 
     inv_ls: torch.Tensor
@@ -562,6 +567,8 @@ class _Cache:
     zt: torch.Tensor
     y_mean: torch.Tensor
     y_std: torch.Tensor
+    eye: torch.Tensor
+    jitter: torch.Tensor
 
 
 def _make_cache(model, z, baseline):
@@ -584,9 +591,10 @@ def _make_cache(model, z, baseline):
         bottom = torch.cat([LbT.new_zeros(m, k, n), scale * LbT, LbT.new_zeros(m, k, 1)], dim=-1)
         Z, B = torch.cat([Ts, Bs], dim=-2), torch.cat([top, bottom], dim=-2)
         zt = torch.cat([baseline.z.permute(1, 2, 0), zs], dim=-2)
+    eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
     return _Cache(inv_ls, scale, Z, Z.mT.contiguous(), Z.square().sum(-1).unsqueeze(-2),
                   B.contiguous(), n, k, zt.contiguous(), model.y_mean[:, None, None],
-                  model.y_std[:, None, None])
+                  model.y_std[:, None, None], eye, _BASE_JITTER * (scale * eye))
 
 
 @dataclass(frozen=True)
@@ -594,8 +602,8 @@ class _Forward:
     """One evaluation's intermediate quantities, kept for the analytic gradient."""
 
     Xs: torch.Tensor  # (b, m, q', d) scaled candidates
-    r2: torch.Tensor  # (b, m, q', n + k) squared distances to the training and baseline points
-    r2s: torch.Tensor  # (b, m, q', q') squared distances among the candidates
+    slope: torch.Tensor  # (b, m, q', n + k) d rho / d r2 to the training and baseline points
+    slope_s: torch.Tensor  # (b, m, q', q') d rho / d r2 among the candidates
     U: torch.Tensor  # (b, m, q', n + k): [V^T | C]
     L: torch.Tensor  # (b, m, q', q')
     diagonal: bool  # a member's covariance fell back to its diagonal
@@ -677,27 +685,37 @@ class MCAcquisition:
             X = torch.cat([X, self.X_pending.expand(X.shape[0], *self.X_pending.shape)], dim=-2)
         return X
 
-    def _forward(self, Xf):
+    def _forward(self, Xf, slopes=False):
         """Joint latent samples at candidate sets ``Xf`` of shape (b, q', d), pending included.
 
         The posterior of the candidates jointly with the baseline (qNEI) is
         sampled through the block Cholesky factor ``[[L_bb, 0], [C, L_x]]``:
         ``f = mean + C z_b + L_x z`` with ``L_x L_x^T = Sigma_xx - V^T V - C C^T``.
+        With ``slopes``, the correlations' derivatives are kept for the gradient.
         """
         c = self._cache
         nu = self.model.kernel.nu
         Xs = Xf.unsqueeze(-3) * c.inv_ls  # (b, m, q', d)
         # |x - z|^2 = |x|^2 + |z|^2 - 2 x.z, one matrix product per member
         r2 = Xs.square().sum(-1, keepdim=True) + c.Z_sq - 2.0 * (Xs @ c.Zt)
-        out = _correlation(nu, r2.clamp_min(0.0)) @ c.B  # (b, m, q', n + k + 1)
-        U, mean = out[..., :-1], out[..., -1]
         r2s = (Xs.unsqueeze(-2) - Xs.unsqueeze(-3)).square().sum(-1)
-        A = c.scale * _correlation(nu, r2s) - U @ U.mT
-        L, diagonal = _cholesky_ex(A, c.scale[:, 0, 0])
+        if slopes:
+            rho, slope = _correlation_and_slope(nu, r2.clamp_min(0.0))
+            rho_s, slope_s = _correlation_and_slope(nu, r2s)
+        else:
+            rho, rho_s, slope, slope_s = _correlation(nu, r2.clamp_min(0.0)), \
+                _correlation(nu, r2s), None, None
+        out = rho @ c.B  # (b, m, q', n + k + 1)
+        U, mean = out[..., :-1], out[..., -1]
+        A = c.scale * rho_s - U @ U.mT
+        L, info = torch.linalg.cholesky_ex(A + c.jitter)
+        diagonal = False
+        if bool(info.any()):  # more jitter, as _cholesky
+            L, diagonal = _cholesky_ex(A, c.scale[:, 0, 0])
         CL = torch.cat([U[..., c.n:], L], dim=-1) if c.k else L
         f = c.y_mean + c.y_std * (mean.unsqueeze(-1) + CL @ c.zt)  # (b, m, q', s)
         mean = c.y_mean[..., 0] + c.y_std[..., 0] * mean
-        return _Forward(Xs, r2, r2s, U, L, diagonal, f, mean)
+        return _Forward(Xs, slope, slope_s, U, L, diagonal, f, mean)
 
     def samples(self, X):
         """Joint latent samples at every candidate set (pending points appended).
@@ -772,7 +790,7 @@ class MCAcquisition:
         """
         X = lift_t_batch(X).detach()
         with torch.no_grad():
-            fw = self._forward(self._check(X))
+            fw = self._forward(self._check(X), slopes=True)
             if fw.diagonal:  # a covariance fell back to its diagonal: let autograd handle it
                 with torch.enable_grad():
                     Xg = X.requires_grad_(True)
@@ -839,15 +857,13 @@ class MCAcquisition:
         the correlations' dependence on the squared distances.
         """
         c = self._cache
-        nu = self.model.kernel.nu
         Gs = G * c.y_std  # (b, m, q', s), standardised units
         gm = Gs.sum(-1)
         if g_mean is not None:
             gm = gm + g_mean * c.y_std[..., 0]
         gCL = Gs @ c.zt.mT  # (b, m, q', k + q')
         L = fw.L
-        eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
-        L_inv = torch.linalg.solve_triangular(L, eye, upper=False)
+        L_inv = torch.linalg.solve_triangular(L, c.eye, upper=False)
         P = (L.mT @ gCL[..., c.k:]).tril()
         P.diagonal(dim1=-2, dim2=-1).mul_(0.5)
         gA = L_inv.mT @ P @ L_inv
@@ -856,10 +872,10 @@ class MCAcquisition:
         if c.k:
             gU[..., c.n:] += gCL[..., :c.k]
         g_rho = torch.cat([gU, gm.unsqueeze(-1)], dim=-1) @ c.B.mT  # (b, m, q', n + k)
-        W = g_rho * _correlation_slope(nu, fw.r2)
+        W = g_rho * fw.slope
         Xs = fw.Xs
         g_xs = 2.0 * (W.sum(-1, keepdim=True) * Xs - W @ c.Z)
-        Ws = (4.0 * c.scale) * gA * _correlation_slope(nu, fw.r2s)
+        Ws = (4.0 * c.scale) * gA * fw.slope_s
         g_xs += Ws.sum(-1, keepdim=True) * Xs - Ws @ Xs
         return (g_xs * c.inv_ls).sum(-3)
 
@@ -896,7 +912,9 @@ def _fatmax(x, tau, alpha=2.0):
 
 
 def _log_fat_feasibility(objective, f):
-    """Sum over constraints of ``log fatmoid((threshold - f_t) / eta)``: (b, q', s) from (b, m, q', s).
+    """Sum over constraints of ``log fatmoid((threshold - f_t) / eta)``.
+
+    Samples of shape (b, m, q', s) give a Tensor of shape (b, q', s).
 
     BoTorch's fat sigmoid: ``2/3 cauchy(z - 1/sqrt 3)`` below ``-1/sqrt 3`` and
     ``1 - 2/3 cauchy(z + 1/sqrt 3)`` above, decaying like ``z^-2`` far into the

@@ -74,7 +74,10 @@ def _two_loop(g, S, Y, valid):
     rho = torch.where(valid, 1.0 / torch.where(valid, sy, torch.ones_like(sy)), torch.zeros_like(sy))
     q = g.clone()
     alphas = []
-    for i in range(M - 1, -1, -1):
+    # the pairs form a suffix of the history (added last, forgotten all at once):
+    # the loops skip the positions that no member uses (their terms are zero)
+    first = M - int(valid.sum(-1).max()) if valid.numel() else M
+    for i in range(M - 1, first - 1, -1):
         a = rho[:, i] * (S[:, i] * q).sum(-1)
         q -= a.unsqueeze(-1) * Y[:, i]
         alphas.append(a)
@@ -83,7 +86,7 @@ def _two_loop(g, S, Y, valid):
     gamma = torch.where(valid[:, -1], sy[:, -1] / torch.where(valid[:, -1], yy, torch.ones_like(yy)),
                         torch.ones_like(yy))
     r = gamma.unsqueeze(-1) * q
-    for i, a in zip(range(M), reversed(alphas)):
+    for i, a in zip(range(first, M), reversed(alphas)):
         beta = rho[:, i] * (Y[:, i] * r).sum(-1)
         r += (a - beta).unsqueeze(-1) * S[:, i]
     return r
