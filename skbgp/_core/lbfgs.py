@@ -61,7 +61,16 @@ def _projected_gradient(x, g, lower, upper):
 
 
 def _two_loop(g, S, Y, valid):
-    """``H g`` for every member by the L-BFGS two-loop recursion.
+    """``H g`` for every member, the L-BFGS inverse Hessian approximation times ``g``.
+
+    The two-loop recursion's result from the compact representation of
+    Byrd, Nocedal & Schnabel (1994, eq. 3.1), a handful of batched products
+    instead of a loop over the history: with ``a = S g``, ``c = Y g``,
+    ``R = triu(S Y^T)``, ``D = diag(S Y^T)`` and ``gamma = s^T y / y^T y``
+    of the newest pair,
+    ``H g = gamma g + S^T w - gamma Y^T p``, ``p = R^-1 a``,
+    ``w = R^-T ((D + gamma Y Y^T) p - gamma c)``.
+    Unused pairs are zeroed (with a unit diagonal in ``R``), so they drop out.
 
     Parameters
     ----------
@@ -75,23 +84,28 @@ def _two_loop(g, S, Y, valid):
     Tensor of shape (b, P)
     """
     M = S.shape[1]
-    sy = (S * Y).sum(-1)
-    rho = torch.where(valid, 1.0 / torch.where(valid, sy, torch.ones_like(sy)), torch.zeros_like(sy))
-    q = g.clone()
-    alphas = []
-    for i in range(M - 1, -1, -1):
-        a = rho[:, i] * (S[:, i] * q).sum(-1)
-        q -= a.unsqueeze(-1) * Y[:, i]
-        alphas.append(a)
-    # initial Hessian scaling s^T y / y^T y from the newest pair
-    yy = (Y[:, -1] * Y[:, -1]).sum(-1)
-    gamma = torch.where(valid[:, -1], sy[:, -1] / torch.where(valid[:, -1], yy, torch.ones_like(yy)),
+    # the pairs form a suffix of the history (added last, forgotten all at once):
+    # positions that no member uses are left out
+    first = M - int(valid.sum(-1).max()) if valid.numel() else M
+    if first == M:
+        return g.clone()
+    v = valid[:, first:]
+    vf = v.to(g.dtype).unsqueeze(-1)
+    S, Y = S[:, first:] * vf, Y[:, first:] * vf
+    SY = S @ Y.mT  # (b, k, k): s_i^T y_j
+    YY = Y @ Y.mT
+    sy = SY.diagonal(dim1=-2, dim2=-1)
+    yy = YY[:, -1, -1]
+    gamma = torch.where(v[:, -1], sy[:, -1] / torch.where(v[:, -1], yy, torch.ones_like(yy)),
                         torch.ones_like(yy))
-    r = gamma.unsqueeze(-1) * q
-    for i, a in zip(range(M), reversed(alphas)):
-        beta = rho[:, i] * (Y[:, i] * r).sum(-1)
-        r += (a - beta).unsqueeze(-1) * S[:, i]
-    return r
+    eye = torch.diag_embed((~v).to(g.dtype))  # unit diagonal where unused
+    R = SY.triu() + eye
+    a = S @ g.unsqueeze(-1)
+    c = Y @ g.unsqueeze(-1)
+    p = torch.linalg.solve_triangular(R, a, upper=True)
+    rhs = sy.unsqueeze(-1) * p + gamma[:, None, None] * (YY @ p - c)
+    w = torch.linalg.solve_triangular(R.mT, rhs, upper=False)
+    return gamma.unsqueeze(-1) * (g - (Y.mT @ p).squeeze(-1)) + (S.mT @ w).squeeze(-1)
 
 
 def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446049250313e-09,

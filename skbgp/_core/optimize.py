@@ -148,7 +148,9 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
     ----------
     acquisition : callable
         Maps a Tensor of shape (b, q, d) to a Tensor of shape (b,), larger is
-        better, differentiable with respect to its input.
+        better, differentiable with respect to its input. If it has a
+        ``value_and_grad`` method (as :class:`~skbgp._core.acquisition.MCAcquisition`),
+        that gives the values and gradients instead of autograd.
     q, d : int
     num_restarts : int
         Number of starting points optimised together.
@@ -187,12 +189,17 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
     r = X0.shape[0]
     P = q * d
 
+    value_and_grad = getattr(acquisition, "value_and_grad", None)
+
     def fun(x, idx):
-        with torch.enable_grad():
-            X = x.detach().view(-1, q, d).requires_grad_(True)
-            val = acquisition(X)
-            (grad,) = torch.autograd.grad(val.sum(), X)
-        val = val.detach()
+        if value_and_grad is not None:
+            val, grad = value_and_grad(x.detach().view(-1, q, d))
+        else:
+            with torch.enable_grad():
+                X = x.detach().view(-1, q, d).requires_grad_(True)
+                val = acquisition(X)
+                (grad,) = torch.autograd.grad(val.sum(), X)
+            val = val.detach()
         bad = ~torch.isfinite(val)
         # minimise the negative; an undefined value makes the line search backtrack
         f = torch.where(bad, torch.inf, -val)

@@ -264,6 +264,40 @@ def test_gradient_matches_finite_differences(rng, name):
     torch.testing.assert_close(grad, fd, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("kernel", KERNEL_IDS)
+@pytest.mark.parametrize("name", MONTE_CARLO)
+def test_value_and_grad_matches_autograd_and_finite_differences(rng, name, kernel):
+    # the written-out backward pass against autograd through the forward pass and
+    # against central differences of the values, with a constraint and pending points
+    X, Y = _data(rng)
+    _, model = _fit(kernel, X, Y, [[0.3, 0.5], [0.6, 0.2]])
+    obj = _objective([-1.0, 0.0], [1], [float(np.median(Y[:, 1]))], [0.3]) if name != "qUCB" \
+        else _objective([-1.0, 0.3])
+    best = -float(Y[:, 0].min()) - 0.5
+    pending = torch.tensor(rng.uniform(size=(1, 2)))
+    # a baseline of 5 of the 15 training points, unpruned
+    acq = make_mc_acquisition(name, model, obj, 3, 32, seed=0, X_pending=pending, best_f=best,
+                              X_baseline=model.X_train[:5], prune_baseline=False)
+    x = torch.tensor(rng.uniform(0.05, 0.95, size=(4, 3, 2)), requires_grad=True)
+    value, grad = acq.value_and_grad(x)
+    auto_value = acq(x)
+    (auto_grad,) = torch.autograd.grad(auto_value.sum(), x)
+    torch.testing.assert_close(value, auto_value.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, auto_grad, rtol=1e-8, atol=1e-10)
+    eps = 1e-6
+    fd = torch.zeros_like(grad)
+    with torch.no_grad():
+        for idx in np.ndindex(*x.shape):
+            e = torch.zeros_like(x)
+            e[idx] = eps
+            fd[idx] = (acq(x + e) - acq(x - e))[idx[0]] / (2 * eps)
+    torch.testing.assert_close(grad, fd, rtol=1e-5, atol=1e-7)
+    # one candidate set alone gets the same value and gradient as in the batch
+    v1, g1 = acq.value_and_grad(x[2])
+    torch.testing.assert_close(v1, value[2:3], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g1, grad[2:3], rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["qEI", "qLogNEI"])
 def test_pending_points_are_part_of_every_candidate_set(rng, name):
     X, Y = _data(rng, m=1)
