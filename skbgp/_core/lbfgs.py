@@ -177,8 +177,13 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         if k > history_size:
             raise ValueError(f"memory holds {k} pairs, more than history_size={history_size}.")
         if k:
-            S[:, -k:], Y[:, -k:] = S0, Y0
-            valid[:, -k:] = (S0 * Y0).sum(-1) > 0
+            # the valid pairs must form a suffix of the history (see _two_loop):
+            # a stable sort moves unusable pairs to the front, keeping the order
+            ok = (S0 * Y0).sum(-1) > 0
+            order = torch.sort(ok.to(torch.int8), dim=-1, stable=True).indices
+            S[:, -k:] = S0.gather(1, order.unsqueeze(-1).expand_as(S0))
+            Y[:, -k:] = Y0.gather(1, order.unsqueeze(-1).expand_as(Y0))
+            valid[:, -k:] = ok.gather(1, order)
     n_iter = torch.zeros(b, dtype=torch.long, device=device)
     converged = torch.zeros(b, dtype=torch.bool, device=device)
     pg = _projected_gradient(x, g, lower, upper)

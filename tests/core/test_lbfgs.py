@@ -153,3 +153,27 @@ def test_final_pairs_are_returned_and_invalid_ones_zeroed():
     assert res.S.shape == (2, 4, 3) and res.Y.shape == (2, 4, 3)
     sy = (res.S * res.Y).sum(-1)
     assert bool(((sy > 0) | ((res.S == 0).all(-1) & (res.Y == 0).all(-1))).all())
+
+
+def test_memory_with_unusable_pairs_in_the_middle_still_uses_the_others():
+    from skbgp._core.lbfgs import hessian_pairs
+
+    A = _spd(2, 4, 5)
+    c = torch.ones(2, 4, dtype=torch.float64)
+    S, Y = hessian_pairs(A)
+    # an unusable pair (s^T y < 0) between the good ones
+    bad = torch.zeros(2, 1, 4, dtype=torch.float64)
+    bad[:, 0, 0] = 1.0
+    S5 = torch.cat([S[:, :2], bad, S[:, 2:]], dim=1)
+    Y5 = torch.cat([Y[:, :2], -bad, Y[:, 2:]], dim=1)
+
+    def quad(x, idx):
+        Ax = (A[idx] @ x.unsqueeze(-1)).squeeze(-1)
+        return 0.5 * (x * Ax).sum(-1) - (c[idx] * x).sum(-1), Ax - c[idx]
+
+    big = torch.full((2, 4), 1e6, dtype=torch.float64)
+    res = minimize_lbfgs(quad, torch.zeros(2, 4, dtype=torch.float64), -big, big, gtol=1e-10,
+                         ftol=0.0, memory=(S5, Y5))
+    solution = torch.linalg.solve(A, c.unsqueeze(-1)).squeeze(-1)
+    assert_allclose(res.x.numpy(), solution.numpy(), rtol=1e-9, atol=1e-10)
+    assert bool((res.n_iter <= 2).all())
