@@ -27,7 +27,7 @@ from sklearn.model_selection import (
     cross_val_predict,
     cross_validate,
 )
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skbgp import (
@@ -58,10 +58,24 @@ def _data(n=43, seed=1):
 
 
 def _assert_same_predictions(actual, desired, y):
-    """rtol 1e-6, and atol 1e-6 in units of each target's spread (for values near 0):
-    the two optimisers stop within ``tol`` of the same optimum, not at the same bit."""
+    """rtol 1e-5, and atol 1e-5 in units of each target's spread (for values near 0).
+
+    Two optimisations whose round-off differs (padded folds, other batch
+    compositions) stop at slightly different points of the same optimum: both
+    meet the relative-decrease rule (scipy's ftol, 2.2e-9 of the LML), and
+    along a flat direction of the likelihood that leaves their hyperparameters
+    up to ~3e-4 apart (LML equal to 1e-8) and predictions up to ~5e-6 apart
+    (measured: GroupKFold, pipeline, fold 2, target 2). The optimum values
+    themselves are compared tightly in ``_assert_same_optimum``.
+    """
     scale = np.nanstd(y, axis=0)
-    assert_allclose(actual / scale, desired / scale, rtol=1e-6, atol=1e-6)
+    assert_allclose(actual / scale, desired / scale, rtol=1e-5, atol=1e-5)
+
+
+def _assert_same_optimum(ours, ref):
+    """Both fits reach the same log marginal likelihood per target (rtol 1e-8)."""
+    a, b = (e[-1] if isinstance(e, Pipeline) else e for e in (ours, ref))
+    assert_allclose(a.log_marginal_likelihood_value_, b.log_marginal_likelihood_value_, rtol=1e-8)
 
 
 def _plain():
@@ -111,6 +125,7 @@ def test_equals_sklearn_cross_validate_fold_by_fold(est_name, split_name):
                                                  ref["indices"]["test"])):
         per_target = r2_score(y[test], e_ref.predict(X[test]), multioutput="raw_values")
         assert_allclose(ours["test_score_per_target"][f], per_target, rtol=1e-6)
+        _assert_same_optimum(e_ours, e_ref)
         _assert_same_predictions(e_ours.predict(X[test]), e_ref.predict(X[test]), y)
     # the estimator passed in is left unfitted
     with pytest.raises(NotFittedError):
