@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ._core.fit import fit_hyperparameters
-from ._core.threads import member_threads
 from ._core.priors import log_prior
+from ._core.threads import member_threads
 from ._validation import to_numpy, to_tensor
 
 __all__ = ["auto_batch_size", "fit_chunk", "Progress"]
