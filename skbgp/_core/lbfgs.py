@@ -40,9 +40,6 @@ class LBFGSResult:
         objective could not be evaluated at the starting point.
     n_evaluations : int
         Number of batched objective evaluations (all members together).
-    S, Y : Tensor of shape (b, history_size, P)
-        The final curvature pairs (newest last; zero where not valid): the
-        ``memory`` of a continued run.
     """
 
     x: torch.Tensor
@@ -51,8 +48,6 @@ class LBFGSResult:
     n_iter: torch.Tensor
     converged: torch.Tensor
     n_evaluations: int
-    S: torch.Tensor = None
-    Y: torch.Tensor = None
 
 
 def _projected_gradient(x, g, lower, upper):
@@ -275,9 +270,8 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         if callback is not None:
             callback(iteration, int(active.sum()))
 
-    keep = valid.unsqueeze(-1).to(dtype)
     return LBFGSResult(x=x, fun=f, grad=g, n_iter=n_iter, converged=converged,
-                       n_evaluations=n_evals, S=S * keep, Y=Y * keep)
+                       n_evaluations=n_evals)
 
 
 def hessian_pairs(H, free=None, floor=1e-8):

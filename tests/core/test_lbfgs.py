@@ -145,16 +145,6 @@ def test_memory_of_the_exact_hessian_solves_a_quadratic_in_one_step():
     assert bool((warm.n_iter <= 2).all()) and bool((cold.n_iter > warm.n_iter).all())
 
 
-def test_final_pairs_are_returned_and_invalid_ones_zeroed():
-    scale = torch.tensor([1.0, 10.0], dtype=torch.float64)
-    x0 = torch.tensor([[-1.2, 1.0, 0.0], [0.5, 0.5, 1.0]], dtype=torch.float64)
-    big = torch.full_like(x0, 10.0)
-    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, -big, big, history_size=4)
-    assert res.S.shape == (2, 4, 3) and res.Y.shape == (2, 4, 3)
-    sy = (res.S * res.Y).sum(-1)
-    assert bool(((sy > 0) | ((res.S == 0).all(-1) & (res.Y == 0).all(-1))).all())
-
-
 def test_memory_with_unusable_pairs_in_the_middle_still_uses_the_others():
     from skbgp._core.lbfgs import hessian_pairs
 
