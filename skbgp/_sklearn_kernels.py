@@ -29,7 +29,7 @@ from sklearn.gaussian_process import kernels as skk
 
 from . import kernels as native
 from ._core import composite, exact
-from ._core.kernels import StationaryKernel, squared_differences
+from ._core.kernels import StationaryKernel, augmented_differences, squared_differences
 from ._core.priors import PriorTerm, rebuild_distribution
 
 __all__ = ["Engine", "KernelPlan", "PriorSpec", "plan_from_kernel", "plan_from_sklearn",
@@ -43,8 +43,12 @@ SUPPORTED = (
 
 
 def _pairwise_squared_differences(X):
-    """Tensor of shape (d, n, n): the training data of the stationary path."""
-    return squared_differences(X, X)
+    """Tensor of shape (d + 1, n * n): the training data of the stationary path.
+
+    The augmented squared differences, built once per fit and reused by every
+    likelihood evaluation.
+    """
+    return augmented_differences(squared_differences(X, X))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,17 @@ __all__ = [
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _augmented(D2):
+    """``D2`` as :func:`augmented_differences` gives it; unchanged if it already is.
+
+    The likelihood functions below accept the squared differences of shape
+    (d, n, n) or their augmented form of shape (d + 1, n * n): a fit passes the
+    augmented form, built once, so that an evaluation of a lone member does not
+    copy ``(d + 1) n^2`` numbers first (15% of its time at n = 264, d = 3).
+    """
+    return D2 if D2.dim() == 2 else augmented_differences(D2)
+
+
 # Members are processed in blocks of at most this many numbers per n x n
 # matrix (4 MiB in float64). Blocks that small are recycled by the memory
 # allocator instead of being mapped afresh, which makes the elementwise passes
@@ -149,7 +160,9 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     kernel : StationaryKernel
     theta : Tensor of shape (b, P)
         Log hyperparameters.
-    D2 : Tensor of shape (d, n, n)
+    D2 : Tensor of shape (d, n, n) or (d + 1, n * n)
+        Squared differences of the training inputs, or their
+        :func:`augmented_differences` (faster when reused).
     y : Tensor of shape (b, n)
         Targets with missing entries set to 0.
     maskf : Tensor of shape (b, n)
@@ -165,8 +178,8 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
         Gradient with respect to ``theta``; zero where ``loss`` is ``inf``.
     """
     b = theta.shape[0]
-    n = D2.shape[-1]
-    D2aug = augmented_differences(D2)
+    n = maskf.shape[-1]
+    D2aug = _augmented(D2)
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
     grad = torch.zeros_like(theta) if eval_gradient else None
     run_blocks(
@@ -343,7 +356,8 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     ----------
     kernel : StationaryKernel
     theta : Tensor of shape (b, P)
-    D2 : Tensor of shape (d, n, n)
+    D2 : Tensor of shape (d, n, n) or (d + 1, n * n)
+        As in :func:`neg_log_marginal_likelihood`.
     y : Tensor of shape (b, n)
     maskf : Tensor of shape (b, n)
     alpha : Tensor of shape (n,) or ()
@@ -353,7 +367,7 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     -------
     Factor
     """
-    D2aug = augmented_differences(D2)
+    D2aug = _augmented(D2)
     L, jitter, failed = factor_members(
         lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
         maskf, member_blocks(y.shape[0], y.shape[1], theta.device), max_tries,
@@ -375,7 +389,8 @@ def refactorize(kernel, theta, D2, maskf, alpha, jitter):
     ----------
     kernel : StationaryKernel
     theta : Tensor of shape (b, P)
-    D2 : Tensor of shape (d, n, n)
+    D2 : Tensor of shape (d, n, n) or (d + 1, n * n)
+        As in :func:`neg_log_marginal_likelihood`.
     maskf : Tensor of shape (b, n)
     alpha : Tensor of shape (n,) or ()
     jitter : Tensor of shape (b,)
@@ -387,7 +402,7 @@ def refactorize(kernel, theta, D2, maskf, alpha, jitter):
         Lower Cholesky factors (the identity for a member that cannot be
         factorised).
     """
-    D2aug = augmented_differences(D2)
+    D2aug = _augmented(D2)
     return factor_members(
         lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
         maskf, member_blocks(*maskf.shape, theta.device), jitter=jitter,

@@ -21,6 +21,14 @@ from .kernels import squared_differences
 
 __all__ = ["FoldBatch", "pack_folds", "fold_objective", "loo_from_factor"]
 
+# The folds' training data (squared differences, ``(d + 1) n^2`` numbers or a
+# few more per fold) are built once and kept while they take at most this many
+# bytes together; beyond that (leave-one-out on many points) every evaluation
+# builds the data of the folds it needs. Building them took 6.8 ms per fold at
+# n = 450, d = 5, against 3.9 ms per member-evaluation: rebuilt on every call,
+# they cost more than a third of a 10-fold fit of 16 targets.
+_CACHE_BYTES = 2**28
+
 
 @dataclass(frozen=True)
 class FoldBatch:
@@ -96,7 +104,8 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
         ``nlml(kernel, theta, data, y, maskf, alpha) -> (loss, grad)``.
     training_data : callable, optional
         ``training_data(X) -> data`` for ``nlml``; the squared differences by
-        default.
+        default. Each fold's data are built once when all folds' fit in 256 MiB
+        (at about ``(d + 3) n^2`` numbers per fold), else at every call.
 
     Returns
     -------
@@ -109,6 +118,18 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
         that fold's squared differences.
     """
     m = batch.n_targets
+    k, n, d = batch.X.shape
+    build = (lambda Xf: squared_differences(Xf, Xf)) if training_data is None else training_data
+    keep = k * (d + 3) * n * n * batch.X.element_size() <= _CACHE_BYTES
+    cache = {}
+
+    def fold_data(f):
+        if f in cache:
+            return cache[f]
+        data = build(batch.X[f])
+        if keep:
+            cache[f] = data
+        return data
 
     def objective(theta, members):
         loss = torch.empty(theta.shape[0], dtype=theta.dtype, device=theta.device)
@@ -117,10 +138,8 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
         for f in torch.unique(fold).tolist():
             sel = (fold == f).nonzero().squeeze(-1)
             mem = members[sel]
-            Xf = batch.X[f]
-            data = squared_differences(Xf, Xf) if training_data is None else training_data(Xf)
             loss[sel], grad[sel] = nlml(
-                kernel, theta[sel], data, batch.y[mem], batch.maskf[mem], batch.alpha[f],
+                kernel, theta[sel], fold_data(f), batch.y[mem], batch.maskf[mem], batch.alpha[f],
             )
         return loss, grad
 
