@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .exact import LOG_2PI, neg_log_marginal_likelihood
+from .exact import LOG_2PI, member_blocks, neg_log_marginal_likelihood
 from .kernels import squared_differences
+from .threads import block_workers, run_blocks
 
 __all__ = ["FoldBatch", "pack_folds", "fold_objective", "loo_from_factor"]
 
@@ -115,7 +116,9 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
         the ``k * m`` members; ``loss`` of shape (b,), ``grad`` of shape
         (b, P), as :func:`neg_log_marginal_likelihood` gives them. One call
         evaluates the members of each fold present in one batched call with
-        that fold's squared differences.
+        that fold's squared differences; inside
+        :func:`~skbgp._core.threads.member_threads` the member blocks of all
+        folds are spread over the threads together.
     """
     m = batch.n_targets
     k, n, d = batch.X.shape
@@ -135,12 +138,25 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
         loss = torch.empty(theta.shape[0], dtype=theta.dtype, device=theta.device)
         grad = torch.empty_like(theta)
         fold = torch.div(members, m, rounding_mode="floor")
+        work = []  # (fold, positions in this call) of every piece of work
         for f in torch.unique(fold).tolist():
             sel = (fold == f).nonzero().squeeze(-1)
+            if block_workers() > 1:
+                # inside member threads: the member blocks of all folds share the
+                # threads (a fold's own blocks would leave threads idle whenever
+                # few members of each fold are left)
+                work += [(f, sel[blk]) for blk in member_blocks(sel.numel(), n, theta.device)]
+            else:
+                work.append((f, sel))
+
+        def evaluate(piece):
+            f, sel = piece
             mem = members[sel]
             loss[sel], grad[sel] = nlml(
                 kernel, theta[sel], fold_data(f), batch.y[mem], batch.maskf[mem], batch.alpha[f],
             )
+
+        run_blocks(evaluate, work)
         return loss, grad
 
     return objective

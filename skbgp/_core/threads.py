@@ -77,12 +77,15 @@ def block_workers():
 def run_blocks(fn, blocks):
     """Call ``fn(block)`` for every block, on the pool inside :func:`member_threads`.
 
-    ``fn`` must write disjoint outputs; its exceptions propagate.
+    ``fn`` must write disjoint outputs; its exceptions propagate. On a pool
+    thread, :func:`run_blocks` and :func:`block_workers` act as outside
+    :func:`member_threads` (no nested pool).
 
     Parameters
     ----------
     fn : callable
-    blocks : list of slice
+    blocks : list
+        The items ``fn`` takes: slices of members, or any other pieces of work.
     """
     pool = getattr(_local, "pool", None)
     if pool is None or len(blocks) < 2:
