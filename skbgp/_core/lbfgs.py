@@ -183,19 +183,25 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
     converged = torch.zeros(b, dtype=torch.bool, device=device)
     pg = _projected_gradient(x, g, lower, upper)
     converged |= pg.abs().amax(-1) <= gtol
-    active = torch.isfinite(f) & ~converged
+
+    # The members still searching, compacted: ``pos`` are their indices, and
+    # the state below holds their rows only. A member that stops is written
+    # back and dropped, so an iteration gathers nothing and scatters nothing
+    # unless some member stopped in it (this bookkeeping on small tensors cost
+    # more than half a millisecond per iteration before).
+    pos = (torch.isfinite(f) & ~converged).nonzero().squeeze(-1)
+    xa, fa, ga = x[pos], f[pos], g[pos]
+    lo, hi, fr = lower[pos], upper[pos], free[pos]
+    Sa, Ya, va = S[pos], Y[pos], valid[pos]
+    na = n_iter[pos]
 
     for iteration in range(max_iter):
-        if not bool(active.any()):
+        if pos.numel() == 0:
             break
-        idx = active.nonzero().squeeze(-1)
-        xa, fa, ga = x[idx], f[idx], g[idx]
-        lo, hi, fr = lower[idx], upper[idx], free[idx]
-
         # hold variables at a bound whose gradient points out of the box, and
         # take the quasi-Newton step in the subspace of the others
         held = ~fr | ((xa <= lo) & (ga > 0)) | ((xa >= hi) & (ga < 0))
-        d = -_two_loop(ga.masked_fill(held, 0.0), S[idx], Y[idx], valid[idx])
+        d = -_two_loop(ga.masked_fill(held, 0.0), Sa, Ya, va)
         d = d.masked_fill(held, 0.0)
         gd = (ga * d).sum(-1)
         steepest = ~(gd < 0)
@@ -203,39 +209,56 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
             # not a descent direction: forget the history, use the projected gradient
             pga = _projected_gradient(xa, ga, lo, hi)
             d = torch.where(steepest[:, None], pga, d)
-            valid[idx[steepest]] = False
-        no_history = ~valid[idx].any(-1)
+            va = va & ~steepest[:, None]
+        no_history = ~va.any(-1)
         dnorm = d.abs().amax(-1)
         t = torch.where(no_history, torch.clamp(1.0 / dnorm.clamp_min(1e-300), max=1.0),
                         torch.ones_like(dnorm))
+        slope = (ga * d).sum(-1)
 
         # backtracking line search along the projected path, all members at once
         searching = torch.ones_like(fa, dtype=torch.bool)
         x_new, f_new, g_new = xa.clone(), fa.clone(), ga.clone()
-        for _ in range(max_linesearch):
-            sidx = searching.nonzero().squeeze(-1)
-            if sidx.numel() == 0:
-                break
-            ts = t[sidx]
-            xt = torch.minimum(torch.maximum(xa[sidx] + ts[:, None] * d[sidx], lo[sidx]), hi[sidx])
-            ft, gt = fun(xt, idx[sidx])
+        for trial in range(max_linesearch):
+            if trial == 0:
+                sidx = None  # every member: no gathers
+                xs, fs, gs, ds, ls, hs, ps, ts = xa, fa, ga, d, lo, hi, slope, t
+                ids = pos
+            else:
+                sidx = searching.nonzero().squeeze(-1)
+                if sidx.numel() == 0:
+                    break
+                xs, fs, gs, ds = xa[sidx], fa[sidx], ga[sidx], d[sidx]
+                ls, hs, ps, ts = lo[sidx], hi[sidx], slope[sidx], t[sidx]
+                ids = pos[sidx]
+            xt = torch.minimum(torch.maximum(xs + ts[:, None] * ds, ls), hs)
+            ft, gt = fun(xt, ids)
             n_evals += 1
-            decrease = (ga[sidx] * (xt - xa[sidx])).sum(-1)
-            ok = torch.isfinite(ft) & (ft <= fa[sidx] + _C1 * decrease)
-            acc = sidx[ok]
-            x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok] * fr[acc]
-            searching[acc] = False
+            decrease = (gs * (xt - xs)).sum(-1)
+            ok = torch.isfinite(ft) & (ft <= fs + _C1 * decrease)
             # shrink by safeguarded quadratic interpolation, or by 10 if undefined
-            rej = ~ok
-            slope = (ga[sidx] * d[sidx]).sum(-1)
-            denom = 2.0 * (ft - fa[sidx] - slope * ts)
-            t_quad = -slope * ts * ts / torch.where(denom > 0, denom, torch.ones_like(denom))
+            denom = 2.0 * (ft - fs - ps * ts)
+            t_quad = -ps * ts * ts / torch.where(denom > 0, denom, torch.ones_like(denom))
             t_next = torch.where(
                 torch.isfinite(ft) & (denom > 0),
                 torch.minimum(torch.maximum(t_quad, 0.1 * ts), 0.5 * ts),
                 0.1 * ts,
             )
-            t[sidx[rej]] = t_next[rej]
+            if sidx is None:
+                okc = ok[:, None]
+                x_new = torch.where(okc, xt, x_new)
+                f_new = torch.where(ok, ft, f_new)
+                g_new = torch.where(okc, gt * fr, g_new)
+                searching = ~ok
+                t = torch.where(ok, t, t_next)
+                if not bool(searching.any()):
+                    break
+            else:
+                acc = sidx[ok]
+                x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok] * fr[acc]
+                searching[acc] = False
+                rej = ~ok
+                t[sidx[rej]] = t_next[rej]
 
         moved = ~searching
         # curvature pairs of members that moved and keep s^T y > 0
@@ -244,10 +267,11 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         sy = (s_vec * y_vec).sum(-1)
         good_pair = moved & (sy > 1e-10 * (y_vec * y_vec).sum(-1)) & (sy > 0)
         if bool(good_pair.any()):
-            gi = idx[good_pair]
-            S[gi] = torch.cat([S[gi, 1:], s_vec[good_pair, None]], dim=1)
-            Y[gi] = torch.cat([Y[gi, 1:], y_vec[good_pair, None]], dim=1)
-            valid[gi] = torch.cat([valid[gi, 1:], torch.ones_like(valid[gi, :1])], dim=1)
+            gp = good_pair[:, None, None]
+            Sa = torch.where(gp, torch.cat([Sa[:, 1:], s_vec[:, None]], dim=1), Sa)
+            Ya = torch.where(gp, torch.cat([Ya[:, 1:], y_vec[:, None]], dim=1), Ya)
+            va = torch.where(good_pair[:, None],
+                             torch.cat([va[:, 1:], torch.ones_like(va[:, :1])], dim=1), va)
 
         rel_decrease = (fa - f_new) <= ftol * torch.maximum(
             torch.maximum(fa.abs(), f_new.abs()), torch.ones_like(fa))
@@ -261,15 +285,24 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         done = moved & (pg_small | (rel_decrease & ~retry))
         # a failed line search with an empty history is a dead end
         stuck = ~moved & no_history
-        x[idx], f[idx], g[idx] = x_new, f_new, g_new
-        n_iter[idx] += 1
-        converged[idx[done]] = True
-        active[idx[done | stuck]] = False
+        xa, fa, ga = x_new, f_new, g_new
+        na = na + 1
         # a failed or stalled search with history retries from steepest descent
-        valid[idx[~moved | retry]] = False
+        va = va & ~(~moved | retry)[:, None]
+        stop = done | stuck
+        if bool(stop.any()):
+            ended = pos[stop]
+            x[ended], f[ended], g[ended], n_iter[ended] = xa[stop], fa[stop], ga[stop], na[stop]
+            converged[ended] = done[stop]
+            keep = ~stop
+            pos = pos[keep]
+            xa, fa, ga, lo, hi, fr = xa[keep], fa[keep], ga[keep], lo[keep], hi[keep], fr[keep]
+            Sa, Ya, va, na = Sa[keep], Ya[keep], va[keep], na[keep]
         if callback is not None:
-            callback(iteration, int(active.sum()))
+            callback(iteration, int(pos.numel()))
 
+    # members that ran out of iterations
+    x[pos], f[pos], g[pos], n_iter[pos] = xa, fa, ga, na
     return LBFGSResult(x=x, fun=f, grad=g, n_iter=n_iter, converged=converged,
                        n_evaluations=n_evals)
 
