@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 
 KERNEL_IDS = ["rbf", "matern05", "matern15", "matern25"]
@@ -34,3 +35,12 @@ def multi_target_data():
         np.sin(2 * X[:, 1] + X[:, 0]) + 0.1 * rng.randn(40),
     ])
     return X, y
+
+
+@pytest.fixture
+def two_threads():
+    """Torch with two intra-op threads (the CI machine may have one core)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)

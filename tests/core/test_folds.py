@@ -1,19 +1,24 @@
 """Folds packed into one batch against each fold evaluated alone; closed-form LOO
 against the Gaussian conditional computed by numpy."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
 from scipy.stats import norm
 
+from skbgp._core import folds as folds_module
 from skbgp._core.exact import factorize, neg_log_marginal_likelihood
 from skbgp._core.folds import fold_objective, loo_from_factor, pack_folds
 from skbgp._core.kernels import StationaryKernel, squared_differences
+from skbgp._core.threads import member_threads
 
 
 @pytest.mark.parametrize("nu", [np.inf, 1.5], ids=["rbf", "matern15"])
-def test_fold_objective_equals_each_fold_alone(rng, nu):
+@pytest.mark.parametrize("way", ["cached", "rebuilt", "member-threads"])
+def test_fold_objective_equals_each_fold_alone(rng, nu, way, monkeypatch, request):
     kernel = StationaryKernel(nu, 2)
     X = rng.uniform(size=(23, 2))
     Y = np.column_stack([np.sin(4 * X[:, 0]), X[:, 1] ** 2]) + 0.1 * rng.randn(23, 2)
@@ -27,7 +32,17 @@ def test_fold_objective_equals_each_fold_alone(rng, nu):
     assert batch.X.shape == (3, 18, 2) and batch.y.shape == (6, 18)
     theta = torch.tensor(rng.uniform(-1, 0.5, size=(6, 4)))
     members = torch.tensor([5, 0, 3, 2])  # any subset, any order
-    loss, grad = fold_objective(kernel, batch)(theta[members], members)
+    if way == "rebuilt":  # folds' data too large to keep: built at every call
+        monkeypatch.setattr(folds_module, "_CACHE_BYTES", 0)
+    if way == "member-threads":
+        # blocks of all folds spread over the threads together (one member each)
+        request.getfixturevalue("two_threads")
+        monkeypatch.setattr(folds_module, "member_blocks",
+                            lambda b, n, device=None: [slice(i, i + 1) for i in range(b)])
+    objective = fold_objective(kernel, batch)
+    with member_threads(batch.X.device) if way == "member-threads" else contextlib.nullcontext():
+        for _ in range(2):  # the second call reuses (or rebuilds) the folds' data
+            loss, grad = objective(theta[members], members)
     for i, member in enumerate(members.tolist()):
         f, t = divmod(member, 2)
         D2 = squared_differences(inputs[f], inputs[f])

@@ -23,15 +23,6 @@ from skbgp._core.threads import block_workers, member_threads, run_blocks, split
 DT = torch.float64
 
 
-@pytest.fixture
-def two_threads():
-    """Torch with two intra-op threads (the CI machine may have one core)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _problem(b=23, n=60, d=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     X = torch.rand(n, d, dtype=DT, generator=gen)
