@@ -18,6 +18,8 @@ from .priors import log_prior
 
 __all__ = ["FitResult", "fit_hyperparameters", "make_objective", "finite_difference_hessian"]
 
+_HISTORY = 20  # L-BFGS curvature pairs per member
+
 
 @dataclass(frozen=True)
 class FitResult:
@@ -116,7 +118,11 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
     r, m, P = theta0.shape
     cols = torch.arange(m, device=theta0.device)
     fun = make_objective(kernel, D2, y, maskf, alpha, nlml=nlml, priors=priors, objective=objective)
-    history = 10 if memory is None else max(10, 2 * memory[0].shape[1])
+    # 20 curvature pairs rather than scipy's 10: on the benchmark's data (three
+    # seeds; n, d, targets = (200, 4, 128), (500, 5, 16), (100, 2, 64)) fits
+    # took 4-10% fewer iterations and reached the same or a higher total LML;
+    # 30 pairs gained nothing more
+    history = _HISTORY if memory is None else max(_HISTORY, 2 * memory[0].shape[1])
 
     def run(x0, targets, iterations, mem, initial=None):
         return minimize_lbfgs(
