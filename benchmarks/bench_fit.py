@@ -29,6 +29,11 @@ the same standardised targets):
    length scales are mapped back to the raw feature scales. ``--botorch-raw-x``
    gives BoTorch the raw ``X`` instead.
 
+Timing: wall-clock seconds of the whole fit. A fit that takes under 1 s is
+timed ``--repeats`` times (default 3) and the fastest run counts, for every
+method alike (timeit's practice: on a 2-core machine a single run of a
+0.15 s fit moves by 20% with whatever else runs).
+
 Usage::
 
     python benchmarks/bench_fit.py                    # the four default sizes
@@ -217,6 +222,23 @@ def _summarise(caught, width=110):
     return f"{len(caught)}: " + " | ".join(seen)
 
 
+def best_of(fit, repeats, short=1.0):
+    """``fit()``'s result with the fastest time of up to ``repeats`` runs.
+
+    A fit that takes under ``short`` seconds is timed ``repeats`` times and
+    the minimum counts (timeit's practice: the fastest run is the one least
+    disturbed by other processes); a longer fit runs once. The fits are
+    deterministic, so the results of the first run are returned.
+    """
+    out = fit()
+    seconds = out[0]
+    for _ in range(repeats - 1):
+        if seconds >= short:
+            break
+        seconds = min(seconds, fit()[0])
+    return (seconds,) + tuple(out[1:])
+
+
 def fit_skbgp(X, Y):
     """Returns seconds, (lengthscales, outputscales, noise), info dict."""
     with warnings.catch_warnings(record=True) as caught:
@@ -394,14 +416,15 @@ def run_row(n, d, m, args, use_botorch):
     k = sklearn_k(m, args.sklearn_targets)
     extrap = k < m
     print(f"\n({n}, {d}, {m}): skbgp ...", end="", flush=True)
-    t_sk, h_sk, info = fit_skbgp(X, Y)
+    t_sk, h_sk, info = best_of(lambda: fit_skbgp(X, Y), args.repeats)
     print(f" {t_sk:.2f} s; sklearn loop on {k} target(s) ...", end="", flush=True)
-    t_sl_k, h_sl = fit_sklearn_loop(X, Y, range(k))
+    t_sl_k, h_sl = best_of(lambda: fit_sklearn_loop(X, Y, range(k)), args.repeats)
     t_sl = t_sl_k * m / k
     print(f" {t_sl_k:.2f} s", end="", flush=True)
     if use_botorch:
         print("; botorch ...", end="", flush=True)
-        t_bt, h_bt, bt_info = fit_botorch(X, Y, raw_x=args.botorch_raw_x)
+        t_bt, h_bt, bt_info = best_of(lambda: fit_botorch(X, Y, raw_x=args.botorch_raw_x),
+                                      args.repeats)
         print(f" {t_bt:.2f} s", end="", flush=True)
     else:
         t_bt, h_bt, bt_info = None, None, {}
@@ -504,6 +527,9 @@ def main(argv=None):
                         "extrapolate linearly ('all' for full loops). Default: full loop for "
                         f"rows with <= {FULL_SKLEARN_MAX_TARGETS} targets, K={DEFAULT_SKLEARN_K} "
                         "for larger rows")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="fits under 1 s are timed this many times, the fastest counts "
+                        "(every method alike; default 3)")
     p.add_argument("--no-botorch", action="store_true", help="skip BoTorch")
     p.add_argument("--botorch-raw-x", action="store_true",
                    help="give BoTorch the raw X instead of X min-max scaled to the unit cube")
@@ -564,8 +590,9 @@ def main(argv=None):
     print("\n## Fit time and total log marginal likelihood\n")
     print(format_table(header, table, ["r"] * len(header)))
     print()
-    print("Times: wall seconds (time.perf_counter) of the whole fit. 'vs sklearn' = sklearn-loop s / "
-          "skbgp s, 'vs botorch' = botorch s / skbgp s (> 1: skbgp is faster).")
+    print("Times: wall seconds (time.perf_counter) of the whole fit; a fit under 1 s is timed "
+          f"{args.repeats} times and the fastest counts, for every method. 'vs sklearn' = "
+          "sklearn-loop s / skbgp s, 'vs botorch' = botorch s / skbgp s (> 1: skbgp is faster).")
     print("LML: sum over targets of the exact log marginal likelihood at each method's fitted "
           "hyperparameters, one common numpy/scipy evaluation (ARD RBF * outputscale + noise + 1e-10, "
           "zero mean). 'LML gap %' = 100 (skbgp - max(sklearn, botorch)) / |max(sklearn, botorch)|.")
