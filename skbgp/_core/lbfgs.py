@@ -288,7 +288,7 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         xa, fa, ga = x_new, f_new, g_new
         na = na + 1
         # a failed or stalled search with history retries from steepest descent
-        va = va & ~(~moved | retry)[:, None]
+        va = va & (moved & ~retry)[:, None]
         stop = done | stuck
         if bool(stop.any()):
             ended = pos[stop]
