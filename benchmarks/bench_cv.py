@@ -36,6 +36,7 @@ Usage::
     python benchmarks/bench_cv.py                       # n=500, d=5, 16 targets, 10 folds
     python benchmarks/bench_cv.py --quick               # tiny size, seconds
     python benchmarks/bench_cv.py --sklearn-folds 2 --sklearn-targets 4
+    python benchmarks/bench_cv.py --device cuda         # skbgp rows on a GPU
 """
 
 import argparse
@@ -72,15 +73,15 @@ def _timed(fn):
     return time.perf_counter() - t0, out
 
 
-def run_skbgp(X, Y, k, mode):
-    est = BatchedGaussianProcessRegressor(random_state=0)
+def run_skbgp(X, Y, k, mode, device="cpu"):
+    est = BatchedGaussianProcessRegressor(random_state=0, device=device)
     seconds, res = _timed(lambda: batched_cross_validate(
         est, X, Y, cv=KFold(k), mode=mode, scoring="r2"))
     return seconds, res["test_score_per_target"]  # (k, m)
 
 
-def run_cross_validate(X, Y, k):
-    est = BatchedGaussianProcessRegressor(random_state=0)
+def run_cross_validate(X, Y, k, device="cpu"):
+    est = BatchedGaussianProcessRegressor(random_state=0, device=device)
     seconds, res = _timed(lambda: cross_validate(
         est, X, Y, cv=KFold(k), scoring="r2", return_estimator=True, return_indices=True))
     per_target = np.array([
@@ -117,6 +118,8 @@ def main(argv=None):
     p.add_argument("--sklearn-targets", type=int, default=None,
                    help="time the sklearn loop on the first T targets only (extrapolated, '*')")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu",
+                   help="device of the skbgp estimator in every skbgp row, e.g. cuda (default cpu)")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.d, args.targets, args.folds = 60, 3, 4, 5
@@ -130,6 +133,8 @@ def main(argv=None):
           f"({torch.get_num_threads()} threads), scikit-learn {sklearn.__version__}, "
           f"skbgp from {os.path.dirname(skbgp.__file__)}")
     print(f"    {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs")
+    if args.device != "cpu":
+        print(f"    skbgp rows on device={args.device!r}: {torch.cuda.get_device_name(args.device)}")
     print(f"\ndata: bench_fit.make_data(n={n}, d={d}, targets={m}, seed={args.seed}); "
           f"KFold({k}) (train sets of {n - n // k}-{n - (n + k - 1) // k} rows)")
     X, Y = make_data(n, d, m, seed=args.seed)
@@ -137,14 +142,15 @@ def main(argv=None):
     warnings.simplefilter("ignore", ConvergenceWarning)
     # warm-up: first calls of torch and scipy paths
     Xw, Yw = make_data(30, d, 2, seed=1)
-    batched_cross_validate(BatchedGaussianProcessRegressor(random_state=0), Xw, Yw, cv=3)
+    batched_cross_validate(BatchedGaussianProcessRegressor(random_state=0, device=args.device),
+                           Xw, Yw, cv=3)
 
     results = {}
     for mode in ("exact", "warm_start", "full_data"):
         name = f"batched {mode}"
-        results[name] = run_skbgp(X, Y, k, mode)
+        results[name] = run_skbgp(X, Y, k, mode, args.device)
         print(f"{name}: {results[name][0]:.2f} s", flush=True)
-    results["cross_validate"] = run_cross_validate(X, Y, k)
+    results["cross_validate"] = run_cross_validate(X, Y, k, args.device)
     print(f"cross_validate: {results['cross_validate'][0]:.2f} s", flush=True)
     results["sklearn loop"] = run_sklearn_loop(X, Y, k, F, T)
     print(f"sklearn loop{' (extrapolated)' if subset else ''}: "
