@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .kernels import augmented_differences, signal_covariance, squared_differences
+from .kernels import (
+    augmented_differences,
+    covariance_coefficients,
+    signal_covariance,
+    signal_from_coefficients,
+    squared_differences,
+)
 from .threads import run_blocks, split_blocks
 
 __all__ = [
@@ -105,7 +111,11 @@ def training_covariance(kernel, theta, D2aug, maskf, alpha):
 def _mask_(K, maskf):
     """Zero the rows and columns of missing points, in place."""
     if not bool(maskf.bool().all()):
-        K.mul_(maskf.unsqueeze(-1)).mul_(maskf.unsqueeze(-2))
+        _zero_missing_(K, maskf)
+
+
+def _zero_missing_(K, maskf):
+    K.mul_(maskf.unsqueeze(-1)).mul_(maskf.unsqueeze(-2))
 
 
 def _add_diagonal_(K, kernel, theta, maskf, alpha):
@@ -180,59 +190,99 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     b = theta.shape[0]
     n = maskf.shape[-1]
     D2aug = _augmented(D2)
+    # Everything per member that is not an n x n matrix is computed here, once
+    # for all blocks: an evaluation of a lone member is dominated by the fixed
+    # cost of each small tensor operation (about 5 us here, and more when
+    # member threads contend for the GIL), not by its arithmetic.
+    observed = bool(maskf.bool().all())
+    coef, s = covariance_coefficients(kernel, theta, D2aug.shape[0] - 1)
+    diag = kernel.noise(theta).unsqueeze(-1) + alpha  # (b, n) or (b, 1)
+    if observed:
+        mask, const = None, 0.5 * LOG_2PI * n
+    else:
+        mask, const = maskf, 0.5 * LOG_2PI * maskf.sum(-1)
+        diag = diag * maskf + (1.0 - maskf)  # 1 on the diagonal of missing points
+    # d nlml / d theta = -1/2 [sum(W Kf), sums_j / ell_j^2, sigma_n^2 tr(W)] (see
+    # _nlml_block): the factors are exp(theta * (0, -2, ..., -2, 1)) times -1/2
+    scale = None
+    if eval_gradient:
+        powers = ([0.0] if kernel.has_outputscale else []) + [-2.0] * kernel.n_lengthscales \
+            + ([1.0] if kernel.has_noise else [])
+        scale = theta.mul(theta.new_tensor(powers)).exp_().mul_(-0.5)
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
-    grad = torch.zeros_like(theta) if eval_gradient else None
-    run_blocks(
-        lambda blk: _nlml_block(kernel, theta[blk], D2aug, n, y[blk], maskf[blk], alpha,
-                                loss[blk], None if grad is None else grad[blk]),
-        member_blocks(b, n, theta.device),
-    )
+    grad = torch.empty_like(theta) if eval_gradient else None
+
+    def block(blk):
+        whole = blk == slice(0, b)  # one block: no slicing
+        pick = (lambda t: t) if whole else (lambda t: t[blk])
+        _nlml_block(kernel, D2aug, n, pick(coef), None if s is None else pick(s), pick(diag),
+                    pick(y), None if mask is None else pick(mask),
+                    const if observed else pick(const), None if scale is None else pick(scale),
+                    pick(loss), None if grad is None else pick(grad))
+
+    run_blocks(block, member_blocks(b, n, theta.device))
     return loss, grad
 
 
-def _nlml_block(kernel, theta, D2aug, n, y, maskf, alpha, loss_out, grad_out):
-    """One block of :func:`neg_log_marginal_likelihood`, written into the outputs."""
-    b = theta.shape[0]
-    Kf, sG = signal_covariance(kernel, theta, D2aug, n, n)
-    _mask_(Kf, maskf)
-    kf_diag = Kf.diagonal(dim1=-2, dim2=-1).clone()
-    _add_diagonal_(Kf, kernel, theta, maskf, alpha)
+def _nlml_block(kernel, D2aug, n, coef, s, diag, y, maskf, const, scale, loss_out, grad_out):
+    """One block of :func:`neg_log_marginal_likelihood`, written into the outputs.
+
+    ``coef, s`` are from :func:`covariance_coefficients`, ``diag`` is added to
+    the diagonal, ``maskf`` is None when every point is observed, ``const`` is
+    ``n_observed log(2 pi) / 2`` and ``scale`` the factors of the gradient's
+    entries (None: no gradient).
+    """
+    b = coef.shape[0]
+    Kf, sG = signal_from_coefficients(kernel, coef, s, D2aug, n, n)
+    if maskf is not None:
+        _zero_missing_(Kf, maskf)
+    Kd = Kf.diagonal(dim1=-2, dim2=-1)
+    kf_diag = Kd.clone()
+    Kd.add_(diag)
     # the upper factor of a row-major matrix is LAPACK's lower one: no transposes
     U, info = torch.linalg.cholesky_ex(Kf, upper=True)
-    L = U.mT
-    ok = info == 0
-    if not bool(ok.all()):
-        eye = torch.eye(n, dtype=L.dtype, device=L.device)
-        L = torch.where(ok[:, None, None], L, eye)
-    Kf.diagonal(dim1=-2, dim2=-1).copy_(kf_diag)  # back to the signal part
-    lml, a = _lml(L, y, maskf)
-    loss_out.copy_(torch.where(ok, -lml, math.inf))
+    ok = None
+    if bool(info.any()):
+        ok = info == 0
+        U = torch.where(ok[:, None, None], U, torch.eye(n, dtype=U.dtype, device=U.device))
+    Kd.copy_(kf_diag)  # back to the signal part
+    # R&W Alg. 2.1: v = L^-1 y, a = L^-T v, -log p = |v|^2 / 2 + sum(log diag L) + n log(2 pi) / 2
+    # (two triangular solves: torch.cholesky_solve was 2-4x slower on small batches)
+    v = torch.linalg.solve_triangular(U.mT, y.unsqueeze(-1), upper=False)
+    a = torch.linalg.solve_triangular(U, v, upper=True).squeeze(-1)
+    v = v.squeeze(-1)
+    nll = U.diagonal(dim1=-2, dim2=-1).log().sum(-1).add_(torch.linalg.vecdot(v, v), alpha=0.5)
+    nll.add_(const)
+    if ok is None:
+        loss_out.copy_(nll)
+    else:
+        loss_out.copy_(nll.masked_fill_(~ok, math.inf))
     if grad_out is None:
         return
 
     # d lml / d theta_k = 0.5 tr((a a^T - K^-1) dK/dtheta_k)  (R&W eq. 5.9)
-    W = _cholesky_inverse(L.mT).neg_()
+    W = _cholesky_inverse(U).neg_()
     W.baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2))
     # At missing points W is -1 on the diagonal and 0 elsewhere, while Kf and
     # the squared differences vanish there: they add nothing below.
-    w_diag = W.diagonal(dim1=-2, dim2=-1) * maskf
-    inv_ls2 = kernel.lengthscale(theta).pow(-2)
-    grad = torch.zeros_like(theta)
+    parts = []
     if kernel.has_noise:
-        grad[:, -1] = 0.5 * kernel.noise(theta) * w_diag.sum(-1)
+        w_diag = W.diagonal(dim1=-2, dim2=-1)
+        parts.append((w_diag if maskf is None else w_diag * maskf).sum(-1, keepdim=True))
+    flat = (b, n * n)
     if sG is None:
-        M = W.mul_(Kf)  # RBF: sigma^2 G = Kf
-        # sums[b, j] = sum_ik M[b, i, k] D2aug[j, i k]; the last row of ones gives sum(W * Kf)
-        sums = (D2aug @ M.view(b, n * n).mT).mT
-        signal = sums[:, -1]
+        # RBF: sigma^2 G = Kf. sums[b, j] = sum_ik (W Kf)[b, i, k] D2aug[j, i k]; the
+        # last row of ones gives sum(W * Kf)
+        sums = torch.mm(W.mul_(Kf).view(flat), D2aug.mT)
+        signal = sums[:, -1:]
     else:
-        signal = torch.bmm(W.view(b, 1, n * n), Kf.view(b, n * n, 1)).view(b)
-        sums = (D2aug @ W.mul_(sG).view(b, n * n).mT).mT
-    if kernel.has_outputscale:
-        grad[:, 0] = 0.5 * signal
-    ls = 0.5 * sums[:, :-1] * (inv_ls2 if inv_ls2.shape[-1] > 1 else inv_ls2.expand(b, sums.shape[-1] - 1))
-    grad[:, kernel.lengthscale_slice] = ls if kernel.n_lengthscales > 1 else ls.sum(-1, keepdim=True)
-    grad_out.copy_(torch.where(ok[:, None], -grad, 0.0))
+        signal = torch.linalg.vecdot(W.view(flat), Kf.view(flat)).unsqueeze(-1)
+        sums = torch.mm(W.mul_(sG).view(flat), D2aug.mT)
+    ls = sums[:, :-1] if kernel.n_lengthscales > 1 else sums[:, :-1].sum(-1, keepdim=True)
+    parts = ([signal] if kernel.has_outputscale else []) + [ls] + parts
+    torch.mul(torch.cat(parts, dim=-1), scale, out=grad_out)
+    if ok is not None:
+        grad_out.masked_fill_(~ok[:, None], 0.0)
 
 
 @dataclass(frozen=True)

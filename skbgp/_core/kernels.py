@@ -18,6 +18,8 @@ __all__ = [
     "squared_differences",
     "augmented_differences",
     "signal_covariance",
+    "covariance_coefficients",
+    "signal_from_coefficients",
     "exp_floored",
 ]
 
@@ -128,6 +130,72 @@ def augmented_differences(D2):
     return torch.cat([D2.reshape(d, n * p), torch.ones_like(D2[0]).reshape(1, n * p)])
 
 
+def covariance_coefficients(kernel, theta, d):
+    r"""The per-member numbers that :func:`signal_from_coefficients` needs.
+
+    Parameters
+    ----------
+    kernel : StationaryKernel
+    theta : Tensor of shape (b, P)
+    d : int
+        Number of features.
+
+    Returns
+    -------
+    coef : Tensor of shape (b, d + 1)
+        Weights of the rows of the augmented squared differences: ``coef @
+        D2aug`` is :math:`\log k_f = \log \sigma^2 - r^2 / 2` for the RBF
+        kernel and :math:`a^2 = 2 \nu r^2` for a Matern kernel.
+    s : Tensor of shape (b, 1, 1) or None
+        The outputscale (Matern only; the RBF kernel has it in ``coef``).
+    """
+    b = theta.shape[0]
+    inv_ls2 = theta[:, kernel.lengthscale_slice].mul(-2.0).exp_()
+    if inv_ls2.shape[-1] != d:
+        inv_ls2 = inv_ls2.expand(b, d)
+    if kernel.nu == math.inf:
+        log_s = theta[:, :1] if kernel.has_outputscale else torch.zeros_like(theta[:, :1])
+        return torch.cat([inv_ls2.mul(-0.5), log_s], dim=-1), None
+    coef = torch.cat([inv_ls2.mul(2.0 * kernel.nu), torch.zeros_like(theta[:, :1])], dim=-1)
+    return coef, kernel.outputscale(theta).view(b, 1, 1)
+
+
+def signal_from_coefficients(kernel, coef, s, D2aug, n, p):
+    """:func:`signal_covariance` from :func:`covariance_coefficients`.
+
+    Parameters
+    ----------
+    kernel : StationaryKernel
+    coef : Tensor of shape (b, d + 1)
+    s : Tensor of shape (b, 1, 1) or None
+    D2aug : Tensor of shape (d + 1, n * p)
+    n, p : int
+
+    Returns
+    -------
+    Kf, sG : as :func:`signal_covariance`.
+    """
+    b = coef.shape[0]
+    if kernel.nu == math.inf:
+        # log Kf = log s - r^2 / 2, one (b, d + 1) @ (d + 1, n p) product
+        return torch.mm(coef, D2aug).view(b, n, p).clamp_min_(-_EXP_FLOOR).exp_(), None
+    # a = sqrt(2 nu) r, then the Matern closed forms in a
+    a = torch.mm(coef, D2aug).view(b, n, p).clamp_min_(0.0).sqrt_()
+    E = torch.neg(a).clamp_min_(-_EXP_FLOOR).exp_()
+    if kernel.nu == 0.5:
+        safe = torch.where(a > 0, a, 1.0)
+        sG = torch.where(a > 0, E / safe, 0.0).mul_(s)
+        return E.mul_(s), sG
+    if kernel.nu == 1.5:
+        sG = E * (3.0 * s)
+        return a.add_(1.0).mul_(E).mul_(s), sG
+    # nu == 2.5
+    one_plus_a = a + 1.0
+    sG = (one_plus_a * E).mul_(s * (5.0 / 3.0))
+    Kf = a.square_().div_(3.0).add_(one_plus_a).mul_(E).mul_(s)
+    return Kf, sG
+
+
 def signal_covariance(kernel, theta, D2aug, n, p):
     r"""``sigma^2 rho(r)`` and the gradient factor ``sigma^2 G`` of every member.
 
@@ -158,31 +226,5 @@ def signal_covariance(kernel, theta, D2aug, n, p):
         ``sigma^2 G`` with ``G = -rho'(r) / r``; ``None`` for the RBF kernel,
         where it equals ``Kf``.
     """
-    b = theta.shape[0]
-    log_s = torch.log(kernel.outputscale(theta)).unsqueeze(-1)
-    inv_ls2 = kernel.lengthscale(theta).pow(-2)
-    if inv_ls2.shape[-1] == 1:
-        inv_ls2 = inv_ls2.expand(b, D2aug.shape[0] - 1)
-    if kernel.nu == math.inf:
-        # log Kf = log s - r^2 / 2, one (b, d + 1) @ (d + 1, n p) product
-        coef = torch.cat([-0.5 * inv_ls2, log_s], dim=-1)
-        log_kf = torch.einsum("bj,jk->bk", coef, D2aug).view(b, n, p)
-        return log_kf.clamp_min_(-_EXP_FLOOR).exp_(), None
-    # a = sqrt(2 nu) r, then the Matern closed forms in a
-    two_nu = 2.0 * kernel.nu
-    coef = torch.cat([two_nu * inv_ls2, torch.zeros_like(log_s)], dim=-1)
-    a = torch.einsum("bj,jk->bk", coef, D2aug).view(b, n, p).clamp_min_(0.0).sqrt_()
-    E = torch.neg(a).clamp_min_(-_EXP_FLOOR).exp_()
-    s = log_s.exp().unsqueeze(-1)
-    if kernel.nu == 0.5:
-        safe = torch.where(a > 0, a, 1.0)
-        sG = torch.where(a > 0, E / safe, 0.0).mul_(s)
-        return E.mul_(s), sG
-    if kernel.nu == 1.5:
-        sG = E * (3.0 * s)
-        return a.add_(1.0).mul_(E).mul_(s), sG
-    # nu == 2.5
-    one_plus_a = a + 1.0
-    sG = (one_plus_a * E).mul_(s * (5.0 / 3.0))
-    Kf = a.square_().div_(3.0).add_(one_plus_a).mul_(E).mul_(s)
-    return Kf, sG
+    coef, s = covariance_coefficients(kernel, theta, D2aug.shape[0] - 1)
+    return signal_from_coefficients(kernel, coef, s, D2aug, n, p)

@@ -216,9 +216,11 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
                         torch.ones_like(dnorm))
         slope = (ga * d).sum(-1)
 
-        # backtracking line search along the projected path, all members at once
-        searching = torch.ones_like(fa, dtype=torch.bool)
-        x_new, f_new, g_new = xa.clone(), fa.clone(), ga.clone()
+        # backtracking line search along the projected path, all members at once;
+        # ``searching`` stays None while no member has been rejected (the usual
+        # case: the first trial is accepted by every member, and the step
+        # lengths of the rejected ones are only then computed)
+        searching = None
         for trial in range(max_linesearch):
             if trial == 0:
                 sidx = None  # every member: no gathers
@@ -236,7 +238,24 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
             n_evals += 1
             decrease = (gs * (xt - xs)).sum(-1)
             ok = torch.isfinite(ft) & (ft <= fs + _C1 * decrease)
-            # shrink by safeguarded quadratic interpolation, or by 10 if undefined
+            if sidx is None:
+                if bool(ok.all()):
+                    x_new, f_new, g_new = xt, ft, gt * fr
+                    break
+                okc = ok[:, None]
+                x_new = torch.where(okc, xt, xa)
+                f_new = torch.where(ok, ft, fa)
+                g_new = torch.where(okc, gt * fr, ga)
+                searching = ~ok
+            else:
+                acc = sidx[ok]
+                x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok] * fr[acc]
+                searching[acc] = False
+            # shrink the rejected steps by safeguarded quadratic interpolation,
+            # or by 10 where the objective was undefined
+            rej = ~ok
+            ft, ps, ts = ft[rej], ps[rej], ts[rej]
+            fs = fs[rej]
             denom = 2.0 * (ft - fs - ps * ts)
             t_quad = -ps * ts * ts / torch.where(denom > 0, denom, torch.ones_like(denom))
             t_next = torch.where(
@@ -244,28 +263,17 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
                 torch.minimum(torch.maximum(t_quad, 0.1 * ts), 0.5 * ts),
                 0.1 * ts,
             )
-            if sidx is None:
-                okc = ok[:, None]
-                x_new = torch.where(okc, xt, x_new)
-                f_new = torch.where(ok, ft, f_new)
-                g_new = torch.where(okc, gt * fr, g_new)
-                searching = ~ok
-                t = torch.where(ok, t, t_next)
-                if not bool(searching.any()):
-                    break
-            else:
-                acc = sidx[ok]
-                x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok] * fr[acc]
-                searching[acc] = False
-                rej = ~ok
-                t[sidx[rej]] = t_next[rej]
+            t[rej.nonzero().squeeze(-1) if sidx is None else sidx[rej]] = t_next
 
-        moved = ~searching
+        # None: every member moved
+        moved = None if searching is None else ~searching
         # curvature pairs of members that moved and keep s^T y > 0
         s_vec = x_new - xa
         y_vec = g_new - ga
         sy = (s_vec * y_vec).sum(-1)
-        good_pair = moved & (sy > 1e-10 * (y_vec * y_vec).sum(-1)) & (sy > 0)
+        good_pair = (sy > 1e-10 * (y_vec * y_vec).sum(-1)) & (sy > 0)
+        if moved is not None:
+            good_pair &= moved
         if bool(good_pair.any()):
             gp = good_pair[:, None, None]
             Sa = torch.where(gp, torch.cat([Sa[:, 1:], s_vec[:, None]], dim=1), Sa)
@@ -281,15 +289,18 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
         # bound became active): forget the history and try a projected-gradient
         # step before accepting it. Interior members stop as scipy's would.
         at_bound = (held & fr).any(-1)
-        retry = moved & rel_decrease & ~pg_small & ~no_history & at_bound
-        done = moved & (pg_small | (rel_decrease & ~retry))
-        # a failed line search with an empty history is a dead end
-        stuck = ~moved & no_history
+        retry = rel_decrease & ~pg_small & ~no_history & at_bound
+        done = pg_small | (rel_decrease & ~retry)
+        keep_pairs = ~retry
+        if moved is not None:
+            done &= moved
+            keep_pairs &= moved
         xa, fa, ga = x_new, f_new, g_new
         na = na + 1
         # a failed or stalled search with history retries from steepest descent
-        va = va & (moved & ~retry)[:, None]
-        stop = done | stuck
+        va = va & keep_pairs[:, None]
+        # a failed line search with an empty history is a dead end
+        stop = done if moved is None else done | (~moved & no_history)
         if bool(stop.any()):
             ended = pos[stop]
             x[ended], f[ended], g[ended], n_iter[ended] = xa[stop], fa[stop], ga[stop], na[stop]
