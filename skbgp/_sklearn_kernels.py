@@ -43,12 +43,12 @@ SUPPORTED = (
 
 
 def _pairwise_squared_differences(X):
-    """Tensor of shape (d + 1, n * n): the training data of the stationary path.
+    """:class:`~skbgp._core.exact.TrainingDifferences`: the training data of the stationary path.
 
     The augmented squared differences, built once per fit and reused by every
     likelihood evaluation.
     """
-    return augmented_differences(squared_differences(X, X))
+    return exact.training_differences(X)
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,13 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(saved)
+
+
+@pytest.fixture(params=["lapack", "torch"], ids=["in-place-lapack", "torch-linalg"])
+def linalg_path(request, monkeypatch):
+    """Both CPU paths of the likelihood: in-place LAPACK (where it is usable) and torch's functions."""
+    from skbgp._core import lapack
+
+    if request.param == "torch":
+        monkeypatch.setattr(lapack, "ENABLED", False)
+    return request.param

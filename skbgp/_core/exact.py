@@ -21,9 +21,12 @@ from .kernels import (
     signal_from_coefficients,
     squared_differences,
 )
+from . import lapack
 from .threads import run_blocks, split_blocks
 
 __all__ = [
+    "TrainingDifferences",
+    "training_differences",
     "Factor",
     "member_blocks",
     "training_covariance",
@@ -39,15 +42,55 @@ __all__ = [
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _augmented(D2):
-    """``D2`` as :func:`augmented_differences` gives it; unchanged if it already is.
+class TrainingDifferences:
+    """The squared differences of the training inputs, built once per fit.
+
+    Parameters
+    ----------
+    full : Tensor of shape (d + 1, n * n)
+        :func:`augmented_differences` of the training inputs.
+
+    Attributes
+    ----------
+    full : Tensor of shape (d + 1, n * n)
+    """
+
+    __slots__ = ("full", "_upper")
+
+    def __init__(self, full):
+        self.full = full
+        self._upper = None
+
+    def upper(self):
+        """Tensor of shape (d + 1, n * n): twice ``full`` above the diagonal, 0 elsewhere.
+
+        The weights of the gradient's sums when a matrix holds ``K^-1`` only
+        above its diagonal (:mod:`.lapack`); built on first use.
+        """
+        if self._upper is None:
+            n = math.isqrt(self.full.shape[-1])
+            twice = torch.ones(n, n, dtype=self.full.dtype, device=self.full.device).triu_(1).mul_(2.0)
+            self._upper = self.full * twice.view(1, n * n)
+        return self._upper
+
+
+def training_differences(X):
+    """:class:`TrainingDifferences` of training inputs ``X`` (Tensor of shape (n, d))."""
+    return TrainingDifferences(augmented_differences(squared_differences(X, X)))
+
+
+def _training(D2):
+    """``D2`` as :class:`TrainingDifferences`; unchanged if it already is.
 
     The likelihood functions below accept the squared differences of shape
-    (d, n, n) or their augmented form of shape (d + 1, n * n): a fit passes the
-    augmented form, built once, so that an evaluation of a lone member does not
-    copy ``(d + 1) n^2`` numbers first (15% of its time at n = 264, d = 3).
+    (d, n, n), their augmented form of shape (d + 1, n * n), or
+    :class:`TrainingDifferences`: a fit passes the last, built once, so that
+    an evaluation of a lone member does not copy ``(d + 1) n^2`` numbers first
+    (15% of its time at n = 264, d = 3).
     """
-    return D2 if D2.dim() == 2 else augmented_differences(D2)
+    if isinstance(D2, TrainingDifferences):
+        return D2
+    return TrainingDifferences(D2 if D2.dim() == 2 else augmented_differences(D2))
 
 
 # Members are processed in blocks of at most this many numbers per n x n
@@ -89,7 +132,7 @@ def training_covariance(kernel, theta, D2aug, maskf, alpha):
         Log hyperparameters.
     D2aug : Tensor of shape (d + 1, n * n)
         Augmented squared differences of the training inputs
-        (:func:`augmented_differences`).
+        (:func:`augmented_differences`, ``TrainingDifferences.full``).
     maskf : Tensor of shape (b, n)
         1.0 where observed, 0.0 where missing.
     alpha : Tensor of shape (n,) or ()
@@ -170,9 +213,10 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     kernel : StationaryKernel
     theta : Tensor of shape (b, P)
         Log hyperparameters.
-    D2 : Tensor of shape (d, n, n) or (d + 1, n * n)
-        Squared differences of the training inputs, or their
-        :func:`augmented_differences` (faster when reused).
+    D2 : Tensor of shape (d, n, n) or (d + 1, n * n), or TrainingDifferences
+        Squared differences of the training inputs, their
+        :func:`augmented_differences`, or :func:`training_differences`
+        (fastest when reused).
     y : Tensor of shape (b, n)
         Targets with missing entries set to 0.
     maskf : Tensor of shape (b, n)
@@ -189,34 +233,37 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     """
     b = theta.shape[0]
     n = maskf.shape[-1]
-    D2aug = _augmented(D2)
+    data = _training(D2)
     # Everything per member that is not an n x n matrix is computed here, once
     # for all blocks: an evaluation of a lone member is dominated by the fixed
     # cost of each small tensor operation (about 5 us here, and more when
     # member threads contend for the GIL), not by its arithmetic.
     observed = bool(maskf.bool().all())
-    coef, s = covariance_coefficients(kernel, theta, D2aug.shape[0] - 1)
+    coef, s = covariance_coefficients(kernel, theta, data.full.shape[0] - 1)
     diag = kernel.noise(theta).unsqueeze(-1) + alpha  # (b, n) or (b, 1)
     if observed:
         mask, const = None, 0.5 * LOG_2PI * n
     else:
         mask, const = maskf, 0.5 * LOG_2PI * maskf.sum(-1)
         diag = diag * maskf + (1.0 - maskf)  # 1 on the diagonal of missing points
-    # d nlml / d theta = -1/2 [sum(W Kf), sums_j / ell_j^2, sigma_n^2 tr(W)] (see
-    # _nlml_block): the factors are exp(theta * (0, -2, ..., -2, 1)) times -1/2
+    # d nlml / d theta = 1/2 [sum(V Kf), sums_j / ell_j^2, sigma_n^2 tr(V)] with
+    # V = K^-1 - a a^T (see _nlml_block): the factors are 1/2 exp(theta * (0, -2, ..., -2, 1))
     scale = None
     if eval_gradient:
         powers = ([0.0] if kernel.has_outputscale else []) + [-2.0] * kernel.n_lengthscales \
             + ([1.0] if kernel.has_noise else [])
-        scale = theta.mul(theta.new_tensor(powers)).exp_().mul_(-0.5)
+        scale = theta.mul(theta.new_tensor(powers)).exp_().mul_(0.5)
+    # in place LAPACK (no copies) where it is available; see .lapack
+    direct = lapack.usable(theta.device, theta.dtype)
+    upper = data.upper() if direct and eval_gradient else None
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
     grad = torch.empty_like(theta) if eval_gradient else None
 
     def block(blk):
         whole = blk == slice(0, b)  # one block: no slicing
         pick = (lambda t: t) if whole else (lambda t: t[blk])
-        _nlml_block(kernel, D2aug, n, pick(coef), None if s is None else pick(s), pick(diag),
-                    pick(y), None if mask is None else pick(mask),
+        _nlml_block(kernel, data.full, upper, direct, n, pick(coef), None if s is None else pick(s),
+                    pick(diag), pick(y), None if mask is None else pick(mask),
                     const if observed else pick(const), None if scale is None else pick(scale),
                     pick(loss), None if grad is None else pick(grad))
 
@@ -224,13 +271,16 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     return loss, grad
 
 
-def _nlml_block(kernel, D2aug, n, coef, s, diag, y, maskf, const, scale, loss_out, grad_out):
+def _nlml_block(kernel, D2aug, upper, direct, n, coef, s, diag, y, maskf, const, scale,
+                loss_out, grad_out):
     """One block of :func:`neg_log_marginal_likelihood`, written into the outputs.
 
     ``coef, s`` are from :func:`covariance_coefficients`, ``diag`` is added to
     the diagonal, ``maskf`` is None when every point is observed, ``const`` is
     ``n_observed log(2 pi) / 2`` and ``scale`` the factors of the gradient's
-    entries (None: no gradient).
+    entries (None: no gradient). With ``direct``, the covariance buffer is
+    factorised and inverted in place (:mod:`.lapack`), and ``upper`` are the
+    weights of :meth:`TrainingDifferences.upper`.
     """
     b = coef.shape[0]
     Kf, sG = signal_from_coefficients(kernel, coef, s, D2aug, n, n)
@@ -239,15 +289,25 @@ def _nlml_block(kernel, D2aug, n, coef, s, diag, y, maskf, const, scale, loss_ou
     Kd = Kf.diagonal(dim1=-2, dim2=-1)
     kf_diag = Kd.clone()
     Kd.add_(diag)
-    # the upper factor of a row-major matrix is LAPACK's lower one: no transposes
-    U, info = torch.linalg.cholesky_ex(Kf, upper=True)
+    if direct:
+        # above the diagonal: the factor U (K = U^T U); below it, still Kf
+        info = lapack.potrf_upper_(Kf)
+        U = Kf
+    else:
+        # the upper factor of a row-major matrix is LAPACK's lower one: no transposes
+        U, info = torch.linalg.cholesky_ex(Kf, upper=True)
+        Kd.copy_(kf_diag)  # back to the signal part
     ok = None
     if bool(info.any()):
         ok = info == 0
-        U = torch.where(ok[:, None, None], U, torch.eye(n, dtype=U.dtype, device=U.device))
-    Kd.copy_(kf_diag)  # back to the signal part
+        eye = torch.eye(n, dtype=U.dtype, device=U.device)
+        if direct:
+            U[~ok] = eye  # those members' results are discarded
+        else:
+            U = torch.where(ok[:, None, None], U, eye)
     # R&W Alg. 2.1: v = L^-1 y, a = L^-T v, -log p = |v|^2 / 2 + sum(log diag L) + n log(2 pi) / 2
-    # (two triangular solves: torch.cholesky_solve was 2-4x slower on small batches)
+    # (triangular solves read only the factor's triangle; torch.cholesky_solve
+    # was 2-4x slower on small batches)
     v = torch.linalg.solve_triangular(U.mT, y.unsqueeze(-1), upper=False)
     a = torch.linalg.solve_triangular(U, v, upper=True).squeeze(-1)
     v = v.squeeze(-1)
@@ -260,26 +320,38 @@ def _nlml_block(kernel, D2aug, n, coef, s, diag, y, maskf, const, scale, loss_ou
     if grad_out is None:
         return
 
-    # d lml / d theta_k = 0.5 tr((a a^T - K^-1) dK/dtheta_k)  (R&W eq. 5.9)
-    W = _cholesky_inverse(U).neg_()
-    W.baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2))
-    # At missing points W is -1 on the diagonal and 0 elsewhere, while Kf and
-    # the squared differences vanish there: they add nothing below.
-    parts = []
-    if kernel.has_noise:
-        w_diag = W.diagonal(dim1=-2, dim2=-1)
-        parts.append((w_diag if maskf is None else w_diag * maskf).sum(-1, keepdim=True))
+    # d nlml / d theta_k = 0.5 tr(V dK/dtheta_k), V = K^-1 - a a^T  (R&W eq. 5.9).
+    # At missing points V is 1 on the diagonal and 0 elsewhere, while Kf and
+    # the squared differences vanish there: they add nothing.
     flat = (b, n * n)
-    if sG is None:
-        # RBF: sigma^2 G = Kf. sums[b, j] = sum_ik (W Kf)[b, i, k] D2aug[j, i k]; the
-        # last row of ones gives sum(W * Kf)
-        sums = torch.mm(W.mul_(Kf).view(flat), D2aug.mT)
-        signal = sums[:, -1:]
+    if direct:
+        lapack.potri_upper_(U)  # above the diagonal: K^-1; below it, still Kf
+        v_diag = Kd - a.square()
+        V = torch.addcmul(U, a.unsqueeze(-1), a.unsqueeze(-2), value=-1.0)
+        # sum over all entries = twice the sum above the diagonal (the weights
+        # ``upper``; what lies below is multiplied by 0) + the diagonal's
+        if sG is None:
+            sums = torch.mm(V.mul_(U.mT).view(flat), upper.mT)  # U.mT: Kf above the diagonal
+            signal = sums[:, -1:] + torch.linalg.vecdot(v_diag, kf_diag).unsqueeze(-1)
+        else:
+            signal = torch.mv(torch.mul(V, U.mT).view(flat), upper[-1]).unsqueeze(-1) \
+                + torch.linalg.vecdot(v_diag, kf_diag).unsqueeze(-1)
+            sums = torch.mm(V.mul_(sG).view(flat), upper.mT)
     else:
-        signal = torch.linalg.vecdot(W.view(flat), Kf.view(flat)).unsqueeze(-1)
-        sums = torch.mm(W.mul_(sG).view(flat), D2aug.mT)
+        V = _cholesky_inverse(U).baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2), alpha=-1.0)
+        v_diag = V.diagonal(dim1=-2, dim2=-1).clone()
+        if sG is None:
+            # RBF: sigma^2 G = Kf. sums[b, j] = sum_ik (V Kf)[b, i, k] D2aug[j, i k]; the
+            # last row of ones gives sum(V * Kf)
+            sums = torch.mm(V.mul_(Kf).view(flat), D2aug.mT)
+            signal = sums[:, -1:]
+        else:
+            signal = torch.linalg.vecdot(V.view(flat), Kf.view(flat)).unsqueeze(-1)
+            sums = torch.mm(V.mul_(sG).view(flat), D2aug.mT)
     ls = sums[:, :-1] if kernel.n_lengthscales > 1 else sums[:, :-1].sum(-1, keepdim=True)
-    parts = ([signal] if kernel.has_outputscale else []) + [ls] + parts
+    parts = ([signal] if kernel.has_outputscale else []) + [ls]
+    if kernel.has_noise:
+        parts.append((v_diag if maskf is None else v_diag * maskf).sum(-1, keepdim=True))
     torch.mul(torch.cat(parts, dim=-1), scale, out=grad_out)
     if ok is not None:
         grad_out.masked_fill_(~ok[:, None], 0.0)
@@ -417,7 +489,7 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     -------
     Factor
     """
-    D2aug = _augmented(D2)
+    D2aug = _training(D2).full
     L, jitter, failed = factor_members(
         lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
         maskf, member_blocks(y.shape[0], y.shape[1], theta.device), max_tries,
@@ -452,7 +524,7 @@ def refactorize(kernel, theta, D2, maskf, alpha, jitter):
         Lower Cholesky factors (the identity for a member that cannot be
         factorised).
     """
-    D2aug = _augmented(D2)
+    D2aug = _training(D2).full
     return factor_members(
         lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
         maskf, member_blocks(*maskf.shape, theta.device), jitter=jitter,

@@ -8,7 +8,7 @@ import torch
 from numpy.testing import assert_allclose
 from sklearn.gaussian_process import GaussianProcessRegressor
 
-from skbgp._core.exact import factorize, neg_log_marginal_likelihood, posterior
+from skbgp._core.exact import factorize, neg_log_marginal_likelihood, posterior, training_differences
 from skbgp._core.kernels import StationaryKernel, augmented_differences, squared_differences
 
 from ..conftest import KERNEL_IDS, NUS, sklearn_kernel
@@ -25,24 +25,26 @@ def _setup(X, y, mask=None):
 
 @pytest.mark.parametrize("name", KERNEL_IDS)
 @pytest.mark.parametrize("ard", [True, False], ids=["ard", "iso"])
-@pytest.mark.parametrize("augmented", [False, True], ids=["D2", "augmented"])
-def test_lml_and_gradient_match_sklearn(rng, name, ard, augmented):
+@pytest.mark.parametrize("form", ["D2", "augmented", "training"])
+def test_lml_and_gradient_match_sklearn(rng, name, ard, form, linalg_path):
     X = rng.uniform(size=(30, 3))
     y = np.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * rng.randn(30)
     k = sklearn_kernel(name, [0.4, 0.9, 1.7] if ard else 0.7)
     gpr = GaussianProcessRegressor(k, optimizer=None).fit(X, y)
     expected, expected_grad = gpr.log_marginal_likelihood(k.theta, eval_gradient=True)
     core = StationaryKernel(NUS[name], 3 if ard else 1)
-    _, D2, yt, m = _setup(X, y)
-    if augmented:  # the form a fit builds once and passes to every evaluation
+    Xt, D2, yt, m = _setup(X, y)
+    if form == "augmented":
         D2 = augmented_differences(D2)
+    elif form == "training":  # the form a fit builds once and passes to every evaluation
+        D2 = training_differences(Xt)
     loss, grad = neg_log_marginal_likelihood(core, torch.tensor(k.theta)[None], D2, yt, m, ALPHA)
     assert_allclose(-loss.numpy()[0], expected, rtol=1e-10)
     assert_allclose(-grad.numpy()[0], expected_grad, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", KERNEL_IDS)
-def test_gradient_matches_finite_differences(rng, name):
+def test_gradient_matches_finite_differences(rng, name, linalg_path):
     X = rng.uniform(size=(25, 2))
     y = np.cos(5 * X[:, 0]) * X[:, 1] + 0.1 * rng.randn(25)
     core = StationaryKernel(NUS[name], 2)
@@ -61,7 +63,7 @@ def test_gradient_matches_finite_differences(rng, name):
 
 
 @pytest.mark.parametrize("name", KERNEL_IDS)
-def test_masked_lml_equals_lml_of_observed_subset(rng, name):
+def test_masked_lml_equals_lml_of_observed_subset(rng, name, linalg_path):
     X = rng.uniform(size=(30, 2))
     y = np.sin(4 * X[:, 0]) + 0.1 * rng.randn(30)
     mask = np.ones(30, dtype=bool)
@@ -78,7 +80,7 @@ def test_masked_lml_equals_lml_of_observed_subset(rng, name):
     assert_allclose(-grad.numpy()[0], expected_grad, rtol=1e-8, atol=1e-10)
 
 
-def test_batched_likelihood_equals_looped(rng):
+def test_batched_likelihood_equals_looped(rng, linalg_path):
     X = rng.uniform(size=(20, 3))
     Y = rng.randn(5, 20)
     mask = rng.rand(5, 20) > 0.2
@@ -92,7 +94,7 @@ def test_batched_likelihood_equals_looped(rng):
         torch.testing.assert_close(grad[i:i + 1], gi, rtol=1e-10, atol=1e-12)
 
 
-def test_not_positive_definite_member_is_inf_and_others_unaffected(rng):
+def test_not_positive_definite_member_is_inf_and_others_unaffected(rng, linalg_path):
     X = np.repeat(rng.uniform(size=(10, 1)), 2, axis=0)  # duplicate rows
     y = rng.randn(2, 20)
     core = StationaryKernel(math.inf, 1, has_noise=True)
@@ -100,8 +102,10 @@ def test_not_positive_definite_member_is_inf_and_others_unaffected(rng):
     theta = torch.tensor([[0.0, 0.0, -40.0], [0.0, 0.0, -2.0]], dtype=torch.float64)
     loss, grad = neg_log_marginal_likelihood(core, theta, D2, yt, m, torch.tensor(0.0, dtype=torch.float64))
     assert math.isinf(loss[0].item()) and torch.all(grad[0] == 0)
-    alone, _ = neg_log_marginal_likelihood(core, theta[1:], D2, yt[1:], m[1:], torch.tensor(0.0, dtype=torch.float64))
+    alone, alone_grad = neg_log_marginal_likelihood(core, theta[1:], D2, yt[1:], m[1:],
+                                                    torch.tensor(0.0, dtype=torch.float64))
     torch.testing.assert_close(loss[1:], alone)
+    torch.testing.assert_close(grad[1:], alone_grad)
 
 
 def test_factorize_escalates_jitter_only_for_failing_member(rng):
