@@ -150,3 +150,23 @@ def test_variance_never_negative_at_duplicated_noise_free_points(rng):
     f = factorize(core, theta, D2, yt, m, torch.tensor(1e-10, dtype=torch.float64))
     _, var = posterior(core, theta, Xt, Xt, f.L, f.alpha, m)
     assert torch.all(var >= 0)
+
+
+@pytest.mark.parametrize("n", [30, 300])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inverse_from_the_factor_equals_the_inverse_on_each_of_its_paths(rng, n, threads):
+    """potri (single-threaded, or n >= 256) and the solve-and-product path (else)."""
+    from skbgp._core.exact import _cholesky_inverse
+
+    A = torch.tensor(rng.randn(3, n, n))
+    K = A @ A.mT / n + torch.eye(n, dtype=torch.float64)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        Kinv = _cholesky_inverse(torch.linalg.cholesky(K, upper=True))
+    finally:
+        torch.set_num_threads(saved)
+    assert Kinv.is_contiguous()
+    # numpy's inverse: torch's batched LU is unreliable after torch.set_num_threads
+    # with several threads (pytorch/pytorch#141358)
+    assert_allclose(Kinv.numpy(), np.linalg.inv(K.numpy()), rtol=1e-9, atol=1e-11)
