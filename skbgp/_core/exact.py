@@ -53,25 +53,20 @@ class TrainingDifferences:
     Attributes
     ----------
     full : Tensor of shape (d + 1, n * n)
+    twice_upper : Tensor of shape (n, n) or None
+        2 above the diagonal and 0 elsewhere: the mask of the gradient's sums
+        when a matrix holds ``K^-1`` only above its diagonal (the in-place
+        LAPACK path, :mod:`.lapack`); None where that path is not used.
     """
 
-    __slots__ = ("full", "_upper")
+    __slots__ = ("full", "twice_upper")
 
     def __init__(self, full):
         self.full = full
-        self._upper = None
-
-    def upper(self):
-        """Tensor of shape (d + 1, n * n): twice ``full`` above the diagonal, 0 elsewhere.
-
-        The weights of the gradient's sums when a matrix holds ``K^-1`` only
-        above its diagonal (:mod:`.lapack`); built on first use.
-        """
-        if self._upper is None:
-            n = math.isqrt(self.full.shape[-1])
-            twice = torch.ones(n, n, dtype=self.full.dtype, device=self.full.device).triu_(1).mul_(2.0)
-            self._upper = self.full * twice.view(1, n * n)
-        return self._upper
+        self.twice_upper = None
+        if lapack.usable(full.device, full.dtype):
+            n = math.isqrt(full.shape[-1])
+            self.twice_upper = torch.ones(n, n, dtype=full.dtype, device=full.device).triu_(1).mul_(2.0)
 
 
 def training_differences(X):
@@ -257,16 +252,15 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
             + ([1.0] if kernel.has_noise else [])
         scale = theta.mul(theta.new_tensor(powers)).exp_().mul_(0.5)
     # in place LAPACK (no copies) where it is available; see .lapack
-    direct = lapack.usable(theta.device, theta.dtype)
-    upper = data.upper() if direct and eval_gradient else None
+    direct = data.twice_upper is not None and lapack.usable(theta.device, theta.dtype)
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
     grad = torch.empty_like(theta) if eval_gradient else None
 
     def block(blk):
         whole = blk == slice(0, b)  # one block: no slicing
         pick = (lambda t: t) if whole else (lambda t: t[blk])
-        _nlml_block(kernel, data.full, upper, direct, n, pick(coef), None if s is None else pick(s),
-                    pick(diag), pick(y), None if mask is None else pick(mask),
+        _nlml_block(kernel, data.full, data.twice_upper if direct else None, n, pick(coef),
+                    None if s is None else pick(s), pick(diag), pick(y), None if mask is None else pick(mask),
                     const if observed else pick(const), None if scale is None else pick(scale),
                     pick(loss), None if grad is None else pick(grad))
 
@@ -274,18 +268,19 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     return loss, grad
 
 
-def _nlml_block(kernel, D2aug, upper, direct, n, coef, s, diag, y, maskf, const, scale,
+def _nlml_block(kernel, D2aug, twice_upper, n, coef, s, diag, y, maskf, const, scale,
                 loss_out, grad_out):
     """One block of :func:`neg_log_marginal_likelihood`, written into the outputs.
 
     ``coef, s`` are from :func:`covariance_coefficients`, ``diag`` is added to
     the diagonal, ``maskf`` is None when every point is observed, ``const`` is
     ``n_observed log(2 pi) / 2`` and ``scale`` the factors of the gradient's
-    entries (None: no gradient). With ``direct``, the covariance buffer is
-    factorised and inverted in place (:mod:`.lapack`), and ``upper`` are the
-    weights of :meth:`TrainingDifferences.upper`.
+    entries (None: no gradient). With ``twice_upper``
+    (:attr:`TrainingDifferences.twice_upper`), the covariance buffer is
+    factorised and inverted in place (:mod:`.lapack`).
     """
     b = coef.shape[0]
+    direct = twice_upper is not None
     Kf, sG = signal_from_coefficients(kernel, coef, s, D2aug, n, n)
     if maskf is not None:
         _zero_missing_(Kf, maskf)
@@ -330,16 +325,17 @@ def _nlml_block(kernel, D2aug, upper, direct, n, coef, s, diag, y, maskf, const,
     if direct:
         lapack.potri_upper_(U)  # above the diagonal: K^-1; below it, still Kf
         v_diag = Kd - a.square()
+        # a sum over all entries is twice the sum above the diagonal (the mask
+        # ``twice_upper`` also drops what lies below) plus the diagonal's; Kf
+        # above the diagonal is read from below it (U.mT)
         V = torch.addcmul(U, a.unsqueeze(-1), a.unsqueeze(-2), value=-1.0)
-        # sum over all entries = twice the sum above the diagonal (the weights
-        # ``upper``; what lies below is multiplied by 0) + the diagonal's
+        on_diag = torch.linalg.vecdot(v_diag, kf_diag).unsqueeze(-1)
         if sG is None:
-            sums = torch.mm(V.mul_(U.mT).view(flat), upper.mT)  # U.mT: Kf above the diagonal
-            signal = sums[:, -1:] + torch.linalg.vecdot(v_diag, kf_diag).unsqueeze(-1)
+            sums = torch.mm(V.mul_(U.mT).mul_(twice_upper).view(flat), D2aug.mT)
+            signal = sums[:, -1:] + on_diag
         else:
-            signal = torch.mv(torch.mul(V, U.mT).view(flat), upper[-1]).unsqueeze(-1) \
-                + torch.linalg.vecdot(v_diag, kf_diag).unsqueeze(-1)
-            sums = torch.mm(V.mul_(sG).view(flat), upper.mT)
+            signal = torch.mul(V, U.mT).mul_(twice_upper).view(flat).sum(-1, keepdim=True) + on_diag
+            sums = torch.mm(V.mul_(sG).mul_(twice_upper).view(flat), D2aug.mT)
     else:
         V = _cholesky_inverse(U).baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2), alpha=-1.0)
         v_diag = V.diagonal(dim1=-2, dim2=-1).clone()

@@ -21,9 +21,9 @@ from .threads import block_workers, run_blocks
 
 __all__ = ["FoldBatch", "pack_folds", "fold_objective", "loo_from_factor"]
 
-# The folds' training data (squared differences and the weights of the
-# in-place LAPACK path, ``2 (d + 1) n^2`` numbers per fold) are built once and
-# kept while they take at most this many bytes together; beyond that (leave-one-out on many points) every evaluation
+# The folds' training data (squared differences, ``(d + 1) n^2`` numbers or a
+# few more per fold) are built once and kept while they take at most this
+# many bytes together; beyond that (leave-one-out on many points) every evaluation
 # builds the data of the folds it needs. Building them took 6.8 ms per fold at
 # n = 450, d = 5, against 3.9 ms per member-evaluation: rebuilt on every call,
 # they cost more than a third of a 10-fold fit of 16 targets.
@@ -106,7 +106,7 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
         ``training_data(X) -> data`` for ``nlml``;
         :func:`~skbgp._core.exact.training_differences` by default. Each
         fold's data are built once when all folds' fit in 256 MiB (at about
-        ``(2 d + 3) n^2`` numbers per fold), else at every call.
+        ``(d + 3) n^2`` numbers per fold), else at every call.
 
     Returns
     -------
@@ -123,7 +123,7 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
     m = batch.n_targets
     k, n, d = batch.X.shape
     build = training_differences if training_data is None else training_data
-    keep = k * (2 * d + 3) * n * n * batch.X.element_size() <= _CACHE_BYTES
+    keep = k * (d + 3) * n * n * batch.X.element_size() <= _CACHE_BYTES
     cache = {}
 
     def fold_data(f):

@@ -167,3 +167,27 @@ def test_memory_with_unusable_pairs_in_the_middle_still_uses_the_others():
     solution = torch.linalg.solve(A, c.unsqueeze(-1)).squeeze(-1)
     assert_allclose(res.x.numpy(), solution.numpy(), rtol=1e-9, atol=1e-10)
     assert bool((res.n_iter <= 2).all())
+
+
+def test_trial_points_that_the_box_leaves_unchanged_are_not_evaluated_again():
+    """A huge quasi-Newton step clipped to a worse corner: every backtracking
+    trial that still lands on that corner is rejected from the known value,
+    and the member still reaches the bounded minimum (closed form: the clipped
+    minimiser of a separable quadratic)."""
+    c = torch.tensor([[0.5, -0.2], [0.3, 0.4]], dtype=torch.float64)
+    seen = []
+
+    def fun(x, idx):
+        for xi, i in zip(x.tolist(), idx.tolist()):
+            seen.append((i, tuple(xi)))
+        r = x - c[idx]
+        return (r * r).sum(-1), 2.0 * r
+
+    x0 = torch.zeros(2, 2, dtype=torch.float64)
+    lower, upper = -torch.ones_like(x0), torch.ones_like(x0)
+    # curvature pairs of an almost flat model: its first step is ~1e6 long
+    S = torch.eye(2, dtype=torch.float64).expand(2, 2, 2).clone()
+    res = minimize_lbfgs(fun, x0, lower, upper, memory=(S, 1e-6 * S), gtol=1e-9)
+    assert len(seen) == len(set(seen)), "a member was evaluated twice at the same point"
+    assert res.converged.all()
+    assert_allclose(res.x.numpy(), c.numpy(), atol=1e-6)
