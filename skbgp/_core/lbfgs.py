@@ -273,8 +273,8 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
             # shrink the rejected steps by safeguarded quadratic interpolation,
             # or by 10 where the objective was undefined
             rej = ~ok
+            rej_ids = rej.nonzero().squeeze(-1) if sidx is None else sidx[rej]
             if sidx is not None:
-                rej_ids = sidx[rej]
                 last_x[rej_ids], last_f[rej_ids] = xt[rej], ft[rej]
             ft, ps, ts = ft[rej], ps[rej], ts[rej]
             fs = fs[rej]
@@ -285,7 +285,7 @@ def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446
                 torch.minimum(torch.maximum(t_quad, 0.1 * ts), 0.5 * ts),
                 0.1 * ts,
             )
-            t[rej.nonzero().squeeze(-1) if sidx is None else sidx[rej]] = t_next
+            t[rej_ids] = t_next
 
         # None: every member moved
         moved = None if searching is None else ~searching
