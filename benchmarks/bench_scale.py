@@ -153,7 +153,7 @@ def where_time_goes(args):
         training_differences,
     )
     from skbgp._core.kernels import StationaryKernel, signal_covariance
-    from skbgp._core.threads import member_threads
+    from skbgp._core.threads import on_member_threads
 
     n, d = args.n, args.d
     threads = torch.get_num_threads()
@@ -183,9 +183,8 @@ def where_time_goes(args):
             fn()
         return 1e3 * (time.perf_counter() - start) / reps / members
 
-    with member_threads("cpu"):
-        threaded = per_member_ms(
-            lambda: neg_log_marginal_likelihood(kernel, theta, D2, y, mask, alpha), b)
+    threaded = on_member_threads("cpu", lambda: per_member_ms(
+        lambda: neg_log_marginal_likelihood(kernel, theta, D2, y, mask, alpha), b))
     th, Kb, Ub = theta[:block], K[:block], U[:block]
     torch.set_num_threads(1)
     try:

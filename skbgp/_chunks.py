@@ -17,7 +17,7 @@ import torch
 
 from ._core.fit import fit_hyperparameters
 from ._core.priors import log_prior
-from ._core.threads import member_threads
+from ._core.threads import on_member_threads
 from ._validation import to_numpy, to_tensor
 
 __all__ = ["auto_batch_size", "fit_chunk", "Progress"]
@@ -102,7 +102,8 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
     Returns
     -------
     dict of ndarray
-        ``theta`` (c, P), ``n_iter`` (c,), ``converged`` (c,), ``lml`` (c,),
+        ``theta`` (c, P), ``n_iter`` (c,), ``n_evaluations`` (c,: likelihood
+        evaluations of every target, all its starts), ``converged`` (c,), ``lml`` (c,),
         ``alpha`` (c, n), ``jitter`` (c,), ``failed`` (c,): failed is True where
         the covariance could not be factorised even with jitter; ``log_prior``
         (c,), 0 without priors.
@@ -114,32 +115,36 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
     yt, mt, alphat = as_t(y), as_t(maskf), as_t(alpha)
     priors = plan.prior_terms(dtype, Xt.device, targets=targets)
     c = y.shape[0]
-    # member blocks on CPU threads (see skbgp._core.threads)
-    with member_threads(Xt.device):
+    def work():
         if optimize:
             def report(iteration, n_active):
                 print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
                       "optimising", flush=True)
 
-            callback = report if verbose >= 2 else None
             result = fit_hyperparameters(
                 kernel, data, yt, mt, alphat, as_t(starts), as_t(lower), as_t(upper),
                 torch.as_tensor(plan.free, device=Xt.device), max_iter=max_iter, gtol=tol,
-                callback=callback, nlml=engine.nlml, priors=priors,
+                callback=report if verbose >= 2 else None, nlml=engine.nlml, priors=priors,
             )
             theta = result.theta
             n_iter = to_numpy(result.n_iter, np.int64)
             converged = to_numpy(result.converged, bool)
+            n_evals = to_numpy(result.member_evaluations, np.int64)
         else:
             theta = as_t(starts[0])
             n_iter = np.zeros(c, dtype=np.int64)
             converged = np.ones(c, dtype=bool)
-        factor = engine.factorize(kernel, theta, data, yt, mt, alphat)
+            n_evals = np.zeros(c, dtype=np.int64)
+        return theta, n_iter, converged, n_evals, engine.factorize(kernel, theta, data, yt, mt, alphat)
+
+    # single-threaded arithmetic, member blocks on a pool (see skbgp._core.threads)
+    theta, n_iter, converged, n_evals, factor = on_member_threads(Xt.device, work)
     with torch.no_grad():
         lp = log_prior(priors, theta, torch.arange(c, device=Xt.device), eval_gradient=False)[0]
     return {
         "theta": to_numpy(theta),
         "n_iter": n_iter,
+        "n_evaluations": n_evals,
         "converged": converged,
         "lml": to_numpy(factor.log_marginal_likelihood),
         "alpha": to_numpy(factor.alpha),

@@ -26,7 +26,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._core.fit import finite_difference_hessian, fit_hyperparameters, make_objective
 from ._core.folds import fold_objective, loo_from_factor, pack_folds
 from ._core.lbfgs import hessian_pairs
-from ._core.threads import member_threads
+from ._core.priors import concatenate_terms
+from ._core.threads import on_member_threads
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import (
     num_samples,
@@ -187,20 +188,26 @@ def _batched_fit(estimator, X, y, splits, params, mode):
                            [p.maskf for p in preps], [p.alpha for p in preps])
         engine = preps[0].plan.engine
         # member f * m + t is target t: its rows of any per-target prior
-        priors = preps[0].plan.prior_terms(lower.dtype, lower.device, targets=np.tile(np.arange(m), k))
-        with member_threads(lower.device):
+        priors = concatenate_terms(
+            [p.plan.prior_terms(lower.dtype, lower.device, targets=np.arange(m)) for p in preps],
+            [m] * k)
+
+        def work():
             memory = None
             if warm is not None:
                 memory = _full_data_curvature(full_prep, starts[0, :m])
                 memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
-            result = fit_hyperparameters(
+            return fit_hyperparameters(
                 kernel, None, None, None, None, starts, lower, upper, preps[0].free,
                 max_iter=reg.max_iter, gtol=reg.tol, priors=priors,
                 objective=fold_objective(kernel, batch, engine.nlml, engine.training_data),
                 memory=memory,
             )
+
+        result = on_member_threads(lower.device, work)
         per_fold = [(result.theta[f * m:(f + 1) * m], result.n_iter[f * m:(f + 1) * m],
-                     result.converged[f * m:(f + 1) * m]) for f in range(k)]
+                     result.converged[f * m:(f + 1) * m],
+                     result.member_evaluations[f * m:(f + 1) * m]) for f in range(k)]
     else:
         per_fold = [(p.starts[0], None, None) for p in preps]
     t_shared += time.perf_counter() - t0

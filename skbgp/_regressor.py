@@ -16,9 +16,11 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 
 from ._chunks import Progress, auto_batch_size, fit_chunk
 from ._core.exact import sample_mvn
-from ._core.threads import member_threads
+from ._core.priors import log_prior
+from ._core.threads import on_member_threads
 from ._sklearn_kernels import plan_default, plan_from_kernel
-from ._validation import resolve_device, resolve_dtype, to_numpy, to_tensor, torch_generator
+from ._validation import (column_sums, resolve_device, resolve_dtype, to_numpy, to_tensor,
+                          torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
 __all__ = ["BatchedGaussianProcessRegressor"]
@@ -110,6 +112,36 @@ def _check_noise_variance(noise_variance, n_samples):
     if not np.all(np.isfinite(noise)) or np.any(noise < 0):
         raise ValueError("noise_variance must be finite and non-negative.")
     return noise
+
+
+def restart_design(kind, random_state, n_restarts, n_free):
+    """Points in the unit cube where the restarts of every target start.
+
+    Parameters
+    ----------
+    kind : {"sobol", "uniform"}
+        ``"uniform"``: scikit-learn's draws (``rng.uniform`` over the box, one
+        restart after the other), for a user's kernel. ``"sobol"``: a
+        scrambled Sobol' sequence, for the default kernel: its first points
+        split every dimension's range evenly (two points fall in opposite
+        halves, four in different quarters), where independent draws often
+        leave a basin unvisited.
+    random_state : int, RandomState instance or None
+    n_restarts, n_free : int
+
+    Returns
+    -------
+    ndarray of shape (n_restarts, n_free)
+        The first ``k`` rows do not depend on ``n_restarts``: the starts with
+        fewer restarts are a prefix of those with more.
+    """
+    rng = check_random_state(random_state)
+    if n_restarts <= 0:
+        return np.empty((0, n_free))
+    if kind == "sobol":
+        engine = torch.quasirandom.SobolEngine(n_free, scramble=True, seed=int(rng.randint(2**31 - 1)))
+        return engine.draw(n_restarts, dtype=torch.float64).numpy()
+    return np.stack([rng.uniform(size=n_free) for _ in range(n_restarts)])
 
 
 def _format_targets(indices, limit=10):
@@ -338,7 +370,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         alpha=1e-10,
         optimizer="lbfgs",
         n_restarts_optimizer=2,
-        normalize_y=False,
+        normalize_y="auto",
         copy_X_train=True,
         random_state=None,
         max_iter=500,
@@ -393,6 +425,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             or self.n_jobs == 0
         ):
             raise ValueError(f"n_jobs must be None or a non-zero integer; got {self.n_jobs!r}.")
+        if not (isinstance(self.normalize_y, (bool, np.bool_)) or self.normalize_y == "auto"):
+            raise ValueError(f"normalize_y must be True, False or 'auto'; got {self.normalize_y!r}.")
         if not isinstance(self.tol, numbers.Real) or not self.tol > 0:
             raise ValueError(f"tol must be a positive number; got {self.tol!r}.")
         return resolve_device(self.device), resolve_dtype(self.dtype)
@@ -407,6 +441,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
             raise ValueError("alpha must be finite and non-negative.")
         return alpha
+
+    def _normalizes(self):
+        """Whether the targets are standardised: ``normalize_y``, with "auto" for the default kernel."""
+        if self.normalize_y == "auto":
+            return self.kernel is None
+        return bool(self.normalize_y)
 
     def _validate_fit_data(self, X, y):
         X, y = validate_data(
@@ -483,11 +523,17 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             )
 
         n_obs = np.maximum(observed.sum(axis=0), 1)
-        if self.normalize_y:
-            filled = np.where(observed, Y, 0.0)
-            mean = filled.sum(axis=0) / n_obs
-            std = np.sqrt((np.where(observed, Y - mean, 0.0) ** 2).sum(axis=0) / n_obs)
-            std = np.where(std > 10 * np.finfo(std.dtype).eps, std, 1.0)
+        if self._normalizes():
+            # in units of each target's largest magnitude: no overflow for huge
+            # targets, and a constant target (spread at rounding level) keeps std 1
+            peak = np.where(observed, np.abs(Y), 0.0).max(axis=0)
+            peak = np.where(peak > 0, peak, 1.0)
+            Z = np.where(observed, Y / peak, 0.0)
+            mean_z = column_sums(Z) / n_obs
+            std_z = np.sqrt(column_sums(np.where(observed, Z - mean_z, 0.0) ** 2) / n_obs)
+            spread = std_z > 10 * np.finfo(float).eps
+            mean = mean_z * peak
+            std = np.where(spread, std_z * peak, 1.0)
         else:
             mean = np.zeros(n_targets)
             std = np.ones(n_targets)
@@ -502,12 +548,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         bounds = np.broadcast_to(plan.bounds, (n_targets, P, 2))
         theta0 = np.clip(np.broadcast_to(plan.theta0, (n_targets, P)), bounds[..., 0], bounds[..., 1])
         starts = [theta0]
-        if self.optimizer is not None:
-            rng = check_random_state(self.random_state)
-            box = np.broadcast_to(plan.restart_bounds, (n_targets, P, 2))
-            for _ in range(self.n_restarts_optimizer):
-                draw = rng.uniform(box[..., 0], box[..., 1])
-                starts.append(np.where(plan.free, draw, theta0))
+        if self.optimizer is not None and self.n_restarts_optimizer:
+            free = np.flatnonzero(plan.free)
+            low, high = np.broadcast_to(plan.restart_bounds, (n_targets, P, 2))[:, free].transpose(2, 0, 1)
+            # one design for all targets, placed in each target's own box: a
+            # target's starts depend on its own data and random_state only
+            for u in restart_design(plan.restart_design, self.random_state,
+                                    self.n_restarts_optimizer, free.size):
+                draw = theta0.copy()
+                draw[:, free] = low + (high - low) * u
+                starts.append(draw)
         return _FitInputs(
             X=X, y_given=y, observed=observed, empty=empty, mean=mean, std=std, Yn=Yn,
             maskf_np=maskf, alpha_np=alpha, plan=plan, bounds=bounds, starts_np=np.stack(starts),
@@ -552,6 +602,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         out = {
             "theta": np.empty((n_targets, P)),
             "n_iter": np.empty(n_targets, dtype=np.int64),
+            "n_evaluations": np.empty(n_targets, dtype=np.int64),
             "converged": np.empty(n_targets, dtype=bool),
             "lml": np.empty(n_targets),
             "alpha": np.empty((n_targets, X.shape[0])),
@@ -570,7 +621,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             progress.close()
         return out
 
-    def _finish_fit(self, prep, theta, n_iter, converged):
+    def _finish_fit(self, prep, theta, n_iter, converged, n_evaluations=None):
         """Factorise at hyperparameters found elsewhere, store and warn.
 
         Used by the batched cross-validation, which optimises the targets of
@@ -580,13 +631,15 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         ----------
         prep : _FitInputs
         theta : Tensor of shape (n_targets, P)
-        n_iter, converged : Tensor of shape (n_targets,) or None
+        n_iter, converged, n_evaluations : Tensor of shape (n_targets,) or None
             ``None`` when nothing was optimised.
         """
         out = self._fit_chunks(prep, theta=to_numpy(theta))
+        out["n_evaluations"][:] = 0  # only factorised here
         if n_iter is not None:
             out["n_iter"] = to_numpy(n_iter, np.int64)
             out["converged"] = to_numpy(converged, bool)
+            out["n_evaluations"] = to_numpy(n_evaluations, np.int64)
         return self._store_fit(prep, out)
 
     def _store_fit(self, prep, out):
@@ -624,6 +677,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self._engine = plan.engine
         self._theta_full = theta
         self._free = plan.free
+        self._priors = plan.priors
         self.theta_ = theta[:, plan.free]
         self.hyperparameter_names_ = [n for n, f in zip(plan.names, plan.free) if f]
         self.length_scales_, self.outputscales_, self.noise_levels_ = plan.summaries(
@@ -637,6 +691,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.log_marginal_likelihood_value_ = lml
         self.log_prior_value_ = out["log_prior"]
         self.n_iter_ = out["n_iter"]
+        self.n_evaluations_ = out["n_evaluations"]
         self.converged_ = out["converged"] & ~failed
         self.jitter_ = out["jitter"]
         self.failed_targets_ = np.flatnonzero(failed)
@@ -723,9 +778,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             sl = slice(start, min(start + size, self.n_targets_))
             theta = as_t(self._theta_full[sl])
             mask = as_t(self._observed[:, sl].T.astype(float))
-            with member_threads(device):  # the fit's single-threaded arithmetic
-                L = self._engine.refactorize(self._core_kernel, theta, data, mask, alpha,
-                                             as_t(self.jitter_[sl]))
+            L = on_member_threads(device, lambda: self._engine.refactorize(  # the fit's arithmetic
+                self._core_kernel, theta, data, mask, alpha, as_t(self.jitter_[sl])))
             yield sl, theta, Xtr, L, as_t(self.alpha_[:, sl].T), mask, as_t
 
     def _warn_failed(self):
@@ -875,15 +929,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
             return self.log_marginal_likelihood_value_.copy()
-        n_free = int(self._free.sum())
-        theta = np.asarray(theta, dtype=float)
-        if theta.shape not in ((n_free,), (self.n_targets_, n_free)):
-            raise ValueError(
-                f"theta has shape {theta.shape}; expected ({self.n_targets_}, {n_free}) "
-                f"or ({n_free},) for the free hyperparameters {self.hyperparameter_names_}."
-            )
-        full = self._theta_full.copy()
-        full[:, self._free] = theta
+        full = self._full_theta(theta)
         device, dtype = self._compute_device()
         as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
         Xtr, mask = as_t(self.X_train_), as_t(self._observed.T.astype(float))
@@ -899,6 +945,54 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if eval_gradient:
             return lml, -to_numpy(grad)[:, self._free]
         return lml
+
+    def log_prior(self, theta=None, eval_gradient=False):
+        """Log prior density of every target's hyperparameters (0 without priors).
+
+        With priors the fit maximises ``log_marginal_likelihood(theta) +
+        log_prior(theta)`` (the default kernel has a prior on its length
+        scales); this gives the second term anywhere, to compare optima.
+
+        Parameters
+        ----------
+        theta : array-like of shape (n_targets, n_free) or (n_free,), default=None
+            As in :meth:`log_marginal_likelihood`; ``None`` returns
+            ``log_prior_value_``.
+        eval_gradient : bool, default=False
+            Also return the gradient with respect to ``theta``.
+
+        Returns
+        -------
+        log_prior : ndarray of shape (n_targets,)
+        log_prior_gradient : ndarray of shape (n_targets, n_free)
+            Only with ``eval_gradient=True``.
+        """
+        check_is_fitted(self)
+        if theta is None:
+            if eval_gradient:
+                raise ValueError("Gradient can only be evaluated for theta!=None")
+            return self.log_prior_value_.copy()
+        full = torch.as_tensor(self._full_theta(theta), dtype=torch.float64)
+        terms = [spec.term(torch.float64, torch.device("cpu")) for spec in self._priors]
+        lp, grad = log_prior(terms, full, torch.arange(self.n_targets_), eval_gradient=eval_gradient)
+        lp = to_numpy(lp)
+        lp[self.failed_targets_] = np.nan
+        if eval_gradient:
+            return lp, to_numpy(grad)[:, self._free]
+        return lp
+
+    def _full_theta(self, theta):
+        """ndarray of shape (n_targets, P): the fitted theta with its free part set to ``theta``."""
+        n_free = int(self._free.sum())
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape not in ((n_free,), (self.n_targets_, n_free)):
+            raise ValueError(
+                f"theta has shape {theta.shape}; expected ({self.n_targets_}, {n_free}) "
+                f"or ({n_free},) for the free hyperparameters {self.hyperparameter_names_}."
+            )
+        full = self._theta_full.copy()
+        full[:, self._free] = theta
+        return full
 
     def _y_train_2d(self):
         return self.y_train_.reshape(self.y_train_.shape[0], -1)

@@ -31,9 +31,10 @@ from . import kernels as native
 from ._core import composite, exact
 from ._core.kernels import StationaryKernel, augmented_differences, squared_differences
 from ._core.priors import PriorTerm, rebuild_distribution
+from ._validation import column_sums
 
 __all__ = ["Engine", "KernelPlan", "PriorSpec", "plan_from_kernel", "plan_from_sklearn",
-           "plan_default"]
+           "plan_default", "length_scale_prior"]
 
 SUPPORTED = (
     "ConstantKernel, WhiteKernel, RBF, Matern (nu in 0.5, 1.5, 2.5, inf), "
@@ -150,6 +151,10 @@ class KernelPlan:
         Box in which restart points are drawn log-uniformly: the bounds
         themselves for a user's kernel (scikit-learn's semantics), a box of
         plausible values around the data-driven start for the default kernel.
+    restart_design : {"uniform", "sobol"}
+        How the restarts are placed in that box: scikit-learn's independent
+        uniform draws for a user's kernel, a scrambled Sobol' sequence for the
+        default kernel (:func:`skbgp._regressor.restart_design`).
     warn_at_upper : ndarray of shape (n_params,), bool
         Whether ending at the upper bound deserves a warning. Not for the
         default kernel's length scales: their upper bound is 1e5 times the
@@ -191,6 +196,7 @@ class KernelPlan:
     template: object
     groups: tuple
     set_bounds: bool
+    restart_design: str = "uniform"
 
     def prior_terms(self, dtype, device, targets=None):
         """Tuple of core ``PriorTerm`` in this dtype and device.
@@ -654,24 +660,100 @@ def plan_from_sklearn(kernel, n_features, n_targets=1):
     return plan_from_kernel(kernel, n_features, n_targets)
 
 
+# The default kernel's restart box, as multiples of the scales (outputscale,
+# length scale, noise); see plan_default.
+DEFAULT_BOX = ((0.1, 0.01, 1e-4), (3.0, 2.0, 1.0))
+
+
+def length_scale_prior(X):
+    r"""The default kernel's prior on every length scale, from the training inputs.
+
+    BoTorch's dimension-scaled prior (Hvarfner, Hellsten & Nardi, 2024) on
+    inputs scaled to the unit cube, written for the raw inputs: with
+    :math:`r_j` the range of feature :math:`j` (1 for a constant feature),
+
+    .. math::
+
+        \ell_j / r_j \sim \mathrm{LogNormal}\big(\sqrt{2} + \tfrac12 \log d,\ \sqrt{3}\big).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+
+    Returns
+    -------
+    torch.distributions.LogNormal
+        Batch shape (n_features,), float64.
+    """
+    d = X.shape[1]
+    span = X.max(axis=0) - X.min(axis=0)
+    span = np.where(span > 0, span, 1.0)
+    loc = torch.as_tensor(math.sqrt(2.0) + 0.5 * math.log(d) + np.log(span), dtype=torch.float64)
+    return torch.distributions.LogNormal(loc, torch.full((d,), math.sqrt(3.0), dtype=torch.float64))
+
+
+# Gamma(concentration, rate) prior on the noise variance relative to each
+# target's power (GPyTorch's and BoTorch's default noise prior before BoTorch
+# 0.12): density ~ v^0.1 near 0, so a fit must gain from interpolating.
+NOISE_PRIOR = (1.1, 0.05)
+
+
+def noise_prior(log_power):
+    r"""The default kernel's prior on every target's noise variance.
+
+    .. math::
+
+        \sigma_{n,t}^2 / P_t \sim \mathrm{Gamma}(1.1,\ 0.05),
+
+    with :math:`P_t` the target's power (1 for a standardised target): nearly
+    flat (its density grows as :math:`v^{0.1}`), but an exactly interpolating
+    fit (:math:`\sigma_n^2 	o 0`) of a few noisy points is penalised enough
+    to lose against explaining them as noise.
+
+    Parameters
+    ----------
+    log_power : ndarray of shape (n_targets,)
+
+    Returns
+    -------
+    torch.distributions.Gamma
+        Batch shape (n_targets, 1), float64.
+    """
+    a, b = NOISE_PRIOR
+    # floored: a target too large for float64's range keeps a finite log density
+    rate = np.maximum(b * np.exp(-np.asarray(log_power, dtype=float)), np.finfo(float).tiny)
+    rate = torch.as_tensor(rate, dtype=torch.float64).reshape(-1, 1)
+    return torch.distributions.Gamma(torch.full_like(rate, a), rate)
+
+
+def _spacing(X):
+    """ndarray of shape (n_features,): the median gap between the sorted distinct values of every feature."""
+    out = np.empty(X.shape[1])
+    for j in range(X.shape[1]):
+        gaps = np.diff(np.unique(X[:, j]))
+        out[j] = np.median(gaps) if gaps.size else 1.0
+    return out
+
+
 def plan_default(X, y, maskf):
-    r"""The default kernel, initialised from the spread of the data.
+    r"""The default kernel, initialised from the spread of the data, with its length-scale prior.
 
-    ``outputscale * RBF(ARD) + noise`` with, for target ``t`` and feature
-    ``j``:
+    ``outputscale * RBF(ARD) + noise`` with, for target ``t`` of power
+    :math:`P_t = \overline{y_t^2}` (the mean square of its observed values: 1
+    for a standardised target) and feature ``j`` of range :math:`r_j`:
 
-    * length scale :math:`\ell_j^0 = \mathrm{std}(X_{:, j})` (1 for a constant
-      feature), bounds :math:`[10^{-5}, 10^{5}]\,\ell_j^0`;
-    * outputscale :math:`\sigma_t^{2,0} = \overline{y_t^2}`, the mean square of
-      the observed targets (their spread about the zero prior mean; 1 if it is
-      zero), bounds :math:`[10^{-5}, 10^{5}]\,\sigma_t^{2,0}`;
-    * noise :math:`10^{-2}\,\sigma_t^{2,0}`, bounds
-      :math:`[10^{-8}, 10^{5}]\,\sigma_t^{2,0}`.
+    * length scale :math:`\ell_j^0 = r_j / 2`, bounds
+      :math:`[10^{-5}, 10^{5}]\,r_j`, and the prior of
+      :func:`length_scale_prior` (the fit is a MAP estimate);
+    * outputscale :math:`P_t`, bounds :math:`[10^{-5}, 10^{5}]\,P_t`;
+    * noise :math:`10^{-2}\,P_t`, bounds :math:`[10^{-8}, 10^{5}]\,P_t`.
 
     Restarts are drawn log-uniformly from a box of plausible values rather
-    than from these wide bounds (where most draws would be degenerate): length
-    scales in :math:`[0.02, 2]\,\ell_j^0`, outputscale in
-    :math:`[0.1, 3]\,\sigma_t^{2,0}`, noise in :math:`[10^{-4}, 0.5]\,\sigma_t^{2,0}`.
+    than from these wide bounds (where most draws would be degenerate):
+    length scales in :math:`[0.05, 2]\,r_j`, outputscale in
+    :math:`[0.1, 3]\,P_t` and noise in :math:`[10^{-4}, 1]\,P_t`, from a
+    signal with no noise to noise as large as the target (the high-noise
+    basin of a weak signal).
 
     Parameters
     ----------
@@ -689,14 +771,14 @@ def plan_default(X, y, maskf):
     """
     n_features = X.shape[1]
     n_targets = y.shape[1]
-    spread = X.std(axis=0)
-    spread = np.where(spread > 0, spread, 1.0)
+    span = X.max(axis=0) - X.min(axis=0)
+    span = np.where(span > 0, span, 1.0)
     # log of the mean square, computed without overflow for huge targets
     peak = np.abs(y).max(axis=0)
     peak = np.where(peak > 0, peak, 1.0)
-    mean_square = ((y / peak) ** 2).sum(axis=0) / np.maximum(maskf.sum(axis=0), 1.0)
+    mean_square = column_sums((y / peak) ** 2) / np.maximum(maskf.sum(axis=0), 1.0)
     log_power = np.where(mean_square > 0, 2.0 * np.log(peak) + np.log(np.where(mean_square > 0, mean_square, 1.0)), 0.0)
-    log_ls = np.broadcast_to(np.log(spread), (n_targets, n_features))
+    log_ls = np.broadcast_to(np.log(span), (n_targets, n_features))
     log_s = log_power[:, None]
 
     def scaled(outputscale, length_scale, noise):
@@ -704,23 +786,31 @@ def plan_default(X, y, maskf):
         return np.concatenate([log_s + np.log(outputscale), log_ls + np.log(length_scale),
                                log_s + np.log(noise)], axis=1)
 
+    box = np.stack([scaled(*DEFAULT_BOX[0]), scaled(*DEFAULT_BOX[1])], axis=-1)
+    # the shortest length scales start at the spacing of each feature's values
+    # when it is finer (a long series: weather from day to day)
+    box[:, 1:n_features + 1, 0] = np.minimum(box[:, 1:n_features + 1, 0], np.log(_spacing(X)))
+
     names = (
         ["outputscale"]
         + [f"length_scale[{j}]" for j in range(n_features)]
         + ["noise_level"]
     )
     ls = tuple(range(1, n_features + 1))
+    priors = (PriorSpec("length_scale", ls, length_scale_prior(X), (n_features,), False),
+              PriorSpec("noise_level", (n_features + 1,), noise_prior(log_power), (n_targets, 1), True))
+    mode = math.exp(math.sqrt(2.0) + 0.5 * math.log(n_features) - 3.0)  # of the prior, / range
     return KernelPlan(
         kernel=StationaryKernel(nu=math.inf, n_lengthscales=n_features),
         engine=STATIONARY,
-        theta0=scaled(1.0, 1.0, 1e-2),
+        theta0=scaled(1.0, mode, 1e-2),
         bounds=np.stack([scaled(1e-5, 1e-5, 1e-8), scaled(1e5, 1e5, 1e5)], axis=-1),
         free=np.ones(n_features + 2, dtype=bool),
         names=names,
-        restart_bounds=np.stack([scaled(0.1, 0.02, 1e-4), scaled(3.0, 2.0, 0.5)], axis=-1),
+        restart_bounds=box,
         warn_at_upper=np.array([True] + [False] * n_features + [True]),
         prior_bounded=np.zeros((n_features + 2, 2), dtype=bool),
-        priors=(),
+        priors=priors,
         length_scale_index=ls,
         outputscale_index=0,
         noise_index=n_features + 1,
@@ -729,4 +819,5 @@ def plan_default(X, y, maskf):
         groups=(("k1__k1__constant_value", (0,), True), ("k1__k2__length_scale", ls, False),
                 ("k2__noise_level", (n_features + 1,), True)),
         set_bounds=True,
+        restart_design="sobol",
     )

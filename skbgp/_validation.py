@@ -19,9 +19,21 @@ __all__ = [
     "torch_generator",
     "safe_indexing",
     "num_samples",
+    "column_sums",
 ]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def column_sums(A):
+    """ndarray of shape (n_columns,): the sum of every column of ``A`` (n_rows, n_columns).
+
+    Each column is summed as a contiguous row of ``A.T``, so its rounding does
+    not depend on the other columns: numpy sums along axis 0 of a matrix row
+    after row, but a single column pairwise, and a target fitted alone would
+    get other statistics than among others.
+    """
+    return np.ascontiguousarray(np.asarray(A).T).sum(axis=1)
 
 
 def resolve_device(device):

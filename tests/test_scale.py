@@ -94,11 +94,13 @@ def test_bad_targets_are_warned_recorded_and_do_not_spoil_the_others(many_target
         good[:, 2],
     ])
     bad[np.isnan(good[:, 2]), 3] = np.nan
+    # unstandardised: target 3's covariance overflows (standardised, it is fitted:
+    # test_huge_and_tiny_targets_are_fitted_like_the_same_target_in_units)
     with pytest.warns(UserWarning, match=r"Target\(s\) \[1\] have no observed value"), \
             pytest.warns(ConvergenceWarning, match=r"target\(s\) \[3\] is not positive definite"):
-        ours = BatchedGaussianProcessRegressor(random_state=0, batch_size=2).fit(X, bad)
+        ours = BatchedGaussianProcessRegressor(random_state=0, batch_size=2, normalize_y=False).fit(X, bad)
     assert_array_equal(ours.failed_targets_, [1, 3])
-    alone = fit_quietly(X, good)
+    alone = fit_quietly(X, good, normalize_y=False)
     keep = [0, 2, 5]
     assert_allclose(ours.theta_[keep], alone.theta_, rtol=1e-10)
     with pytest.warns(UserWarning, match=r"Target\(s\) \[1, 3\] could not be fitted"):
@@ -107,9 +109,26 @@ def test_bad_targets_are_warned_recorded_and_do_not_spoil_the_others(many_target
     assert_allclose(mean[:, keep], ref_mean, rtol=1e-10)
     assert_allclose(std[:, keep], ref_std, rtol=1e-10)
     assert np.isnan(mean[:, [1, 3]]).all() and np.isnan(std[:, [1, 3]]).all()
-    assert_allclose(mean[:, 4], 2.5, atol=1e-6)
+    # unstandardised, the prior keeps the length scale finite: 2.5 up to the model's noise
+    assert np.all(np.abs(mean[:, 4] - 2.5) <= 3 * std[:, 4])
     assert np.isnan(ours.log_marginal_likelihood_value_[[1, 3]]).all()
     assert np.isfinite(ours.log_marginal_likelihood_value_[keep + [4]]).all()
+
+
+def test_huge_tiny_and_constant_targets_are_fitted_like_the_same_target_in_units(many_targets):
+    X, y = many_targets
+    base = y[:, :2]
+    scaled = np.column_stack([1e160 * base[:, 0], 1e-160 * base[:, 1] - 1e-158, np.full(len(X), 2.5)])
+    ours = fit_quietly(X, scaled)
+    ref = fit_quietly(X, base)
+    assert ours.failed_targets_.size == 0
+    assert_allclose(ours.theta_[:2], ref.theta_, rtol=1e-8)
+    mean, std = ours.predict(X[:7], return_std=True)
+    ref_mean, ref_std = ref.predict(X[:7], return_std=True)
+    assert_allclose(mean[:, 0], 1e160 * ref_mean[:, 0], rtol=1e-8)
+    assert_allclose(std[:, 1], 1e-160 * ref_std[:, 1], rtol=1e-8)
+    assert_allclose(mean[:, 1], 1e-160 * ref_mean[:, 1] - 1e-158, rtol=1e-8)
+    assert_array_equal(mean[:, 2], 2.5)  # standardised to zeros: its mean exactly
 
 
 def test_verbose_reports_chunks_and_iterations(many_targets, capsys, monkeypatch):

@@ -221,6 +221,33 @@ def _cholesky_inverse(U):
     return torch.bmm(Linv.mT, Linv)
 
 
+# Fewer rows than this take another code path in MKL's matrix product (a
+# matrix-vector kernel), whose sums round differently: a member evaluated
+# alone would then differ from the same member in a block (see _weighted_sums).
+_MIN_ROWS = 4
+
+
+def _weighted_sums(W, D2aug):
+    """Tensor of shape (b, d + 1): ``W @ D2aug^T``, each row independent of the others.
+
+    Blocks of fewer than ``_MIN_ROWS`` members are padded with zero rows, so
+    that every member's sums come from the same kernel, in the same order,
+    whatever its block: on the CPU with single-threaded arithmetic, a row of
+    a product with at least four rows does not depend on the other rows.
+
+    Parameters
+    ----------
+    W : Tensor of shape (b, n * n)
+    D2aug : Tensor of shape (d + 1, n * n)
+    """
+    b = W.shape[0]
+    if b >= _MIN_ROWS or W.device.type != "cpu":
+        return torch.mm(W, D2aug.mT)
+    padded = W.new_zeros(_MIN_ROWS, W.shape[1])
+    padded[:b] = W
+    return torch.mm(padded, D2aug.mT)[:b]
+
+
 def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradient=True):
     """Negative log marginal likelihood of every member and its gradient.
 
@@ -342,22 +369,22 @@ def _nlml_block(kernel, D2aug, twice_upper, n, coef, s, diag, y, maskf, const, s
         V = torch.addcmul(U, a.unsqueeze(-1), a.unsqueeze(-2), value=-1.0)
         on_diag = torch.linalg.vecdot(v_diag, kf_diag).unsqueeze(-1)
         if sG is None:
-            sums = torch.mm(V.mul_(U.mT).mul_(twice_upper).view(flat), D2aug.mT)
+            sums = _weighted_sums(V.mul_(U.mT).mul_(twice_upper).view(flat), D2aug)
             signal = sums[:, -1:] + on_diag
         else:
             signal = torch.mul(V, U.mT).mul_(twice_upper).view(flat).sum(-1, keepdim=True) + on_diag
-            sums = torch.mm(V.mul_(sG).mul_(twice_upper).view(flat), D2aug.mT)
+            sums = _weighted_sums(V.mul_(sG).mul_(twice_upper).view(flat), D2aug)
     else:
         V = _cholesky_inverse(U).baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2), alpha=-1.0)
         v_diag = V.diagonal(dim1=-2, dim2=-1).clone()
         if sG is None:
             # RBF: sigma^2 G = Kf. sums[b, j] = sum_ik (V Kf)[b, i, k] D2aug[j, i k]; the
             # last row of ones gives sum(V * Kf)
-            sums = torch.mm(V.mul_(Kf).view(flat), D2aug.mT)
+            sums = _weighted_sums(V.mul_(Kf).view(flat), D2aug)
             signal = sums[:, -1:]
         else:
             signal = torch.linalg.vecdot(V.view(flat), Kf.view(flat)).unsqueeze(-1)
-            sums = torch.mm(V.mul_(sG).view(flat), D2aug.mT)
+            sums = _weighted_sums(V.mul_(sG).view(flat), D2aug)
     ls = sums[:, :-1] if kernel.n_lengthscales > 1 else sums[:, :-1].sum(-1, keepdim=True)
     parts = ([signal] if kernel.has_outputscale else []) + [ls]
     if kernel.has_noise:

@@ -3,9 +3,10 @@
 Every (fold, target) pair is one member of the batch: member ``i`` is fold
 ``i // m`` and target ``i % m``. Each fold has its own training inputs (its
 training rows, possibly transformed by transformers fitted on them), padded to
-a common ``n`` rows; padding rows and missing observations are masked, so every
-member's likelihood is the exact one of its fold's observed training subset
-(see :mod:`skbgp._core.exact`).
+a common ``n`` rows for storage; a member is evaluated on its fold's own rows
+(the first ``n_f``), with missing observations masked, so its likelihood is
+the exact one of its fold's observed training subset (see
+:mod:`skbgp._core.exact`) and its arithmetic that of a fit on that fold alone.
 
 Shape glossary: ``k`` folds, ``m`` targets, ``n`` padded training points,
 ``d`` features, ``P`` hyperparameters.
@@ -46,6 +47,8 @@ class FoldBatch:
         Value added to the observed diagonal, per fold and row.
     n_targets : int
         ``m``.
+    sizes : tuple of int
+        Training rows ``n_f`` of every fold (its rows are the first ``n_f``).
     """
 
     X: torch.Tensor
@@ -53,6 +56,7 @@ class FoldBatch:
     maskf: torch.Tensor
     alpha: torch.Tensor
     n_targets: int
+    sizes: tuple
 
 
 def pack_folds(inputs, targets, masks, alphas):
@@ -90,7 +94,7 @@ def pack_folds(inputs, targets, masks, alphas):
         alpha[f, :n_f] = alphas[f]
     # (k, m, n) -> (k * m, n): member i is fold i // m, target i % m
     return FoldBatch(X=X, y=y.reshape(k * m, n), maskf=maskf.reshape(k * m, n), alpha=alpha,
-                     n_targets=m)
+                     n_targets=m, sizes=tuple(x.shape[0] for x in inputs))
 
 
 def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_data=None):
@@ -117,7 +121,7 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
         (b, P), as :func:`neg_log_marginal_likelihood` gives them. One call
         evaluates the members of each fold present in one batched call with
         that fold's squared differences; inside
-        :func:`~skbgp._core.threads.member_threads` the member blocks of all
+        :func:`~skbgp._core.threads.on_member_threads` the member blocks of all
         folds are spread over the threads together.
     """
     m = batch.n_targets
@@ -129,7 +133,7 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
     def fold_data(f):
         if f in cache:
             return cache[f]
-        data = build(batch.X[f])
+        data = build(batch.X[f, :batch.sizes[f]])
         if keep:
             cache[f] = data
         return data
@@ -152,8 +156,10 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
         def evaluate(piece):
             f, sel = piece
             mem = members[sel]
+            rows = batch.sizes[f]  # the fold's own rows: a fit on that fold alone computes the same
             loss[sel], grad[sel] = nlml(
-                kernel, theta[sel], fold_data(f), batch.y[mem], batch.maskf[mem], batch.alpha[f],
+                kernel, theta[sel], fold_data(f), batch.y[mem, :rows], batch.maskf[mem, :rows],
+                batch.alpha[f, :rows],
             )
 
         run_blocks(evaluate, work)

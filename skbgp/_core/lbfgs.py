@@ -78,29 +78,30 @@ def _two_loop(g, S, Y, valid):
     -------
     Tensor of shape (b, P)
     """
-    M = S.shape[1]
-    # the pairs form a suffix of the history (added last, forgotten all at once):
-    # positions that no member uses are left out
-    first = M - int(valid.sum(-1).max()) if valid.numel() else M
-    if first == M:
+    if not bool(valid.any()):
         return g.clone()
-    v = valid[:, first:]
+    # all M positions, used or not: trimming those no member of the batch uses
+    # would make a member's sums (and its rounding) depend on the others
+    v = valid
     vf = v.to(g.dtype).unsqueeze(-1)
-    S, Y = S[:, first:] * vf, Y[:, first:] * vf
-    SY = S @ Y.mT  # (b, k, k): s_i^T y_j
-    YY = Y @ Y.mT
+    S, Y = S * vf, Y * vf
+    # products written as broadcast sums: a batched matrix product's kernel,
+    # and so its rounding, depends on the batch size (a member alone would
+    # differ from the same member among others)
+    SY = (S.unsqueeze(2) * Y.unsqueeze(1)).sum(-1)  # (b, M, M): s_i^T y_j
+    YY = (Y.unsqueeze(2) * Y.unsqueeze(1)).sum(-1)
     sy = SY.diagonal(dim1=-2, dim2=-1)
     yy = YY[:, -1, -1]
     gamma = torch.where(v[:, -1], sy[:, -1] / torch.where(v[:, -1], yy, torch.ones_like(yy)),
                         torch.ones_like(yy))
     eye = torch.diag_embed((~v).to(g.dtype))  # unit diagonal where unused
     R = SY.triu() + eye
-    a = S @ g.unsqueeze(-1)
-    c = Y @ g.unsqueeze(-1)
+    a = (S * g.unsqueeze(1)).sum(-1, keepdim=True)  # (b, M, 1)
+    c = (Y * g.unsqueeze(1)).sum(-1, keepdim=True)
     p = torch.linalg.solve_triangular(R, a, upper=True)
-    rhs = sy.unsqueeze(-1) * p + gamma[:, None, None] * (YY @ p - c)
+    rhs = sy.unsqueeze(-1) * p + gamma[:, None, None] * ((YY * p.mT).sum(-1, keepdim=True) - c)
     w = torch.linalg.solve_triangular(R.mT, rhs, upper=False)
-    return gamma.unsqueeze(-1) * (g - (Y.mT @ p).squeeze(-1)) + (S.mT @ w).squeeze(-1)
+    return gamma.unsqueeze(-1) * (g - (Y * p).sum(1)) + (S * w).sum(1)
 
 
 def minimize_lbfgs(fun, x0, lower, upper, free=None, max_iter=500, ftol=2.220446049250313e-09,

@@ -20,9 +20,12 @@ Shape glossary: ``k`` members, ``m`` targets, ``P`` hyperparameters.
 
 from dataclasses import dataclass
 
-import torch
+import math
 
-__all__ = ["PriorTerm", "log_prior", "rebuild_distribution"]
+import torch
+from torch.distributions import Gamma, LogNormal
+
+__all__ = ["PriorTerm", "log_prior", "rebuild_distribution", "concatenate_terms"]
 
 
 def rebuild_distribution(distribution, transform):
@@ -100,6 +103,8 @@ def log_prior(terms, theta, targets, eval_gradient=True):
     grad : Tensor of shape (k, P) or None
     """
     k = theta.shape[0]
+    if terms and all(type(term.distribution) in _CLOSED_FORM for term in terms):
+        return _closed_form_prior(terms, theta, targets, eval_gradient)
     with torch.enable_grad():
         th = theta.detach().requires_grad_(eval_gradient)
         lp = th.new_zeros(k)
@@ -113,3 +118,80 @@ def log_prior(terms, theta, targets, eval_gradient=True):
             return lp.detach(), (torch.zeros_like(theta) if eval_gradient else None)
         (grad,) = torch.autograd.grad(lp.sum(), th)  # members are independent
     return lp.detach(), grad
+
+
+def _log_normal(dist, th, targets):
+    """LogNormal at ``v = exp(th)``: log density and its derivative in ``th``."""
+    mu, sigma = dist.loc, dist.scale
+    if targets is not None:
+        mu, sigma = mu[targets], sigma[targets]
+    z = (th - mu) / sigma
+    return -th - sigma.log() - 0.5 * math.log(2 * math.pi) - 0.5 * z.square(), -1.0 - z / sigma
+
+
+def _gamma(dist, th, targets):
+    """Gamma at ``v = exp(th)``: log density and its derivative in ``th``."""
+    a, b = dist.concentration, dist.rate
+    if targets is not None:
+        a, b = a[targets], b[targets]
+    v = th.exp()
+    return a * b.log() - torch.lgamma(a) + (a - 1.0) * th - b * v, (a - 1.0) - b * v
+
+
+_CLOSED_FORM = {LogNormal: _log_normal, Gamma: _gamma}
+
+
+def _closed_form_prior(terms, theta, targets, eval_gradient):
+    """:func:`log_prior` of LogNormal and Gamma terms in closed form (no autograd).
+
+    With ``theta = log v`` these are the default kernel's priors, evaluated
+    at every step of a fit: LogNormal ``log p = -theta - log sigma - log(2 pi) / 2
+    - (theta - mu)^2 / (2 sigma^2)``, Gamma ``log p = a log b - log Gamma(a)
+    + (a - 1) theta - b e^theta``.
+    """
+    k = theta.shape[0]
+    lp = theta.new_zeros(k)
+    grad = torch.zeros_like(theta) if eval_gradient else None
+    for term in terms:
+        cols = list(term.index)
+        part, slope = _CLOSED_FORM[type(term.distribution)](
+            term.distribution, theta[:, cols], targets if term.per_target else None)
+        lp = lp + part.expand(k, len(cols)).sum(-1)
+        if eval_gradient:
+            grad[:, cols] += slope.expand(k, len(cols))
+    return lp, grad
+
+
+def concatenate_terms(groups, counts):
+    """The priors of several groups of members as per-member priors of all of them.
+
+    Cross-validation fits the members of every fold in one batch; a prior
+    built from each fold's own data (the default kernel's length-scale prior)
+    differs between folds.
+
+    Parameters
+    ----------
+    groups : sequence of sequence of PriorTerm
+        The terms of every group, term ``i`` of every group on the same
+        columns and of the same family.
+    counts : sequence of int
+        Members of every group (a per-target term of a group has that many rows).
+
+    Returns
+    -------
+    tuple of PriorTerm
+        Per-target terms with ``sum(counts)`` rows, group after group.
+    """
+    out = []
+    for terms in zip(*groups):
+        q = len(terms[0].index)
+        parts = [
+            rebuild_distribution(t.distribution, (lambda p: p) if t.per_target
+                                 else (lambda p, c=c: p.expand(c, q)))
+            for t, c in zip(terms, counts)
+        ]
+        names = list(parts[0].arg_constraints)
+        params = {name: torch.cat([getattr(part, name) for part in parts]) for name in names}
+        dist = type(parts[0])(**params, validate_args=False)
+        out.append(PriorTerm(index=terms[0].index, distribution=dist, per_target=True))
+    return tuple(out)

@@ -1,7 +1,9 @@
 """Member threads and floored exponents: results against unthreaded runs, sklearn and closed forms."""
 
+import _thread
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from skbgp._core.kernels import (
     signal_covariance,
     squared_differences,
 )
-from skbgp._core.threads import block_workers, member_threads, run_blocks, split_blocks
+from skbgp._core.threads import available, block_workers, on_member_threads, run_blocks, split_blocks
 
 DT = torch.float64
 
@@ -35,42 +37,59 @@ def _problem(b=23, n=60, d=3, seed=0):
     return X, theta, y * mask, mask
 
 
-def test_member_threads_sets_and_restores_torch_threads(two_threads):
-    assert block_workers() == 1
-    with member_threads("cpu"):
-        assert torch.get_num_threads() == 1
-        assert block_workers() == 2
-        with member_threads("cpu"):  # nested: no second pool
-            assert block_workers() == 2
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == 2
-    assert block_workers() == 1
+def test_member_threads_leave_the_callers_threads_alone(two_threads):
+    assert available()
+    seen = {}
+
+    def inside():
+        seen["torch"] = torch.get_num_threads()
+        seen["workers"] = block_workers()
+        seen["nested"] = on_member_threads("cpu", block_workers)  # no second driver
+        seen["pool"] = []
+        run_blocks(lambda blk: seen["pool"].append(torch.get_num_threads()), [slice(0, 1)] * 3)
+        return "done"
+
+    assert on_member_threads("cpu", inside) == "done"
+    assert seen == {"torch": 1, "workers": 2, "nested": 2, "pool": [1, 1, 1]}
+    assert torch.get_num_threads() == 2 and block_workers() == 1
 
 
-def test_member_threads_restores_threads_after_an_error(two_threads):
+def test_member_threads_pass_errors_through(two_threads):
+    def failing():
+        run_blocks(lambda blk: (_ for _ in ()).throw(RuntimeError("boom")), [slice(0, 1), slice(1, 2)])
+
     with pytest.raises(RuntimeError, match="boom"):
-        with member_threads("cpu"):
-            run_blocks(lambda blk: (_ for _ in ()).throw(RuntimeError("boom")),
-                       [slice(0, 1), slice(1, 2)])
+        on_member_threads("cpu", failing)
     assert torch.get_num_threads() == 2
 
 
-def test_member_threads_does_nothing_single_threaded_or_off_cpu(two_threads):
-    with member_threads("meta"):
-        assert torch.get_num_threads() == 2 and block_workers() == 1
+def test_member_threads_do_nothing_single_threaded_or_off_cpu(two_threads):
+    assert on_member_threads("meta", lambda: (torch.get_num_threads(), block_workers())) == (2, 1)
     torch.set_num_threads(1)
-    with member_threads("cpu"):
-        assert block_workers() == 1
+    assert on_member_threads("cpu", block_workers) == 1
+
+
+def test_an_interrupted_caller_stops_the_driver(two_threads):
+    """KeyboardInterrupt while waiting: the driver stops at its next block and the error reaches the caller."""
+    blocks_run = []
+
+    def long_fit():
+        for i in range(200):
+            run_blocks(lambda blk: (blocks_run.append(i), time.sleep(0.01)), [slice(0, 1)])
+
+    timer = threading.Timer(0.1, lambda: _thread.interrupt_main())
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        on_member_threads("cpu", long_fit)
+    timer.join()
+    assert 0 < len(blocks_run) < 200
+    assert not [t for t in threading.enumerate() if t.name == "skbgp-driver" and t.is_alive()]
 
 
 @pytest.mark.parametrize("b,size", [(1, 5), (2, 5), (7, 3), (23, 4), (40, 100), (9, 1)])
 def test_split_blocks_cover_the_members_evenly_over_threads(two_threads, b, size):
     for threaded in (False, True):
-        if threaded:
-            with member_threads("cpu"):
-                blocks = split_blocks(b, size)
-        else:
-            blocks = split_blocks(b, size)
+        blocks = on_member_threads("cpu", lambda: split_blocks(b, size)) if threaded else split_blocks(b, size)
         covered = [i for blk in blocks for i in range(blk.start, blk.stop)]
         assert covered == list(range(b))
         assert max(blk.stop - blk.start for blk in blocks) <= size
@@ -85,9 +104,11 @@ def test_likelihood_in_member_threads_equals_one_member_at_a_time(two_threads):
     kernel = StationaryKernel(math.inf, X.shape[1])
     D2 = squared_differences(X, X)
     alpha = torch.tensor(1e-10, dtype=DT)
-    with member_threads("cpu"):
+    def threaded():
         assert len(member_blocks(theta.shape[0], X.shape[0])) >= 2
-        loss, grad = neg_log_marginal_likelihood(kernel, theta, D2, y, mask, alpha)
+        return neg_log_marginal_likelihood(kernel, theta, D2, y, mask, alpha)
+
+    loss, grad = on_member_threads("cpu", threaded)
     for i in range(theta.shape[0]):
         li, gi = neg_log_marginal_likelihood(kernel, theta[i:i + 1], D2, y[i:i + 1], mask[i:i + 1], alpha)
         assert_allclose(loss[i].item(), li.item(), rtol=1e-12)
