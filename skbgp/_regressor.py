@@ -152,7 +152,7 @@ def _format_targets(indices, limit=10):
 
 
 class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
-    """Independent exact Gaussian process regression for every target, in one batch.
+    r"""Independent exact Gaussian process regression for every target, in one batch.
 
     Each column of a multi-target ``y`` gets its own Gaussian process with its
     own hyperparameters (ARD length scales, outputscale, noise level). All
@@ -167,8 +167,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     ----------
     kernel : sklearn kernel object, skbgp.kernels object or None, default=None
         The covariance of every target's GP. ``None`` selects
-        ``outputscale * RBF(ARD) + noise`` with initial values taken from the
-        data's spread, per target (see Notes), so that unscaled data work.
+        ``outputscale * RBF(ARD) + noise`` on standardised targets, with
+        initial values and bounds from the data's spread and weak priors on
+        the length scales and the noise level (a MAP fit; see Notes and the
+        "How the defaults were chosen" page), so that unscaled data work.
         A scikit-learn kernel (ConstantKernel, WhiteKernel, RBF, Matern with
         ``nu`` in 0.5, 1.5, 2.5, inf, RationalQuadratic, ExpSineSquared,
         DotProduct, and their Sum, Product and Exponentiation; length scales
@@ -187,18 +189,24 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         batched L-BFGS (``"fmin_l_bfgs_b"`` is accepted as an alias, for code
         written for scikit-learn). ``None`` keeps the initial hyperparameters.
     n_restarts_optimizer : int, default=2
-        Number of extra starting points per target, drawn log-uniformly from
-        ``random_state``: within the bounds for a scikit-learn kernel (as
-        scikit-learn does), within a box of plausible values around the
-        data-driven start for the default kernel (see Notes). All starts of all
-        targets are one batch, raced; the best start of each target is kept.
-    normalize_y : bool, default=False
+        Number of extra starting points per target, log-uniform in a box:
+        scikit-learn's own draws within the bounds for a user's kernel (the
+        same points as scikit-learn's GPR with this ``random_state``), a
+        scrambled Sobol' sequence in a box of plausible values for the
+        default kernel (see Notes). All starts of all targets are one batch,
+        raced; the best start of each target is kept. More restarts never
+        end lower: the starts with ``k`` restarts include those with fewer.
+    normalize_y : bool or "auto", default="auto"
         Standardise every target (mean 0, variance 1 over its observed
-        entries) before fitting; predictions are transformed back.
+        entries) before fitting; predictions are transformed back. "auto"
+        standardises for the default kernel and not for a user's kernel
+        (scikit-learn's default, a zero prior mean).
     copy_X_train : bool, default=True
         Store a copy of the training data (otherwise a reference).
     random_state : int, RandomState instance or None, default=None
-        Draws the restart points. Pass an int for reproducible fits.
+        Draws the restart points, one design for all targets (each target's
+        starts depend on its own data and ``random_state`` only). Pass an
+        int for reproducible fits.
     max_iter : int, default=500
         Maximum number of L-BFGS iterations per target.
     tol : float, default=1e-5
@@ -275,6 +283,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         ``log_marginal_likelihood_value_ + log_prior_value_``.
     n_iter_ : ndarray of shape (n_targets,)
         L-BFGS iterations of every target's winning start (0 without optimiser).
+    n_evaluations_ : ndarray of shape (n_targets,)
+        Likelihood-and-gradient evaluations spent on every target, all its
+        starts together (0 without optimiser).
     converged_ : ndarray of shape (n_targets,)
         Whether every target's winning start met a stopping rule (True without
         optimiser).
@@ -298,24 +309,37 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     Notes
     -----
-    **Default kernel.** With ``kernel=None``, target ``t`` starts from length
-    scales equal to each feature's standard deviation, an outputscale equal to
-    the mean square of its observed values (their spread about the zero prior
-    mean) and a noise variance of 1% of that; bounds are 1e-5 to 1e5 times
-    these scales (noise from 1e-8); restarts are drawn from length scales of
-    0.02 to 2 times the spread, outputscales of 0.1 to 3 times the mean square
-    and noise of 1e-4 to 0.5 times it. Scaling a feature or a target therefore
-    scales its starting point, and a fit on unscaled data behaves like one on
-    scaled data. A length scale at its upper bound means that the feature does
-    not matter to that target (automatic relevance determination); unlike the
-    other bounds, this one is not warned about.
+    **Default kernel.** With ``kernel=None`` every target is standardised
+    (``normalize_y="auto"``: a constant prior mean at its observed mean) and
+    modelled as ``outputscale * RBF(ARD) + noise``. With :math:`r_j` the
+    range of feature :math:`j` and :math:`d` features, the length scales have
+    BoTorch's dimension-scaled prior :math:`\ell_j / r_j \sim
+    \mathrm{LogNormal}(\sqrt2 + \tfrac12\log d, \sqrt3)` and start at its
+    mode; the noise variance, relative to the target's variance, has a
+    :math:`\mathrm{Gamma}(1.1, 0.05)` prior (nearly flat, but an exactly
+    interpolating fit of a few noisy points loses to explaining them as
+    noise); the outputscale starts at the target's variance and the noise at
+    1% of it. Restarts are a scrambled Sobol' design in a box of plausible
+    values: length scales from the finer of 0.01 :math:`r_j` and the spacing
+    of the feature's values up to :math:`2 r_j`, outputscale 0.1 to 3 and
+    noise :math:`10^{-4}` to 1 times the target's variance (from a noise-free
+    signal to pure noise). The model does not depend on the units of ``X``
+    or ``y``. A length scale far beyond its feature's range means that the
+    feature does not matter to that target (automatic relevance
+    determination); it is not warned about. The "How the defaults were
+    chosen" page compares this model with scikit-learn's GPR and BoTorch's
+    ``SingleTaskGP`` on real data.
 
     **Restarts.** With ``n_restarts_optimizer > 0`` the starts of all targets
-    are raced: every start runs 3 L-BFGS iterations, then only the best start
-    of each target continues to convergence. Extra starts then cost about 3
-    iterations each instead of a whole optimisation, which is what makes
-    several starts affordable by default (a single start often ends in an
-    all-noise local optimum).
+    are raced: every start runs 5 L-BFGS iterations, then a start continues
+    to convergence only if it is better than every start before it (the
+    first always continues); the best final objective wins. A start's fate
+    depends on the starts before it only, so more restarts never end lower,
+    and an extra start costs about 5 iterations instead of a whole
+    optimisation. A target's starts, path and result do not depend on the
+    other targets, the chunks or the workers: fitted alone or among others,
+    a target gets the same numbers (on the CPU; a GPU's batched kernels may
+    round differently with the batch).
 
     **Priors (MAP).** A prior is a ``torch.distributions`` object on a
     hyperparameter's natural value (e.g. a length scale). The fit maximises
