@@ -572,9 +572,9 @@ def main(argv=None):
     print("LML: sum over targets of the exact log marginal likelihood at each method's fitted "
           "hyperparameters, one common numpy/scipy evaluation (ARD RBF * outputscale + noise + 1e-10, "
           "zero mean). 'LML gap %' = 100 (skbgp - max(sklearn, botorch)) / |max(sklearn, botorch)|.")
-    print(f"* = the sklearn loop was timed on the first K targets only and its time extrapolated "
-          f"linearly (x targets/K); in such a row all LML columns and the gap are totals over "
-          f"those same first K targets, for every method.")
+    print("* = the sklearn loop was timed on the first K targets only and its time extrapolated "
+          "linearly (x targets/K); in such a row all LML columns and the gap are totals over "
+          "those same first K targets, for every method.")
     if not use_botorch:
         print("botorch: n/a (" + ("--no-botorch" if HAVE_BOTORCH else "import botorch failed") + ")")
     else:

@@ -71,7 +71,8 @@ for t in range(gpr.n_targets_):
     kernel = (ConstantKernel(gpr.outputscales_[t], "fixed")
               * RBF(gpr.length_scales_[t], "fixed")
               + WhiteKernel(gpr.noise_levels_[t], "fixed"))
-    alone = GaussianProcessRegressor(kernel, optimizer=None).fit(X[rows], y[rows, t])
+    # the default kernel's model is on standardised targets: normalize_y=True
+    alone = GaussianProcessRegressor(kernel, optimizer=None, normalize_y=True).fit(X[rows], y[rows, t])
     mean_t, std_t = alone.predict(X_plot, return_std=True)
     lml_gap = abs(alone.log_marginal_likelihood_value_ - gpr.log_marginal_likelihood_value_[t])
     print(f"target {t}: |LML difference| = {lml_gap:.1e}, "

@@ -29,7 +29,7 @@ from sklearn.gaussian_process import kernels as skk
 
 from . import kernels as native
 from ._core import composite, exact
-from ._core.kernels import StationaryKernel, augmented_differences, squared_differences
+from ._core.kernels import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
 from ._validation import column_sums
 

@@ -17,7 +17,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import load_diabetes
 from sklearn.exceptions import ConvergenceWarning
@@ -30,9 +29,9 @@ from skbgp import BatchedGaussianProcessRegressor
 _BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 
-def _real_data():
-    """The benchmarks' loaders of real data (benchmarks/real_data.py)."""
-    spec = importlib.util.spec_from_file_location("real_data", os.path.join(_BENCHMARKS, "real_data.py"))
+def _benchmark_module(name):
+    """A module of the benchmarks folder: real_data (the loaders), bench_quality (the anchors)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(_BENCHMARKS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -162,37 +161,6 @@ def test_a_target_far_from_zero_predicts_like_the_same_target_centred():
     assert abs(r2_a - r2_b) < 1e-3
 
 
-def _botorch_theta(X, Y):
-    """BoTorch's SingleTaskGP defaults (Normalize inputs): theta in the default kernel's layout."""
-    from botorch.fit import fit_gpytorch_mll
-    from botorch.models import SingleTaskGP
-    from botorch.models.transforms.input import Normalize
-    from gpytorch.mlls import ExactMarginalLogLikelihood
-
-    model = SingleTaskGP(torch.as_tensor(X), torch.as_tensor(Y), input_transform=Normalize(X.shape[1]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-    span = X.max(axis=0) - X.min(axis=0)
-    ls = model.covar_module.lengthscale.detach().reshape(Y.shape[1], -1).numpy() * span
-    noise = model.likelihood.noise.detach().reshape(Y.shape[1], -1).numpy()
-    # BoTorch's kernel has no outputscale: 1 on its standardised targets
-    return np.log(np.column_stack([np.ones(Y.shape[1]), ls, noise]))
-
-
-def _sklearn_theta(X, Y):
-    """scikit-learn's GPR as the quality benchmark runs it, per target."""
-    thetas = []
-    for t in range(Y.shape[1]):
-        kernel = ConstantKernel() * RBF(np.ones(X.shape[1])) + WhiteKernel()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            gpr = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=3,
-                                           random_state=0).fit(X, Y[:, t])
-        thetas.append(gpr.kernel_.theta)
-    return np.array(thetas)
-
-
 _REAL = {"linnerud": 3, "diabetes": 7, "macro": 8, "elnino": 12}
 # Targets whose default fit ends in another local optimum than scikit-learn's
 # GPR (4 starts) or BoTorch (1 start) finds, with the gaps measured when this
@@ -210,15 +178,17 @@ def _real_fit(name):
     """skbgp's default fit and the anchors' hyperparameters on a real problem (cached)."""
     if name not in _real_fits:
         try:
-            problem = _real_data().load(name)
+            problem = _benchmark_module("real_data").load(name)
         except ImportError as exc:
             pytest.skip(f"{name} needs {exc.name}")
         X, Y = problem.X_train, problem.Y_train
         if name == "diabetes":
             X, Y = X[:150], Y[:150]  # scikit-learn's fits of all 300 rows take a minute
-        anchors = {"sklearn": _sklearn_theta(X, Y)}
-        if importlib.util.find_spec("botorch") is not None:
-            anchors["botorch"] = _botorch_theta(X, Y)
+        # the anchors exactly as the quality benchmark fits them
+        bench = _benchmark_module("bench_quality")
+        anchors = {"sklearn": bench.fit_sklearn(X, Y, X[:1])[3]}
+        if bench.HAVE_BOTORCH:
+            anchors["botorch"] = bench.fit_botorch(X, Y, X[:1])[3]
         _real_fits[name] = (_fit(X, Y), anchors)
     return _real_fits[name]
 
