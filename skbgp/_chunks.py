@@ -124,7 +124,8 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
             result = fit_hyperparameters(
                 kernel, data, yt, mt, alphat, as_t(starts), as_t(lower), as_t(upper),
                 torch.as_tensor(plan.free, device=Xt.device), max_iter=max_iter, gtol=tol,
-                callback=report if verbose >= 2 else None, nlml=engine.nlml, priors=priors,
+                race_iter=plan.race_iter(max_iter), callback=report if verbose >= 2 else None,
+                nlml=engine.nlml, priors=priors,
             )
             theta = result.theta
             n_iter = to_numpy(result.n_iter, np.int64)

@@ -200,6 +200,7 @@ def _batched_fit(estimator, X, y, splits, params, mode):
             return fit_hyperparameters(
                 kernel, None, None, None, None, starts, lower, upper, preps[0].free,
                 max_iter=reg.max_iter, gtol=reg.tol, priors=priors,
+                race_iter=preps[0].plan.race_iter(reg.max_iter),
                 objective=fold_objective(kernel, batch, engine.nlml, engine.training_data),
                 memory=memory,
             )

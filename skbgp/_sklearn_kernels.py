@@ -29,6 +29,7 @@ from sklearn.gaussian_process import kernels as skk
 
 from . import kernels as native
 from ._core import composite, exact
+from ._core.fit import RACE_ITER
 from ._core.kernels import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
 from ._validation import column_sums
@@ -151,6 +152,9 @@ class KernelPlan:
         Box in which restart points are drawn log-uniformly: the bounds
         themselves for a user's kernel (scikit-learn's semantics), a box of
         plausible values around the data-driven start for the default kernel.
+    race : bool
+        Whether the starts are raced (the default kernel) or every start runs
+        to convergence (a user's kernel); see :meth:`race_iter`.
     restart_design : {"uniform", "sobol"}
         How the restarts are placed in that box: scikit-learn's independent
         uniform draws for a user's kernel, a scrambled Sobol' sequence for the
@@ -197,6 +201,17 @@ class KernelPlan:
     groups: tuple
     set_bounds: bool
     restart_design: str = "uniform"
+    race: bool = False
+
+    def race_iter(self, max_iter):
+        """Iterations every start runs before only the record setters go on (see ``fit.py``).
+
+        The default kernel races its starts; a user's kernel runs every start
+        to convergence, as scikit-learn does (its restarts are drawn from the
+        whole bounds, and a start that is far off after a few iterations can
+        still end best).
+        """
+        return RACE_ITER if self.race else max_iter
 
     def prior_terms(self, dtype, device, targets=None):
         """Tuple of core ``PriorTerm`` in this dtype and device.
@@ -820,4 +835,5 @@ def plan_default(X, y, maskf):
                 ("k2__noise_level", (n_features + 1,), True)),
         set_bounds=True,
         restart_design="sobol",
+        race=True,
     )

@@ -204,3 +204,41 @@ def test_real_data_optimum_is_at_least_the_objective_at_the_anchors_hyperparamet
         at_anchor = ours.log_marginal_likelihood(theta) + ours.log_prior(theta)
         gap = _objective(ours)[target] - at_anchor[target]
         assert gap >= -0.1, (anchor, gap)
+
+
+# From the same starts, skbgp's L-BFGS and scipy's L-BFGS-B take other paths and
+# can end in other local optima (the gaps measured when this list was written).
+_KNOWN_SKLEARN_KERNEL_MISSES = {
+    ("diabetes", 6): "progression (150 rows): -1.30 nats",
+    ("macro", 1): "realcons: -1.67 nats",
+}
+_sklearn_kernel_fits = {}
+
+
+@pytest.mark.parametrize("name,target", [
+    pytest.param(name, t, marks=[pytest.mark.xfail(strict=True, reason=_KNOWN_SKLEARN_KERNEL_MISSES[name, t])]
+                 if (name, t) in _KNOWN_SKLEARN_KERNEL_MISSES else [], id=f"{name}-{t}")
+    for name, m in _REAL.items() for t in range(m)
+])
+def test_real_data_sklearn_kernel_optimum_is_at_least_sklearns(name, target):
+    """scikit-learn's kernel, normalize_y=True and 3 restarts in both: the same starts, each run to convergence."""
+    if name not in _sklearn_kernel_fits:
+        try:
+            problem = _benchmark_module("real_data").load(name)
+        except ImportError as exc:
+            pytest.skip(f"{name} needs {exc.name}")
+        X, Y = problem.X_train, problem.Y_train
+        if name == "diabetes":
+            X, Y = X[:150], Y[:150]
+        bench = _benchmark_module("bench_quality")
+        ours = _fit(X, Y, kernel=bench.sklearn_kernel(X.shape[1]), normalize_y=True, n_restarts_optimizer=3)
+        theirs = []
+        for t in range(Y.shape[1]):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                theirs.append(GaussianProcessRegressor(
+                    bench.sklearn_kernel(X.shape[1]), normalize_y=True, n_restarts_optimizer=3,
+                    random_state=0).fit(X, Y[:, t]).log_marginal_likelihood_value_)
+        _sklearn_kernel_fits[name] = (ours.log_marginal_likelihood_value_, np.array(theirs))
+    ours, theirs = _sklearn_kernel_fits[name]
+    assert ours[target] >= theirs[target] - 0.1, ours[target] - theirs[target]

@@ -28,6 +28,7 @@ import torch
 from .exact import (
     Factor,
     _cholesky_inverse,
+    _MIN_ROWS,
     _lml,
     factor_members,
     member_blocks,
@@ -104,7 +105,9 @@ def geometry(X1, X2=None):
     """
     same = X2 is None
     X2 = X1 if same else X2
-    D2 = squared_differences(X1, X2)
+    # contiguous: the broadcast difference comes out in X's layout, and a
+    # product with a transposed operand rounds differently with the batch
+    D2 = squared_differences(X1, X2).contiguous()
     sqdist = D2.sum(0)
     return Geometry(X1=X1, X2=X2, D2=D2, sqdist=sqdist, dist=sqdist.sqrt(),
                     inner=X1 @ X2.mT, same=same)
@@ -116,7 +119,43 @@ def _scaled_sqdist(theta, start, n_ls, geom):
     if n_ls == 1:
         return inv_ls2[:, :, None] * geom.sqdist
     # r2[b, i, k] = sum_j inv_ls2[b, j] D2[j, i, k]
-    return torch.einsum("bj,jnp->bnp", inv_ls2, geom.D2)
+    d, n, p = geom.D2.shape
+    return _RowProduct.apply(inv_ls2, geom.D2.reshape(d, n * p)).view(-1, n, p)
+
+
+class _RowProduct(torch.autograd.Function):
+    """``A @ B`` (A of shape (b, k), B of shape (k, N)) whose gradient rows do not depend on the batch.
+
+    The gradient ``G @ B^T`` is a (b, N) x (N, k) product, whose rows round
+    differently with ``b`` below four rows (a matrix-vector kernel; see
+    :func:`skbgp._core.exact._weighted_sums`): padded to four rows, a
+    member's gradient is the same alone and in any batch.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A, B):
+        return torch.mm(A, B)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
+        ctx.save_for_forward(inputs[0], inputs[1])
+
+    @staticmethod
+    def jvp(ctx, A_t, B_t):
+        A, B = ctx.saved_tensors
+        out = torch.mm(A_t, B)
+        return out if B_t is None else out + torch.mm(A, B_t)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (B,) = ctx.saved_tensors
+        b = grad.shape[0]
+        if b < _MIN_ROWS:
+            grad = torch.cat([grad, grad.new_zeros(_MIN_ROWS - b, grad.shape[1])])
+        return torch.mm(grad, B.mT)[:b], None
 
 
 def _safe_sqrt(r2):
@@ -461,8 +500,10 @@ def _nlml_block(kernel, theta, geom, y, maskf, alpha, loss_out, grad_out):
     # d lml / d theta_k = 0.5 tr(W dK/dtheta_k), W = a a^T - K^-1  (R&W eq. 5.9),
     # for all k at once as a vector-Jacobian product of K with W / 2; missing
     # rows and columns of K do not depend on theta, so W is zeroed there
+    # a a^T added elementwise: a batched product's kernel (and rounding)
+    # would depend on the batch size
     W = _cholesky_inverse(L.mT).neg_()
-    W.baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2))
+    W.addcmul_(a.unsqueeze(-1), a.unsqueeze(-2))
     W.mul_(maskf.unsqueeze(-1)).mul_(maskf.unsqueeze(-2)).mul_(0.5)
     W = torch.where(ok[:, None, None], W, 0.0)
     (g,) = torch.autograd.grad(K_graph, th, grad_outputs=W)

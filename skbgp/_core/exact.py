@@ -375,7 +375,7 @@ def _nlml_block(kernel, D2aug, twice_upper, n, coef, s, diag, y, maskf, const, s
             signal = torch.mul(V, U.mT).mul_(twice_upper).view(flat).sum(-1, keepdim=True) + on_diag
             sums = _weighted_sums(V.mul_(sG).mul_(twice_upper).view(flat), D2aug)
     else:
-        V = _cholesky_inverse(U).baddbmm_(a.unsqueeze(-1), a.unsqueeze(-2), alpha=-1.0)
+        V = _cholesky_inverse(U).addcmul_(a.unsqueeze(-1), a.unsqueeze(-2), value=-1.0)
         v_diag = V.diagonal(dim1=-2, dim2=-1).clone()
         if sG is None:
             # RBF: sigma^2 G = Kf. sums[b, j] = sum_ik (V Kf)[b, i, k] D2aug[j, i k]; the
