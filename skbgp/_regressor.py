@@ -193,9 +193,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         scikit-learn's own draws within the bounds for a user's kernel (the
         same points as scikit-learn's GPR with this ``random_state``), a
         scrambled Sobol' sequence in a box of plausible values for the
-        default kernel (see Notes). All starts of all targets are one batch,
-        raced; the best start of each target is kept. More restarts never
-        end lower: the starts with ``k`` restarts include those with fewer.
+        default kernel (see Notes). All starts of all targets are one batch;
+        for a user's kernel every start runs to convergence (as in
+        scikit-learn), for the default kernel they are raced (see Notes); the
+        best start of each target is kept. More restarts never end lower: the
+        starts with ``k`` restarts include those with fewer.
     normalize_y : bool or "auto", default="auto"
         Standardise every target (mean 0, variance 1 over its observed
         entries) before fitting; predictions are transformed back. "auto"
@@ -330,10 +332,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     chosen" page compares this model with scikit-learn's GPR and BoTorch's
     ``SingleTaskGP`` on real data.
 
-    **Restarts.** With ``n_restarts_optimizer > 0`` the starts of all targets
-    are raced: every start runs 5 L-BFGS iterations, then a start continues
-    to convergence only if it is better than every start before it (the
-    first always continues); the best final objective wins. A start's fate
+    **Restarts.** With ``n_restarts_optimizer > 0`` and the default kernel,
+    the starts of all targets are raced: every start runs 5 L-BFGS
+    iterations, then a start continues to convergence only if it is better
+    than every start before it (the first always continues); the best final
+    objective wins. With a user's kernel, whose restarts come from its whole
+    bounds as in scikit-learn, every start runs to convergence. A start's fate
     depends on the starts before it only, so more restarts never end lower,
     and an extra start costs about 5 iterations instead of a whole
     optimisation. A target's starts, path and result do not depend on the
