@@ -1,5 +1,6 @@
 """BatchedGaussianProcessRegressor: many independent exact GPs, fitted at once."""
 
+import math
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -142,6 +143,33 @@ def restart_design(kind, random_state, n_restarts, n_free):
         engine = torch.quasirandom.SobolEngine(n_free, scramble=True, seed=int(rng.randint(2**31 - 1)))
         return engine.draw(n_restarts, dtype=torch.float64).numpy()
     return np.stack([rng.uniform(size=n_free) for _ in range(n_restarts)])
+
+
+def _warn_alpha_swamps(alpha, Yn, observed, n_obs):
+    """Warn about targets whose power (mean square, as fitted) is not above ``alpha``.
+
+    ``alpha`` is added to every training covariance as it is: for an
+    unstandardised target of magnitude 1e-12, the default 1e-10 is a noise
+    variance 1e14 times its power, and the fit explains the target as noise.
+    """
+    top = float(np.max(alpha))
+    if top <= 0:
+        return
+    # in units of each target's peak: no overflow for huge targets
+    peak = np.abs(np.where(observed, Yn, 0.0)).max(axis=0)
+    scaled = np.where(observed, Yn / np.where(peak > 0, peak, 1.0), 0.0)
+    mean_square = column_sums(scaled**2) / n_obs
+    with np.errstate(divide="ignore"):
+        log_power = 2.0 * np.log(peak) + np.log(mean_square)
+    bad = np.flatnonzero((math.log(top) >= log_power) & (peak > 0))  # a constant has nothing to swamp
+    if bad.size:
+        warnings.warn(
+            f"alpha (up to {top:.3g}, added to the training covariance) is at least "
+            f"the mean square of target(s) {_format_targets(bad)} (down to "
+            f"{np.exp(log_power[bad].min()):.3g}): it swamps them as noise. Pass normalize_y=True (the "
+            "default for the default kernel) or an alpha small against the targets.",
+            UserWarning,
+        )
 
 
 def _format_targets(indices, limit=10):
@@ -566,6 +594,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             mean = np.zeros(n_targets)
             std = np.ones(n_targets)
         Yn = np.where(observed, (Y - mean) / std, 0.0)
+        _warn_alpha_swamps(alpha, Yn, observed, n_obs)
         maskf = observed.astype(float)
 
         if self.kernel is None:

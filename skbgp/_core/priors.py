@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import math
 
 import torch
-from torch.distributions import Gamma, LogNormal
+from torch.distributions import Gamma, LogNormal, Uniform
 
 __all__ = ["PriorTerm", "log_prior", "rebuild_distribution", "concatenate_terms"]
 
@@ -116,8 +116,11 @@ def log_prior(terms, theta, targets, eval_gradient=True):
             lp = lp + dist.log_prob(value).expand(k, len(term.index)).sum(-1)
         if not eval_gradient or not terms:
             return lp.detach(), (torch.zeros_like(theta) if eval_gradient else None)
-        (grad,) = torch.autograd.grad(lp.sum(), th)  # members are independent
-    return lp.detach(), grad
+        if not lp.requires_grad:  # a prior whose density does not depend on the value
+            return lp.detach(), torch.zeros_like(theta)
+        # members are independent; a term flat in its value has no gradient
+        (grad,) = torch.autograd.grad(lp.sum(), th, allow_unused=True)
+    return lp.detach(), (torch.zeros_like(theta) if grad is None else grad)
 
 
 def _log_normal(dist, th, targets):
@@ -138,16 +141,26 @@ def _gamma(dist, th, targets):
     return a * b.log() - torch.lgamma(a) + (a - 1.0) * th - b * v, (a - 1.0) - b * v
 
 
-_CLOSED_FORM = {LogNormal: _log_normal, Gamma: _gamma}
+def _uniform(dist, th, targets):
+    """Uniform: a constant log density inside its support (the fit's bounds) and no slope."""
+    low, high = dist.low, dist.high
+    if targets is not None:
+        low, high = low[targets], high[targets]
+    part = -(high - low).log().expand(th.shape)
+    return part, torch.zeros_like(th)
+
+
+_CLOSED_FORM = {LogNormal: _log_normal, Gamma: _gamma, Uniform: _uniform}
 
 
 def _closed_form_prior(terms, theta, targets, eval_gradient):
-    """:func:`log_prior` of LogNormal and Gamma terms in closed form (no autograd).
+    """:func:`log_prior` of LogNormal, Gamma and Uniform terms in closed form (no autograd).
 
     With ``theta = log v`` these are the default kernel's priors, evaluated
     at every step of a fit: LogNormal ``log p = -theta - log sigma - log(2 pi) / 2
     - (theta - mu)^2 / (2 sigma^2)``, Gamma ``log p = a log b - log Gamma(a)
-    + (a - 1) theta - b e^theta``.
+    + (a - 1) theta - b e^theta``, Uniform ``log p = -log(high - low)`` (its
+    support bounds the fit).
     """
     k = theta.shape[0]
     lp = theta.new_zeros(k)

@@ -1,0 +1,57 @@
+"""Numerical trouble and hostile inputs: clear errors or warnings, never a silent wrong answer."""
+
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process import kernels as sk
+from sklearn.metrics import r2_score
+from torch.distributions import Uniform
+
+from skbgp import BatchedGaussianProcessRegressor, kernels
+
+
+def _quiet(est, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y)
+
+
+def test_a_lone_uniform_prior_is_the_maximum_likelihood_fit_within_its_support():
+    # the seed problem's variance prior, alone in its kernel: its density is flat,
+    # so the MAP fit is the maximum-likelihood fit within [10, 150]
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 2))
+    y = 50.0 * np.sin(3.0 * X[:, 0]) + 60.0 + rng.randn(30)
+    prior = (kernels.ConstantKernel(20.0, constant_value_prior=Uniform(10.0, 150.0))
+             * kernels.RBF([1.0, 1.0]) + kernels.WhiteKernel(1.0))
+    bounded = (sk.ConstantKernel(20.0, constant_value_bounds=(10.0, 150.0))
+               * sk.RBF([1.0, 1.0]) + sk.WhiteKernel(1.0))
+    ours = _quiet(BatchedGaussianProcessRegressor(prior, random_state=0), X, y)
+    ref = _quiet(BatchedGaussianProcessRegressor(bounded, random_state=0), X, y)
+    assert_allclose(ours.log_prior_value_, -np.log(140.0), rtol=1e-12)
+    assert_allclose(ours.theta_, ref.theta_, rtol=1e-6, atol=1e-8)
+    fixed = GaussianProcessRegressor(ours.kernels_[0], optimizer=None).fit(X, y)
+    assert_allclose(ours.log_marginal_likelihood_value_, fixed.log_marginal_likelihood_value_, rtol=1e-9)
+
+
+def test_tiny_targets_are_fitted_when_standardised_and_warned_about_when_alpha_swamps_them():
+    rng = np.random.RandomState(1)
+    X = rng.uniform(size=(40, 1))
+    y = 1e-12 * np.sin(6.0 * X[:, 0])
+    # the default kernel standardises: alpha is small against the standardised target
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        ours = _quiet(BatchedGaussianProcessRegressor(random_state=0), X, y)
+    assert r2_score(y, ours.predict(X)) > 0.99
+    # unstandardised (a user's kernel, scikit-learn's semantics): alpha = 1e-10 swamps a
+    # target of power 5e-25, which sklearn fits silently as noise; skbgp says so
+    kernel = sk.ConstantKernel(1e-24, (1e-30, 1.0)) * sk.RBF(0.3) + sk.WhiteKernel(1e-26, (1e-30, 1.0))
+    with pytest.warns(UserWarning, match=r"alpha \(up to 1e-10.*target\(s\) \[0\].*normalize_y=True"):
+        _quiet(BatchedGaussianProcessRegressor(kernel, random_state=0), X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _quiet(BatchedGaussianProcessRegressor(kernel, random_state=0, alpha=1e-40), X, y)
