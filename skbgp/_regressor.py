@@ -835,9 +835,32 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             sl = slice(start, min(start + size, self.n_targets_))
             theta = as_t(self._theta_full[sl])
             mask = as_t(self._observed[:, sl].T.astype(float))
-            L = on_member_threads(device, lambda: self._engine.refactorize(  # the fit's arithmetic
-                self._core_kernel, theta, data, mask, alpha, as_t(self.jitter_[sl])))
+            recorded = as_t(self.jitter_[sl])
+            L, jitter, failed = on_member_threads(device, lambda: self._engine.refactorize(
+                self._core_kernel, theta, data, mask, alpha, recorded))  # the fit's arithmetic
+            self._check_refactorized(sl, to_numpy(jitter), to_numpy(failed, bool), dtype)
             yield sl, theta, Xtr, L, as_t(self.alpha_[:, sl].T), mask, as_t
+
+    def _check_refactorized(self, sl, jitter, failed, dtype):
+        """Raise for targets that no longer factorise, warn for those that needed more jitter."""
+        fitted = np.ones(sl.stop - sl.start, dtype=bool)
+        fitted[np.intersect1d(self.failed_targets_, np.arange(sl.start, sl.stop)) - sl.start] = False
+        lost = np.flatnonzero(failed & fitted) + sl.start
+        if lost.size:
+            raise ValueError(
+                f"The training covariance of target(s) {_format_targets(lost)} is no longer "
+                f"positive definite in {dtype} on this device, even with added jitter, so no "
+                "prediction can be made for them. Predict with dtype='float64' (set_params), "
+                "or refit with a larger `alpha` or a WhiteKernel."
+            )
+        more = np.flatnonzero((jitter > self.jitter_[sl]) & fitted) + sl.start
+        if more.size:
+            warnings.warn(
+                f"The training covariance of target(s) {_format_targets(more)} needed more "
+                f"jitter in {dtype} than in the fit (up to {jitter.max():.3g}); their predictions "
+                "use it. Predict with dtype='float64' for the fit's own factors.",
+                ConvergenceWarning,
+            )
 
     def _warn_failed(self):
         if self.failed_targets_.size:

@@ -69,8 +69,9 @@ class Engine:
         ``training_data(X)``: the ``data`` argument above, from the training
         inputs (Tensor of shape (n, d)).
     refactorize : callable
-        ``refactorize(kernel, theta, data, maskf, alpha, jitter)``: the factors
-        ``factorize`` found, from the hyperparameters and recorded jitter.
+        ``refactorize(kernel, theta, data, maskf, alpha, jitter) -> (L, jitter,
+        failed)``: the factors ``factorize`` found, from the hyperparameters
+        and recorded jitter (more where that no longer suffices).
     """
 
     nlml: object

@@ -55,3 +55,21 @@ def test_tiny_targets_are_fitted_when_standardised_and_warned_about_when_alpha_s
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         _quiet(BatchedGaussianProcessRegressor(kernel, random_state=0, alpha=1e-40), X, y)
+
+
+def test_predict_escalates_jitter_in_another_dtype_and_names_the_targets():
+    # near-duplicate inputs and tiny noise: float64 factorises without jitter,
+    # float32 does not; predict used the identity and reported std 0 silently
+    rng = np.random.RandomState(0)
+    X = np.repeat(rng.uniform(size=(15, 1)), 4, axis=0) + 1e-9 * rng.randn(60, 1)
+    y = np.column_stack([np.sin(4 * X[:, 0]), np.cos(3 * X[:, 0])])
+    kernel = sk.ConstantKernel(1.0) * sk.RBF(0.5) + sk.WhiteKernel(1e-9, "fixed")
+    est = BatchedGaussianProcessRegressor(kernel, optimizer=None, alpha=1e-12).fit(X, y)
+    assert np.all(est.jitter_ == 0)
+    ref = est.predict(X[:5] + 0.01)
+    est.set_params(dtype="float32")
+    with pytest.warns(ConvergenceWarning, match=r"target\(s\) \[0, 1\] needed more jitter"):
+        mean, std = est.predict(X[:5] + 0.01, return_std=True)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    # float32 on a covariance of condition number ~1e9: a few 1e-3 of the float64 mean
+    assert_allclose(mean, ref, atol=1e-2)

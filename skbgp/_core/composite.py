@@ -555,12 +555,13 @@ def refactorize(kernel, theta, geom, maskf, alpha, jitter):
 
     Returns
     -------
-    Tensor of shape (b, n, n)
+    L, jitter, failed
+        As :func:`skbgp._core.exact.refactorize` returns them.
     """
     return factor_members(
         lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha),
-        maskf, member_blocks(maskf.shape[0], 2 * maskf.shape[1]), jitter=jitter,
-    )[0]
+        maskf, member_blocks(maskf.shape[0], 2 * maskf.shape[1]), jitter=jitter.clone(),
+    )
 
 
 def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,

@@ -474,8 +474,9 @@ def factor_members(covariance, maskf, blocks, max_tries=6, jitter=None):
     max_tries : int
         Jitter escalations (see :func:`_jittered_cholesky`).
     jitter : Tensor of shape (b,), optional
-        Jitter found before: added as it is, without escalation, which gives
-        the factors of that earlier factorisation again.
+        Jitter found before: added as it is, which gives the factors of that
+        earlier factorisation again; a member that fails with it (in another
+        dtype, on another device) gets more, escalating as above.
 
     Returns
     -------
@@ -497,8 +498,17 @@ def factor_members(covariance, maskf, blocks, max_tries=6, jitter=None):
         if bool((jitter[blk] > 0).any()):
             K.diagonal(dim1=-2, dim2=-1).add_(jitter[blk].unsqueeze(-1) * maskf[blk])
         Lb, info = torch.linalg.cholesky_ex(K)
-        failed[blk] = info != 0
-        L[blk] = torch.where(failed[blk, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
+        bad = info != 0
+        if bool(bad.any()):
+            # the recorded jitter no longer suffices (another dtype or device):
+            # escalate from there, as the fit did, for the failing members only
+            idx = bad.nonzero().squeeze(-1)
+            Le, extra, still = _jittered_cholesky(K[idx], maskf[blk][idx], max_tries)
+            Lb[idx] = Le
+            jit[blk.start + idx] = jit[blk.start + idx] + extra
+            bad[idx] = still
+        failed[blk] = bad
+        L[blk] = torch.where(bad[:, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
 
     run_blocks(block, blocks)
     return L, jit, failed
@@ -557,15 +567,20 @@ def refactorize(kernel, theta, D2, maskf, alpha, jitter):
 
     Returns
     -------
-    Tensor of shape (b, n, n)
+    L : Tensor of shape (b, n, n)
         Lower Cholesky factors (the identity for a member that cannot be
         factorised).
+    jitter : Tensor of shape (b,)
+        The jitter used: the recorded one, or more where that no longer
+        sufficed.
+    failed : Tensor of shape (b,), bool
+        Members that could not be factorised even with more jitter.
     """
     D2aug = _training(D2).full
     return factor_members(
         lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
-        maskf, member_blocks(*maskf.shape, theta.device), jitter=jitter,
-    )[0]
+        maskf, member_blocks(*maskf.shape, theta.device), jitter=jitter.clone(),
+    )
 
 
 def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
