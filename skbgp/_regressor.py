@@ -20,8 +20,8 @@ from ._core.exact import sample_mvn
 from ._core.priors import log_prior
 from ._core.threads import on_member_threads
 from ._sklearn_kernels import plan_default, plan_from_kernel
-from ._validation import (column_sums, resolve_device, resolve_dtype, to_numpy, to_tensor,
-                          torch_generator)
+from ._validation import (column_sums, reject_grad_tensors, resolve_device, resolve_dtype,
+                          to_numpy, to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
 __all__ = ["BatchedGaussianProcessRegressor"]
@@ -543,8 +543,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self : BatchedGaussianProcessRegressor
             The fitted estimator.
         """
-        prep = self._prepare_fit(X, y, noise_variance)
-        return self._store_fit(prep, self._fit_chunks(prep))
+        reject_grad_tensors(X=X, y=y, noise_variance=noise_variance)
+        saved = dict(self.__dict__)
+        try:
+            prep = self._prepare_fit(X, y, noise_variance)
+            return self._store_fit(prep, self._fit_chunks(prep))
+        except BaseException:
+            # atomic: a failed or interrupted fit leaves the previous model intact
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
 
     def _prepare_fit(self, X, y, noise_variance=None):
         """Validate the data, normalise it and draw every starting point.
@@ -608,6 +616,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if self.optimizer is not None and self.n_restarts_optimizer:
             free = np.flatnonzero(plan.free)
             low, high = np.broadcast_to(plan.restart_bounds, (n_targets, P, 2))[:, free].transpose(2, 0, 1)
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                raise ValueError(
+                    "Multiple optimizer restarts (n_restarts_optimizer>0) requires that all "
+                    "bounds are finite."
+                )
             # one design for all targets, placed in each target's own box: a
             # target's starts depend on its own data and random_state only
             for u in restart_design(plan.restart_design, self.random_state,
@@ -841,6 +854,21 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             self._check_refactorized(sl, to_numpy(jitter), to_numpy(failed, bool), dtype)
             yield sl, theta, Xtr, L, as_t(self.alpha_[:, sl].T), mask, as_t
 
+    def _warn_not_finite(self, values, more=None):
+        """Warn about fitted targets whose predictions are not finite (last axis: targets)."""
+        bad = ~np.isfinite(values).reshape(-1, values.shape[-1]).all(0)
+        if more is not None:
+            bad |= ~np.isfinite(more).reshape(-1, more.shape[-1]).all(0)
+        bad[self.failed_targets_] = False
+        if bad.any():
+            warnings.warn(
+                f"The predictions of target(s) {_format_targets(np.flatnonzero(bad))} are not "
+                "finite at some query points: the kernel overflows there (far from the "
+                "training data, or beyond float64's range). Scale the inputs, query nearer the "
+                "data, or use a kernel that stays bounded (RBF, Matern).",
+                ConvergenceWarning,
+            )
+
     def _check_refactorized(self, sl, jitter, failed, dtype):
         """Raise for targets that no longer factorise, warn for those that needed more jitter."""
         fitted = np.ones(sl.stop - sl.start, dtype=bool)
@@ -915,6 +943,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 "At most one of return_std or return_cov can be requested."
             )
         check_is_fitted(self)
+        reject_grad_tensors(X=X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         self._warn_failed()
         p, n, m = X.shape[0], self.X_train_.shape[0], self.n_targets_
@@ -933,7 +962,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 elif return_std:
                     y_var[:, sl] = to_numpy(var).T
         std_y = self._y_train_std
-        y_mean = y_mean * std_y + self._y_train_mean
+        with np.errstate(over="ignore", invalid="ignore"):
+            y_mean = y_mean * std_y + self._y_train_mean
+        self._warn_not_finite(y_mean, y_var)
         y_mean[:, self.failed_targets_] = np.nan
         single = self._single_output()
         out_mean = y_mean[:, 0] if single else y_mean
@@ -968,6 +999,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         check_is_fitted(self)
+        reject_grad_tensors(X=X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         self._warn_failed()
         generator = torch_generator(random_state)
@@ -978,7 +1010,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 mean, cov = self._engine.posterior(self._core_kernel, theta, Xtr, as_t(X), L, a,
                                                    mask, full_cov=True)
                 draws[sl] = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
-        draws = draws * self._y_train_std[:, None, None] + self._y_train_mean[:, None, None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            draws = draws * self._y_train_std[:, None, None] + self._y_train_mean[:, None, None]
+        self._warn_not_finite(np.moveaxis(draws, 0, -1))
         draws[self.failed_targets_] = np.nan
         draws = np.moveaxis(draws, 0, 1)
         return draws[:, 0, :] if self._single_output() else draws

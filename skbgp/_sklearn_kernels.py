@@ -396,6 +396,12 @@ def _prior(kernel, cls, path, attr, value, scalar, log_bounds, free, n_targets):
             f"{path}_prior must be a torch.distributions.Distribution or None; got "
             f"{type(dist).__name__}."
         )
+    if getattr(dist.support, "is_discrete", False):
+        raise ValueError(
+            f"The prior on {path} is {dist!r}, a distribution on discrete values (support "
+            f"{dist.support}); {path} is continuous and positive: use a continuous prior such "
+            "as LogNormal, Gamma, HalfCauchy or Uniform."
+        )
     if tuple(dist.event_shape) != ():
         raise ValueError(
             f"The prior on {path} has event shape {tuple(dist.event_shape)}; use a univariate "

@@ -340,8 +340,24 @@ class QBatchSuggester(BaseEstimator):
                 "bounds must have shape (2, n_features)."
             )
         n_targets = 1 if y.ndim == 1 else y.shape[1]
-        self._check_objective(n_targets)
-        self._check_integer_features(X.shape[1])
+        weights, constraints = self._check_objective(n_targets)
+        ints = self._check_integer_features(X.shape[1])
+        empty = [int(j) for j in ints if np.ceil(bounds[0, j]) > np.floor(bounds[1, j])]
+        if empty:
+            raise ValueError(
+                f"Integer feature(s) {empty} have bounds that hold no integer "
+                f"({[(float(bounds[0, j]), float(bounds[1, j])) for j in empty]}); widen the "
+                "bounds to include one, or drop the feature from integer_features."
+            )
+        Y = y.reshape(y.shape[0], -1)
+        used = sorted(set(np.flatnonzero(weights)) | set(constraints))
+        unobserved = [int(t) for t in used if np.isnan(Y[:, t]).all()]
+        if unobserved:
+            raise ValueError(
+                f"Target(s) {unobserved} enter the objective or a constraint but have no "
+                "observed value (all NaN), so the acquisition is undefined; evaluate them at "
+                "some points first, or leave them out of weights and constraints."
+            )
         self.bounds_ = bounds
         self.n_targets_ = n_targets
         self._rng = check_random_state(self.random_state)

@@ -20,9 +20,20 @@ __all__ = [
     "safe_indexing",
     "num_samples",
     "column_sums",
+    "reject_grad_tensors",
 ]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def reject_grad_tensors(**arrays):
+    """Raise a TypeError for a torch tensor that requires grad (it cannot become a numpy array)."""
+    for name, a in arrays.items():
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            raise TypeError(
+                f"{name} is a torch tensor that requires grad; pass {name}.detach() (skbgp "
+                "fits and predicts from values and does not differentiate through its inputs)."
+            )
 
 
 def column_sums(A):
@@ -62,6 +73,11 @@ def resolve_device(device):
         raise TypeError(
             f"device must be a string such as 'cpu' or 'cuda', or a torch.device; "
             f"got {type(device).__name__}."
+        )
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device={device!r} is not supported: skbgp runs on 'cpu' or 'cuda' (it needs "
+            "float64 Cholesky factorisations, which other torch devices lack or emulate)."
         )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(

@@ -73,3 +73,101 @@ def test_predict_escalates_jitter_in_another_dtype_and_names_the_targets():
     assert np.isfinite(mean).all() and np.isfinite(std).all()
     # float32 on a covariance of condition number ~1e9: a few 1e-3 of the float64 mean
     assert_allclose(mean, ref, atol=1e-2)
+
+
+# --------------------------------------------------------------------------- user mistakes
+def _small():
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(20, 2))
+    return X, np.sin(3.0 * X[:, 0])
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "xla"])
+def test_unsupported_devices_are_a_clear_value_error(device):
+    X, y = _small()
+    with pytest.raises(ValueError, match=r"skbgp runs on 'cpu' or 'cuda'|not a valid torch device"):
+        BatchedGaussianProcessRegressor(device=device).fit(X, y)
+
+
+def test_tensors_that_require_grad_are_a_clear_type_error():
+    import torch
+
+    X, y = _small()
+    est = BatchedGaussianProcessRegressor(random_state=0)
+    with pytest.raises(TypeError, match=r"X is a torch tensor that requires grad; pass X.detach\(\)"):
+        est.fit(torch.tensor(X, requires_grad=True), y)
+    est.fit(torch.tensor(X), torch.tensor(y))  # plain tensors are arrays like any other
+    with pytest.raises(TypeError, match=r"X is a torch tensor that requires grad"):
+        est.predict(torch.tensor(X, requires_grad=True))
+
+
+def test_infinite_bounds_with_restarts_are_scikit_learns_error():
+    X, y = _small()
+    kernel = sk.ConstantKernel(1.0, (1e-5, np.inf)) * sk.RBF(1.0)
+    message = "requires that all bounds are finite"
+    with pytest.raises(ValueError, match=message):
+        GaussianProcessRegressor(kernel, n_restarts_optimizer=2).fit(X, y)  # the oracle
+    with pytest.raises(ValueError, match=message):
+        BatchedGaussianProcessRegressor(kernel, n_restarts_optimizer=2).fit(X, y)
+    _quiet(BatchedGaussianProcessRegressor(kernel, n_restarts_optimizer=0), X, y)  # no draws: fine
+
+
+def test_a_discrete_prior_on_a_continuous_hyperparameter_is_refused():
+    from torch.distributions import Bernoulli, Poisson
+
+    X, y = _small()
+    for prior in (Poisson(3.0), Bernoulli(0.5)):
+        kernel = kernels.ConstantKernel(1.0, constant_value_prior=prior) * kernels.RBF(1.0)
+        with pytest.raises(ValueError, match=r"discrete values.*use a continuous prior"):
+            BatchedGaussianProcessRegressor(kernel).fit(X, y)
+
+
+def test_a_failed_or_interrupted_fit_leaves_the_previous_model_intact(monkeypatch):
+    X, y = _small()
+    est = BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
+    reference = est.predict(X[:3])
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in est.__dict__.items()}
+    with pytest.raises(ValueError, match="no observed value"):
+        est.fit(np.random.RandomState(1).uniform(size=(20, 3)), np.full(20, np.nan))
+    import skbgp._regressor as regressor
+
+    class Interrupt(BaseException):  # as KeyboardInterrupt, which pytest itself would catch
+        pass
+
+    def interrupted(*args, **kwargs):
+        raise Interrupt
+
+    monkeypatch.setattr(regressor, "fit_chunk", interrupted)
+    with pytest.raises(Interrupt):
+        est.fit(np.random.RandomState(2).uniform(size=(25, 3)), np.ones(25))
+    assert est.__dict__.keys() == before.keys()
+    for key, value in before.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(est.__dict__[key], value)
+    assert est.n_features_in_ == 2 and est.X_train_.shape == (20, 2)
+    assert_allclose(est.predict(X[:3]), reference, rtol=1e-12)
+
+
+def test_non_finite_predictions_are_warned_about_naming_the_targets():
+    X, y = _small()
+    est = _quiet(BatchedGaussianProcessRegressor(sk.DotProduct() ** 8, n_restarts_optimizer=0), X, y)
+    with pytest.warns(ConvergenceWarning, match=r"predictions of target\(s\) \[0\] are not finite"):
+        mean, std = est.predict(np.full((1, 2), 1e40), return_std=True)
+    assert not np.isfinite(mean).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est.predict(X[:3], return_std=True)  # near the data: finite, nothing to say
+
+
+def test_suggester_refuses_integer_bounds_without_an_integer_and_unobserved_constraints():
+    from skbgp import QBatchSuggester
+
+    X, _ = _small()
+    y = np.column_stack([X.sum(axis=1), np.full(len(X), np.nan)])
+    params = dict(q=1, raw_samples=16, num_restarts=2, random_state=0)
+    with pytest.raises(ValueError, match=r"Integer feature\(s\) \[0\] have bounds that hold no integer"):
+        QBatchSuggester(bounds=np.array([[0.2, 0.0], [0.8, 1.0]]), integer_features=[0],
+                        **params).fit(X, y[:, 0])
+    with pytest.raises(ValueError, match=r"Target\(s\) \[1\] enter the objective or a constraint"):
+        QBatchSuggester(bounds=np.array([[0.0, 0.0], [1.0, 1.0]]), constraints={1: 0.5},
+                        **params).fit(X, y)
