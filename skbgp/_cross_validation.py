@@ -44,14 +44,26 @@ __all__ = ["batched_cross_validate", "batched_cross_val_predict", "loo_predictiv
 _FIT_PARAMS = ("noise_variance",)
 
 
-class _FixedPrediction(RegressorMixin, BaseEstimator):
-    """A stand-in regressor that returns stored predictions (per-target scores)."""
+class _TargetView(RegressorMixin, BaseEstimator):
+    """One target of a fitted estimator, as a single-output regressor (per-target scores).
 
-    def __init__(self, prediction=None):
-        self.prediction = prediction
+    ``predict(X, **params)`` (``return_std``, ``return_cov``...) predicts all
+    targets once per set of params (``cache``, shared by the views of one
+    estimator) and returns target ``target``'s column of every output.
+    """
 
-    def predict(self, X):
-        return self.prediction
+    def __init__(self, estimator=None, target=0, cache=None):
+        self.estimator = estimator
+        self.target = target
+        self.cache = cache
+
+    def predict(self, X, **params):
+        key = tuple(sorted(params.items()))
+        if key not in self.cache:
+            self.cache[key] = self.estimator.predict(X, **params)
+        out = self.cache[key]
+        column = lambda a: np.asarray(a)[..., self.target]  # noqa: E731 - (n, m) or (n, n, m)
+        return tuple(column(a) for a in out) if isinstance(out, tuple) else column(out)
 
 
 def _final_regressor(estimator):
@@ -267,8 +279,8 @@ def _scores(scorer, est, X, y):
     per_target = {}
     y = np.asarray(y)
     if y.ndim == 2:
-        pred = np.asarray(est.predict(X)).reshape(y.shape)
-        columns = [_as_score_dict(scorer(_FixedPrediction(pred[:, j]), X, y[:, j]))
+        cache = {}
+        columns = [_as_score_dict(scorer(_TargetView(est, j, cache), X, y[:, j]))
                    for j in range(y.shape[1])]
         per_target = {name: [c[name] for c in columns] for name in aggregate}
     return aggregate, per_target

@@ -171,3 +171,31 @@ def test_suggester_refuses_integer_bounds_without_an_integer_and_unobserved_cons
     with pytest.raises(ValueError, match=r"Target\(s\) \[1\] enter the objective or a constraint"):
         QBatchSuggester(bounds=np.array([[0.0, 0.0], [1.0, 1.0]]), constraints={1: 0.5},
                         **params).fit(X, y)
+
+
+def test_a_scorer_that_needs_return_std_works_in_batched_cross_validate():
+    from sklearn.model_selection import KFold, cross_validate
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skbgp import batched_cross_validate
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 2))
+    y = np.column_stack([np.sin(3 * X[:, 0]), X[:, 1] ** 2]) + 0.05 * rng.randn(30, 2)
+
+    def log_density(est, Xt, yt):
+        m, s = est.predict(Xt, return_std=True)
+        return float(np.mean(-0.5 * np.log(2 * np.pi * s**2) - 0.5 * (yt - m) ** 2 / s**2))
+
+    for est in (BatchedGaussianProcessRegressor(random_state=0),
+                make_pipeline(StandardScaler(), BatchedGaussianProcessRegressor(random_state=0))):
+        cv = KFold(3)
+        ours = batched_cross_validate(est, X, y, cv=cv, scoring={"lpd": log_density, "r2": "r2"},
+                                      return_estimator=True)
+        ref = cross_validate(est, X, y, cv=cv, scoring={"lpd": log_density, "r2": "r2"})
+        assert_allclose(ours["test_lpd"], ref["test_lpd"], rtol=1e-10)
+        for f, (fitted, (_, test)) in enumerate(zip(ours["estimator"], cv.split(X))):
+            m, s = fitted.predict(X[test], return_std=True)
+            expected = np.mean(-0.5 * np.log(2 * np.pi * s**2) - 0.5 * (y[test] - m) ** 2 / s**2, axis=0)
+            assert_allclose(ours["test_lpd_per_target"][f], expected, rtol=1e-12)
