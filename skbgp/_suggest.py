@@ -535,18 +535,23 @@ class QBatchSuggester(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_new, n_features)
-            Evaluated inputs.
-        y : array-like of shape (n_new,) or (n_new, n_targets)
-            Their targets.
+        X : array-like of shape (n_new, n_features) or (n_features,)
+            Evaluated inputs; one point may be given as a 1-D array.
+        y : array-like of shape (n_new,) or (n_new, n_targets), or a number
+            Their targets; one point's as a number (one target) or a 1-D
+            array of its targets.
 
         Returns
         -------
         self : QBatchSuggester
         """
         check_is_fitted(self)
-        X = self._check_points(X, "X")
+        one = np.ndim(X) == 1
+        X = self._check_points(np.atleast_2d(np.asarray(X, dtype=float)) if one else X, "X")
         y = np.asarray(y, dtype=float)
+        per_point = int(np.prod(self.y_.shape[1:], dtype=int))  # 1, or the number of targets
+        if one and y.size == per_point:  # one point: its target, or its targets
+            y = y.reshape((1,) + self.y_.shape[1:])
         if y.shape[0] != X.shape[0] or y.ndim != self.y_.ndim or y.shape[1:] != self.y_.shape[1:]:
             raise ValueError(
                 f"y must have shape {(X.shape[0],) + self.y_.shape[1:]} to match X and the "

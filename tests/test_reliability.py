@@ -199,3 +199,17 @@ def test_a_scorer_that_needs_return_std_works_in_batched_cross_validate():
             m, s = fitted.predict(X[test], return_std=True)
             expected = np.mean(-0.5 * np.log(2 * np.pi * s**2) - 0.5 * (y[test] - m) ** 2 / s**2, axis=0)
             assert_allclose(ours["test_lpd_per_target"][f], expected, rtol=1e-12)
+
+
+def test_tell_takes_one_point_with_a_scalar_y_like_the_same_point_as_arrays():
+    from skbgp import QBatchSuggester
+
+    X, y = _small()
+    params = dict(bounds=np.array([[0.0, 0.0], [1.0, 1.0]]), q=1, raw_samples=16, num_restarts=2,
+                  random_state=0)
+    a = QBatchSuggester(**params).fit(X, y).tell(np.array([0.5, 0.25]), 0.3)
+    b = QBatchSuggester(**params).fit(X, y).tell(np.array([[0.5, 0.25]]), np.array([0.3]))
+    np.testing.assert_array_equal(a.X_, b.X_)
+    np.testing.assert_array_equal(a.y_, b.y_)
+    with pytest.raises(ValueError, match="y must have shape"):
+        QBatchSuggester(**params).fit(X, y).tell(np.array([0.5, 0.25]), [0.3, 0.4])
