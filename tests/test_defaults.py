@@ -171,12 +171,18 @@ _KNOWN_MISSES = {
     ("macro", 0): "realgdp: -0.29 nats (length scale 3.3 against sklearn's 2.8 years)",
     ("macro", 1): "realcons: -1.47 nats (length scale 3.5 against sklearn's 2.5 years)",
 }
-_real_fits = {}
+_real_cases = {}
 
 
-def _real_fit(name):
-    """skbgp's default fit and the anchors' hyperparameters on a real problem (cached)."""
-    if name not in _real_fits:
+def _real_case(name):
+    """A real problem's training data and its anchors' fits, once per problem.
+
+    ``X, Y``; ``sklearn_theta`` and ``sklearn_lml``: scikit-learn's GPR per
+    target as the quality benchmark runs it (``bench_quality.sklearn_kernel``,
+    ``normalize_y=True``, 3 restarts); ``botorch_theta`` when BoTorch is
+    installed (``bench_quality.fit_botorch``).
+    """
+    if name not in _real_cases:
         try:
             problem = _benchmark_module("real_data").load(name)
         except ImportError as exc:
@@ -184,23 +190,40 @@ def _real_fit(name):
         X, Y = problem.X_train, problem.Y_train
         if name == "diabetes":
             X, Y = X[:150], Y[:150]  # scikit-learn's fits of all 300 rows take a minute
-        # the anchors exactly as the quality benchmark fits them
         bench = _benchmark_module("bench_quality")
-        anchors = {"sklearn": bench.fit_sklearn(X, Y, X[:1])[3]}
+        fits = []
+        for t in range(Y.shape[1]):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fits.append(GaussianProcessRegressor(
+                    bench.sklearn_kernel(X.shape[1]), normalize_y=True, n_restarts_optimizer=3,
+                    random_state=0).fit(X, Y[:, t]))
+        case = dict(X=X, Y=Y, sklearn_kernel=bench.sklearn_kernel(X.shape[1]),
+                    sklearn_theta=np.array([f.kernel_.theta for f in fits]),
+                    sklearn_lml=np.array([f.log_marginal_likelihood_value_ for f in fits]))
         if bench.HAVE_BOTORCH:
-            anchors["botorch"] = bench.fit_botorch(X, Y, X[:1])[3]
-        _real_fits[name] = (_fit(X, Y), anchors)
-    return _real_fits[name]
+            case["botorch_theta"] = bench.fit_botorch(X, Y, X[:1])[3]
+        case["default"] = _fit(X, Y)
+        _real_cases[name] = case
+    return _real_cases[name]
 
 
-@pytest.mark.parametrize("name,target", [
-    pytest.param(name, t, marks=[pytest.mark.xfail(strict=True, reason=_KNOWN_MISSES[name, t])]
-                 if (name, t) in _KNOWN_MISSES else [], id=f"{name}-{t}")
-    for name, m in _REAL.items() for t in range(m)
-])
+def _every_real_target(known_misses):
+    """pytest params (problem, target) of every real target, known misses as strict xfails."""
+    return [pytest.param(name, t, id=f"{name}-{t}", marks=(
+                [pytest.mark.xfail(strict=True, reason=known_misses[name, t])]
+                if (name, t) in known_misses else []))
+            for name, m in _REAL.items() for t in range(m)]
+
+
+@pytest.mark.parametrize("name,target", _every_real_target(_KNOWN_MISSES))
 def test_real_data_optimum_is_at_least_the_objective_at_the_anchors_hyperparameters(name, target):
-    ours, anchors = _real_fit(name)
-    for anchor, theta in anchors.items():
+    case = _real_case(name)
+    ours = case["default"]
+    for anchor in ("sklearn_theta", "botorch_theta"):
+        if anchor not in case:
+            continue
+        theta = case[anchor]
         at_anchor = ours.log_marginal_likelihood(theta) + ours.log_prior(theta)
         gap = _objective(ours)[target] - at_anchor[target]
         assert gap >= -0.1, (anchor, gap)
@@ -212,33 +235,15 @@ _KNOWN_SKLEARN_KERNEL_MISSES = {
     ("diabetes", 6): "progression (150 rows): -1.30 nats",
     ("macro", 1): "realcons: -1.67 nats",
 }
-_sklearn_kernel_fits = {}
 
 
-@pytest.mark.parametrize("name,target", [
-    pytest.param(name, t, marks=[pytest.mark.xfail(strict=True, reason=_KNOWN_SKLEARN_KERNEL_MISSES[name, t])]
-                 if (name, t) in _KNOWN_SKLEARN_KERNEL_MISSES else [], id=f"{name}-{t}")
-    for name, m in _REAL.items() for t in range(m)
-])
+@pytest.mark.parametrize("name,target", _every_real_target(_KNOWN_SKLEARN_KERNEL_MISSES))
 def test_real_data_sklearn_kernel_optimum_is_at_least_sklearns(name, target):
     """scikit-learn's kernel, normalize_y=True and 3 restarts in both: the same starts, each run to convergence."""
-    if name not in _sklearn_kernel_fits:
-        try:
-            problem = _benchmark_module("real_data").load(name)
-        except ImportError as exc:
-            pytest.skip(f"{name} needs {exc.name}")
-        X, Y = problem.X_train, problem.Y_train
-        if name == "diabetes":
-            X, Y = X[:150], Y[:150]
-        bench = _benchmark_module("bench_quality")
-        ours = _fit(X, Y, kernel=bench.sklearn_kernel(X.shape[1]), normalize_y=True, n_restarts_optimizer=3)
-        theirs = []
-        for t in range(Y.shape[1]):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                theirs.append(GaussianProcessRegressor(
-                    bench.sklearn_kernel(X.shape[1]), normalize_y=True, n_restarts_optimizer=3,
-                    random_state=0).fit(X, Y[:, t]).log_marginal_likelihood_value_)
-        _sklearn_kernel_fits[name] = (ours.log_marginal_likelihood_value_, np.array(theirs))
-    ours, theirs = _sklearn_kernel_fits[name]
+    case = _real_case(name)
+    if "sklearn_kernel_lml" not in case:
+        ours = _fit(case["X"], case["Y"], kernel=case["sklearn_kernel"], normalize_y=True,
+                    n_restarts_optimizer=3)
+        case["sklearn_kernel_lml"] = ours.log_marginal_likelihood_value_
+    ours, theirs = case["sklearn_kernel_lml"], case["sklearn_lml"]
     assert ours[target] >= theirs[target] - 0.1, ours[target] - theirs[target]
