@@ -115,6 +115,7 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
     yt, mt, alphat = as_t(y), as_t(maskf), as_t(alpha)
     priors = plan.prior_terms(dtype, Xt.device, targets=targets)
     c = y.shape[0]
+
     def work():
         if optimize:
             def report(iteration, n_active):

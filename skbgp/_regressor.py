@@ -20,8 +20,8 @@ from ._core.exact import sample_mvn
 from ._core.priors import log_prior
 from ._core.threads import on_member_threads
 from ._sklearn_kernels import plan_default, plan_from_kernel
-from ._validation import (column_sums, reject_grad_tensors, resolve_device, resolve_dtype,
-                          to_numpy, to_tensor, torch_generator)
+from ._validation import (column_sums, log_mean_square, reject_grad_tensors, resolve_device,
+                          resolve_dtype, to_numpy, to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
 __all__ = ["BatchedGaussianProcessRegressor"]
@@ -145,7 +145,7 @@ def restart_design(kind, random_state, n_restarts, n_free):
     return np.stack([rng.uniform(size=n_free) for _ in range(n_restarts)])
 
 
-def _warn_alpha_swamps(alpha, Yn, observed, n_obs):
+def _warn_alpha_swamps(alpha, Yn, n_obs):
     """Warn about targets whose power (mean square, as fitted) is not above ``alpha``.
 
     ``alpha`` is added to every training covariance as it is: for an
@@ -155,13 +155,9 @@ def _warn_alpha_swamps(alpha, Yn, observed, n_obs):
     top = float(np.max(alpha))
     if top <= 0:
         return
-    # in units of each target's peak: no overflow for huge targets
-    peak = np.abs(np.where(observed, Yn, 0.0)).max(axis=0)
-    scaled = np.where(observed, Yn / np.where(peak > 0, peak, 1.0), 0.0)
-    mean_square = column_sums(scaled**2) / n_obs
-    with np.errstate(divide="ignore"):
-        log_power = 2.0 * np.log(peak) + np.log(mean_square)
-    bad = np.flatnonzero((math.log(top) >= log_power) & (peak > 0))  # a constant has nothing to swamp
+    log_power = log_mean_square(Yn, n_obs)
+    # a constant standardised target (all zeros, -inf) has nothing to swamp
+    bad = np.flatnonzero((math.log(top) >= log_power) & np.isfinite(log_power))
     if bad.size:
         warnings.warn(
             f"alpha (up to {top:.3g}, added to the training covariance) is at least "
@@ -602,7 +598,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             mean = np.zeros(n_targets)
             std = np.ones(n_targets)
         Yn = np.where(observed, (Y - mean) / std, 0.0)
-        _warn_alpha_swamps(alpha, Yn, observed, n_obs)
+        _warn_alpha_swamps(alpha, Yn, n_obs)
         maskf = observed.astype(float)
 
         if self.kernel is None:
@@ -704,8 +700,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         n_iter, converged, n_evaluations : Tensor of shape (n_targets,) or None
             ``None`` when nothing was optimised.
         """
-        out = self._fit_chunks(prep, theta=to_numpy(theta))
-        out["n_evaluations"][:] = 0  # only factorised here
+        out = self._fit_chunks(prep, theta=to_numpy(theta))  # factorised only: 0 evaluations
         if n_iter is not None:
             out["n_iter"] = to_numpy(n_iter, np.int64)
             out["converged"] = to_numpy(converged, bool)
@@ -871,8 +866,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     def _check_refactorized(self, sl, jitter, failed, dtype):
         """Raise for targets that no longer factorise, warn for those that needed more jitter."""
-        fitted = np.ones(sl.stop - sl.start, dtype=bool)
-        fitted[np.intersect1d(self.failed_targets_, np.arange(sl.start, sl.stop)) - sl.start] = False
+        fitted = ~np.isin(np.arange(sl.start, sl.stop), self.failed_targets_)
         lost = np.flatnonzero(failed & fitted) + sl.start
         if lost.size:
             raise ValueError(

@@ -32,7 +32,7 @@ from ._core import composite, exact
 from ._core.fit import RACE_ITER
 from ._core.kernels import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
-from ._validation import column_sums
+from ._validation import log_mean_square
 
 __all__ = ["Engine", "KernelPlan", "PriorSpec", "plan_from_kernel", "plan_from_sklearn",
            "plan_default", "length_scale_prior"]
@@ -687,6 +687,11 @@ def plan_from_sklearn(kernel, n_features, n_targets=1):
 DEFAULT_BOX = ((0.1, 0.01, 1e-4), (3.0, 2.0, 1.0))
 
 
+def _length_scale_prior_parameters(d):
+    """``(loc, variance)`` of the default length-scale prior of ``log(ell / range)`` for ``d`` features."""
+    return math.sqrt(2.0) + 0.5 * math.log(d), 3.0
+
+
 def length_scale_prior(X):
     r"""The default kernel's prior on every length scale, from the training inputs.
 
@@ -708,10 +713,15 @@ def length_scale_prior(X):
         Batch shape (n_features,), float64.
     """
     d = X.shape[1]
+    loc, variance = _length_scale_prior_parameters(d)
+    loc = torch.as_tensor(loc + np.log(_span(X)), dtype=torch.float64)
+    return torch.distributions.LogNormal(loc, torch.full((d,), math.sqrt(variance), dtype=torch.float64))
+
+
+def _span(X):
+    """ndarray of shape (n_features,): the range of every feature (1 for a constant one)."""
     span = X.max(axis=0) - X.min(axis=0)
-    span = np.where(span > 0, span, 1.0)
-    loc = torch.as_tensor(math.sqrt(2.0) + 0.5 * math.log(d) + np.log(span), dtype=torch.float64)
-    return torch.distributions.LogNormal(loc, torch.full((d,), math.sqrt(3.0), dtype=torch.float64))
+    return np.where(span > 0, span, 1.0)
 
 
 # Gamma(concentration, rate) prior on the noise variance relative to each
@@ -729,7 +739,7 @@ def noise_prior(log_power):
 
     with :math:`P_t` the target's power (1 for a standardised target): nearly
     flat (its density grows as :math:`v^{0.1}`), but an exactly interpolating
-    fit (:math:`\sigma_n^2 	o 0`) of a few noisy points is penalised enough
+    fit (:math:`\sigma_n^2 \to 0`) of a few noisy points is penalised enough
     to lose against explaining them as noise.
 
     Parameters
@@ -758,22 +768,23 @@ def _spacing(X):
 
 
 def plan_default(X, y, maskf):
-    r"""The default kernel, initialised from the spread of the data, with its length-scale prior.
+    r"""The default kernel, scaled by the data, with its length-scale and noise priors.
 
     ``outputscale * RBF(ARD) + noise`` with, for target ``t`` of power
     :math:`P_t = \overline{y_t^2}` (the mean square of its observed values: 1
     for a standardised target) and feature ``j`` of range :math:`r_j`:
 
-    * length scale :math:`\ell_j^0 = r_j / 2`, bounds
-      :math:`[10^{-5}, 10^{5}]\,r_j`, and the prior of
-      :func:`length_scale_prior` (the fit is a MAP estimate);
+    * length scale: the prior of :func:`length_scale_prior` (the fit is a MAP
+      estimate), starting at its mode, bounds :math:`[10^{-5}, 10^{5}]\,r_j`;
     * outputscale :math:`P_t`, bounds :math:`[10^{-5}, 10^{5}]\,P_t`;
-    * noise :math:`10^{-2}\,P_t`, bounds :math:`[10^{-8}, 10^{5}]\,P_t`.
+    * noise :math:`10^{-2}\,P_t`, the prior of :func:`noise_prior`, bounds
+      :math:`[10^{-8}, 10^{5}]\,P_t`.
 
-    Restarts are drawn log-uniformly from a box of plausible values rather
-    than from these wide bounds (where most draws would be degenerate):
-    length scales in :math:`[0.05, 2]\,r_j`, outputscale in
-    :math:`[0.1, 3]\,P_t` and noise in :math:`[10^{-4}, 1]\,P_t`, from a
+    Restarts are placed log-uniformly (a Sobol' design) in a box of plausible
+    values rather than in these wide bounds (where most draws would be
+    degenerate): length scales from the finer of :math:`0.01\,r_j` and the
+    median spacing of the feature's values up to :math:`2\,r_j`, outputscale
+    in :math:`[0.1, 3]\,P_t` and noise in :math:`[10^{-4}, 1]\,P_t`, from a
     signal with no noise to noise as large as the target (the high-noise
     basin of a weak signal).
 
@@ -793,14 +804,9 @@ def plan_default(X, y, maskf):
     """
     n_features = X.shape[1]
     n_targets = y.shape[1]
-    span = X.max(axis=0) - X.min(axis=0)
-    span = np.where(span > 0, span, 1.0)
-    # log of the mean square, computed without overflow for huge targets
-    peak = np.abs(y).max(axis=0)
-    peak = np.where(peak > 0, peak, 1.0)
-    mean_square = column_sums((y / peak) ** 2) / np.maximum(maskf.sum(axis=0), 1.0)
-    log_power = np.where(mean_square > 0, 2.0 * np.log(peak) + np.log(np.where(mean_square > 0, mean_square, 1.0)), 0.0)
-    log_ls = np.broadcast_to(np.log(span), (n_targets, n_features))
+    log_power = log_mean_square(y, np.maximum(maskf.sum(axis=0), 1.0))
+    log_power = np.where(np.isfinite(log_power), log_power, 0.0)  # a target of zeros: power 1
+    log_ls = np.broadcast_to(np.log(_span(X)), (n_targets, n_features))
     log_s = log_power[:, None]
 
     def scaled(outputscale, length_scale, noise):
@@ -821,7 +827,8 @@ def plan_default(X, y, maskf):
     ls = tuple(range(1, n_features + 1))
     priors = (PriorSpec("length_scale", ls, length_scale_prior(X), (n_features,), False),
               PriorSpec("noise_level", (n_features + 1,), noise_prior(log_power), (n_targets, 1), True))
-    mode = math.exp(math.sqrt(2.0) + 0.5 * math.log(n_features) - 3.0)  # of the prior, / range
+    loc, variance = _length_scale_prior_parameters(n_features)
+    mode = math.exp(loc - variance)  # of the length-scale prior, relative to the range
     return KernelPlan(
         kernel=StationaryKernel(nu=math.inf, n_lengthscales=n_features),
         engine=STATIONARY,

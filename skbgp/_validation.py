@@ -20,6 +20,7 @@ __all__ = [
     "safe_indexing",
     "num_samples",
     "column_sums",
+    "log_mean_square",
     "reject_grad_tensors",
 ]
 
@@ -45,6 +46,26 @@ def column_sums(A):
     get other statistics than among others.
     """
     return np.ascontiguousarray(np.asarray(A).T).sum(axis=1)
+
+
+def log_mean_square(Y, n_obs):
+    """ndarray of shape (n_columns,): the log of every column's mean square, without overflow.
+
+    Computed in units of each column's largest magnitude, so that targets near
+    float64's limits (1e160, 1e-160) keep a finite value; ``-inf`` for a
+    column of zeros.
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n_rows, n_columns)
+        Zeros where a value is missing.
+    n_obs : ndarray of shape (n_columns,)
+        Observed values of every column (at least 1).
+    """
+    peak = np.abs(Y).max(axis=0)
+    scaled = Y / np.where(peak > 0, peak, 1.0)
+    with np.errstate(divide="ignore"):
+        return 2.0 * np.log(peak) + np.log(column_sums(scaled**2) / n_obs)
 
 
 def resolve_device(device):

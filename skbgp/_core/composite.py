@@ -28,8 +28,8 @@ import torch
 from .exact import (
     Factor,
     _cholesky_inverse,
-    _MIN_ROWS,
     _lml,
+    _weighted_sums,
     factor_members,
     member_blocks,
     posterior_from,
@@ -127,8 +127,8 @@ class _RowProduct(torch.autograd.Function):
     """``A @ B`` (A of shape (b, k), B of shape (k, N)) whose gradient rows do not depend on the batch.
 
     The gradient ``G @ B^T`` is a (b, N) x (N, k) product, whose rows round
-    differently with ``b`` below four rows (a matrix-vector kernel; see
-    :func:`skbgp._core.exact._weighted_sums`): padded to four rows, a
+    differently with ``b`` below four rows (a matrix-vector kernel): through
+    :func:`skbgp._core.exact._weighted_sums`, which pads it to four rows, a
     member's gradient is the same alone and in any batch.
     """
 
@@ -152,10 +152,7 @@ class _RowProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (B,) = ctx.saved_tensors
-        b = grad.shape[0]
-        if b < _MIN_ROWS:
-            grad = torch.cat([grad, grad.new_zeros(_MIN_ROWS - b, grad.shape[1])])
-        return torch.mm(grad, B.mT)[:b], None
+        return _weighted_sums(grad.contiguous(), B), None
 
 
 def _safe_sqrt(r2):

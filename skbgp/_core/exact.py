@@ -243,8 +243,8 @@ def _weighted_sums(W, D2aug):
     b = W.shape[0]
     if b >= _MIN_ROWS or W.device.type != "cpu":
         return torch.mm(W, D2aug.mT)
-    padded = W.new_zeros(_MIN_ROWS, W.shape[1])
-    padded[:b] = W
+    # out of place (torch.cat): also the backward of composite._RowProduct, under vmap
+    padded = torch.cat([W, W.new_zeros(_MIN_ROWS - b, W.shape[1])])
     return torch.mm(padded, D2aug.mT)[:b]
 
 

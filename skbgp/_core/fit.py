@@ -158,8 +158,7 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
     first = min(race_iter, max_iter)
     race = run(theta0.reshape(r * m, P), members, first,
                None if memory is None else (memory[0][members], memory[1][members]))
-    fval = race.fun.reshape(r, m)
-    fval = torch.where(torch.isnan(fval), torch.full_like(fval, float("inf")), fval)
+    fval = _nan_to_inf(race.fun.reshape(r, m))  # a failed start never wins
     # record setters: lower than every earlier start of the same target
     before = torch.cat([torch.full_like(fval[:1], float("inf")), fval[:-1].cummin(0).values])
     record = fval < before
@@ -176,10 +175,10 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         x[idx], converged[idx] = rest.x, rest.converged
         n_iter[idx] += rest.n_iter
         flat = fval.reshape(-1)
-        flat[idx] = torch.where(torch.isnan(rest.fun), torch.full_like(rest.fun, float("inf")), rest.fun)
-        race_evals = race.n_evaluations + rest.n_evaluations
+        flat[idx] = _nan_to_inf(rest.fun)
+        n_evals = race.n_evaluations + rest.n_evaluations
     else:
-        race_evals = race.n_evaluations
+        n_evals = race.n_evaluations
     best = fval.argmin(0)  # (m,): the first of equal values
     pick = best * m + cols
     return FitResult(
@@ -189,9 +188,14 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         converged=converged[pick],
         best_start=best,
         neg_lml_all=fval,
-        n_evaluations=race_evals,
+        n_evaluations=n_evals,
         member_evaluations=evaluations,
     )
+
+
+def _nan_to_inf(t):
+    """``t`` with NaN replaced by ``inf`` (infinities kept)."""
+    return torch.where(torch.isnan(t), torch.full_like(t, float("inf")), t)
 
 
 def make_objective(kernel, D2, y, maskf, alpha, nlml=None, priors=(), objective=None):

@@ -18,9 +18,8 @@ one in :math:`v`, because :math:`\partial / \partial\theta = v\, \partial /
 Shape glossary: ``k`` members, ``m`` targets, ``P`` hyperparameters.
 """
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 from torch.distributions import Gamma, LogNormal, Uniform

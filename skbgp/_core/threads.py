@@ -89,13 +89,13 @@ def _find_controls():
             mkl.argtypes, mkl.restype = [ctypes.c_int], ctypes.c_int
             break
         except (OSError, AttributeError):
-            mkl = None
+            continue
     return (omp, mkl)
 
 
-def _make_single_threaded():
+def _make_single_threaded(controls=None):
     """Make the calling (skbgp-owned) thread's torch and LAPACK single-threaded."""
-    omp, mkl = _controls
+    omp, mkl = controls or _controls
     torch.get_num_threads()  # torch's per-thread start-up first, which would set its own count
     omp(1)
     if mkl is not None:
@@ -110,11 +110,10 @@ def available():
         with _lock:
             if _controls is None:
                 controls = _find_controls()
-                if controls:
-                    _controls = controls
+                if controls:  # checked on a thread of its own, which then ends
                     ok = []
-                    checker = threading.Thread(target=lambda: (_make_single_threaded(),
-                                                               ok.append(torch.get_num_threads() == 1)))
+                    checker = threading.Thread(target=lambda: (
+                        _make_single_threaded(controls), ok.append(torch.get_num_threads() == 1)))
                     checker.start()
                     checker.join()
                     controls = controls if ok == [True] else ()
