@@ -151,7 +151,8 @@ def where_time_goes(args):
         neg_log_marginal_likelihood,
         training_differences,
     )
-    from skbgp._core.kernels import StationaryKernel, signal_covariance
+    from skbgp._core.exact import StationaryKernel
+    from skbgp._core.kernels import signal_covariance
     from skbgp._core.threads import on_member_threads
 
     n, d = args.n, args.d

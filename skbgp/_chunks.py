@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from ._core.fit import fit_hyperparameters
+from ._core.fit import fit_hyperparameters, training_objective, with_priors
 from ._core.priors import log_prior
 from ._core.threads import on_member_threads
 from ._validation import to_numpy, to_tensor
@@ -68,13 +68,13 @@ def auto_batch_size(n_samples, n_targets, n_starts, n_workers, device, itemsize)
 
 
 def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimize,
-              max_iter, tol, device, dtype, verbose=0, label=""):
+              max_iter, tol, device, dtype, verbose=0, label="", keep_factors=False):
     """Fit one chunk of targets and factorise their covariances.
 
     Parameters
     ----------
     plan : KernelPlan
-        The core kernel, its engine (stationary or composite path), priors.
+        The core kernel and its priors.
     targets : ndarray of shape (c,), int
         Indices of the chunk's targets among all (they select the rows of
         per-target priors).
@@ -98,6 +98,9 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
         2 prints a line per optimiser iteration.
     label : str
         Prefix of those lines.
+    keep_factors : bool
+        Also return the Cholesky factors (``"L"``, a Tensor of shape
+        (c, n, n) on ``device``), for the caller's prediction cache.
 
     Returns
     -------
@@ -110,8 +113,8 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
     """
     as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
     Xt = as_t(X)
-    kernel, engine = plan.kernel, plan.engine
-    data = engine.training_data(Xt)
+    kernel = plan.kernel
+    data = kernel.training_data(Xt)
     yt, mt, alphat = as_t(y), as_t(maskf), as_t(alpha)
     priors = plan.prior_terms(dtype, Xt.device, targets=targets)
     c = y.shape[0]
@@ -123,10 +126,10 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
                       "optimising", flush=True)
 
             result = fit_hyperparameters(
-                kernel, data, yt, mt, alphat, as_t(starts), as_t(lower), as_t(upper),
+                with_priors(training_objective(kernel, data, yt, mt, alphat), priors),
+                as_t(starts), as_t(lower), as_t(upper),
                 torch.as_tensor(plan.free, device=Xt.device), max_iter=max_iter, gtol=tol,
                 race_iter=plan.race_iter(max_iter), callback=report if verbose >= 2 else None,
-                nlml=engine.nlml, priors=priors,
             )
             theta = result.theta
             n_iter = to_numpy(result.n_iter, np.int64)
@@ -137,7 +140,7 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
             n_iter = np.zeros(c, dtype=np.int64)
             converged = np.ones(c, dtype=bool)
             n_evals = np.zeros(c, dtype=np.int64)
-        return theta, n_iter, converged, n_evals, engine.factorize(kernel, theta, data, yt, mt, alphat)
+        return theta, n_iter, converged, n_evals, kernel.factorize(theta, data, yt, mt, alphat)
 
     # single-threaded arithmetic, member blocks on a pool (see skbgp._core.threads)
     theta, n_iter, converged, n_evals, factor = on_member_threads(Xt.device, work)
@@ -153,6 +156,7 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
         "jitter": to_numpy(factor.jitter),
         "failed": to_numpy(factor.failed, bool),
         "log_prior": to_numpy(lp),
+        **({"L": factor.L} if keep_factors else {}),
     }
 
 

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
 from sklearn.utils.validation import check_is_fitted
 
-from ._core.fit import finite_difference_hessian, fit_hyperparameters, make_objective
+from ._core.fit import finite_difference_hessian, fit_hyperparameters, with_priors
 from ._core.folds import fold_objective, loo_from_factor, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms
@@ -156,7 +156,7 @@ def _batched_fit(estimator, X, y, splits, params, mode):
         full = clone(estimator)
         Xt_full = _fit_transformers(full, X, y)
         full_reg = _final_regressor(full).fit(Xt_full, y, **params)
-        warm = full_reg._theta_full
+        warm = full_reg.gps_.theta
         if mode == "warm_start":
             full_prep = full_reg._prepare_fit(Xt_full, y, **params)
         t_shared += time.perf_counter() - t0
@@ -198,7 +198,6 @@ def _batched_fit(estimator, X, y, splits, params, mode):
     elif reg.optimizer is not None:
         batch = pack_folds([p.Xt for p in preps], [p.y for p in preps],
                            [p.maskf for p in preps], [p.alpha for p in preps])
-        engine = preps[0].plan.engine
         # member f * m + t is target t: its rows of any per-target prior
         priors = concatenate_terms(
             [p.plan.prior_terms(lower.dtype, lower.device, targets=np.arange(m)) for p in preps],
@@ -210,11 +209,9 @@ def _batched_fit(estimator, X, y, splits, params, mode):
                 memory = _full_data_curvature(full_prep, starts[0, :m])
                 memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
             return fit_hyperparameters(
-                kernel, None, None, None, None, starts, lower, upper, preps[0].free,
-                max_iter=reg.max_iter, gtol=reg.tol, priors=priors,
-                race_iter=preps[0].plan.race_iter(reg.max_iter),
-                objective=fold_objective(kernel, batch, engine.nlml, engine.training_data),
-                memory=memory,
+                with_priors(fold_objective(kernel, batch), priors), starts, lower, upper,
+                preps[0].free, max_iter=reg.max_iter, gtol=reg.tol,
+                race_iter=preps[0].plan.race_iter(reg.max_iter), memory=memory,
             )
 
         result = on_member_threads(lower.device, work)
@@ -255,13 +252,10 @@ def _full_data_curvature(prep, theta):
     S, Y : Tensor of shape (m, P, P)
     """
     m = theta.shape[0]
-    engine = prep.plan.engine
     batch = pack_folds([prep.Xt], [prep.y], [prep.maskf], [prep.alpha])
     targets = torch.arange(m, device=theta.device)
     priors = prep.plan.prior_terms(theta.dtype, theta.device, targets=np.arange(m))
-    fun = make_objective(prep.plan.kernel, None, None, None, None, priors=priors,
-                         objective=fold_objective(prep.plan.kernel, batch, engine.nlml,
-                                                  engine.training_data))
+    fun = with_priors(fold_objective(prep.plan.kernel, batch), priors)
     finite = torch.isfinite(theta).all(-1)
     x = torch.where(finite[:, None], theta, 0.0)
     H = finite_difference_hessian(fun, x, targets, prep.upper, prep.free)
@@ -541,14 +535,14 @@ def loo_predictive(estimator):
             f"pass its last step. Got {type(estimator).__name__}."
         )
     check_is_fitted(estimator)
-    device, dtype = resolve_device(estimator.device), resolve_dtype(estimator.dtype)
-    as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
-    observed = estimator._observed
-    std_y, mean_y = estimator._y_train_std, estimator._y_train_mean
-    y_n = np.where(observed, (estimator._y_train_2d() - mean_y) / std_y, 0.0)
+    gps = estimator.gps_
+    observed, std_y, mean_y = gps.observed, gps.y_std, gps.y_mean
+    y_n = np.where(observed, (np.asarray(estimator.y_train_).reshape(observed.shape) - mean_y) / std_y,
+                   0.0)
+    t = gps.tensors()
     with torch.no_grad():
-        mu, var, logp = loo_from_factor(as_t(estimator.L_), as_t(estimator.alpha_.T),
-                                        as_t(y_n.T), as_t(observed.T.astype(float)))
+        mu, var, logp = loo_from_factor(gps.factors(), t.dual, to_tensor(y_n.T, t.X.dtype, t.X.device),
+                                        t.mask)
     mean = to_numpy(mu).T * std_y + mean_y  # (n_samples, n_targets)
     variance = to_numpy(var).T * std_y**2
     log_density = to_numpy(logp).T - np.log(std_y)
@@ -557,10 +551,10 @@ def loo_predictive(estimator):
         # missing observations: the ordinary prediction from all observed points
         pm, ps = estimator.predict(estimator.X_train_[rows], return_std=True)
         pm, ps = pm.reshape(rows.size, -1), ps.reshape(rows.size, -1)
-        alpha = np.broadcast_to(estimator._alpha_fit, (observed.shape[0],))[rows, None]
+        alpha = np.broadcast_to(gps.alpha, (observed.shape[0],))[rows, None]
         miss = ~observed[rows]
         mean[rows] = np.where(miss, pm, mean[rows])
         variance[rows] = np.where(miss, ps**2 + alpha * std_y**2, variance[rows])
-    if estimator._single_output():
+    if np.ndim(estimator.y_train_) == 1 or observed.shape[1] == 1:
         return mean[:, 0], variance[:, 0], log_density[:, 0]
     return mean, variance, log_density

@@ -18,18 +18,13 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 from ._chunks import Progress, auto_batch_size, fit_chunk
 from ._core.exact import sample_mvn
 from ._core.priors import log_prior
-from ._core.threads import on_member_threads
+from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, format_targets
 from ._sklearn_kernels import plan_default, plan_from_kernel
 from ._validation import (column_sums, log_mean_square, reject_grad_tensors, resolve_device,
                           resolve_dtype, to_numpy, to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
 __all__ = ["BatchedGaussianProcessRegressor"]
-
-# Numbers held at once by a (targets x query points x training points) block
-# during prediction; 2**24 float64 numbers are 128 MiB.
-_PREDICT_BLOCK = 2**24
-
 
 @dataclass(frozen=True)
 class _FitInputs:
@@ -161,18 +156,11 @@ def _warn_alpha_swamps(alpha, Yn, n_obs):
     if bad.size:
         warnings.warn(
             f"alpha (up to {top:.3g}, added to the training covariance) is at least "
-            f"the mean square of target(s) {_format_targets(bad)} (down to "
+            f"the mean square of target(s) {format_targets(bad)} (down to "
             f"{np.exp(log_power[bad].min()):.3g}): it swamps them as noise. Pass normalize_y=True (the "
             "default for the default kernel) or an alpha small against the targets.",
             UserWarning,
         )
-
-
-def _format_targets(indices, limit=10):
-    indices = [int(i) for i in indices]
-    shown = ", ".join(map(str, indices[:limit]))
-    more = f", ... ({len(indices)} in all)" if len(indices) > limit else ""
-    return f"[{shown}{more}]"
 
 
 class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -260,6 +248,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         a :func:`joblib.parallel_config` context, ``-1`` all processors. Under
         ``joblib.parallel_config(backend="dask")`` the chunks run on the
         workers of a Dask cluster.
+    cache_size : float, default=1024
+        Memory, in MiB, for the Cholesky factors kept between predictions
+        (as the kernel cache of scikit-learn's SVR). When the factors of all
+        targets (``n_targets * n_samples**2`` numbers) fit in it, they are
+        kept from the fit on, and ``predict`` with ``return_std`` or
+        ``return_cov``, ``sample_y`` and ``L_`` use them; otherwise they are
+        recomputed, a chunk of targets at a time, at every such call (same
+        numbers, more time). The predictive mean never needs them. Pickles
+        never hold them: an unpickled model computes them on its first such
+        call.
     verbose : int, default=0
         0 is silent; 1 reports every fitted chunk (a progress bar when ``tqdm``
         is installed, else a line with the targets done, how many converged
@@ -431,6 +429,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         dtype="float64",
         batch_size=None,
         n_jobs=None,
+        cache_size=DEFAULT_CACHE_MIB,
         verbose=0,
     ):
         self.kernel = kernel
@@ -446,6 +445,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.dtype = dtype
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.cache_size = cache_size
         self.verbose = verbose
 
     # ------------------------------------------------------------------ checks
@@ -481,7 +481,14 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             raise ValueError(f"normalize_y must be True, False or 'auto'; got {self.normalize_y!r}.")
         if not isinstance(self.tol, numbers.Real) or not self.tol > 0:
             raise ValueError(f"tol must be a positive number; got {self.tol!r}.")
+        self._cache_bytes()
         return resolve_device(self.device), resolve_dtype(self.dtype)
+
+    def _cache_bytes(self):
+        size = self.cache_size
+        if isinstance(size, bool) or not isinstance(size, numbers.Real) or not size >= 0:
+            raise ValueError(f"cache_size must be a number of MiB >= 0; got {size!r}.")
+        return int(size * 2**20) if np.isfinite(size) else np.iinfo(np.int64).max
 
     def _check_alpha(self, n_samples):
         alpha = np.asarray(self.alpha, dtype=float)
@@ -571,12 +578,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         empty = ~observed.any(axis=0)
         if empty.all():
             raise ValueError(
-                f"Target(s) {_format_targets(np.flatnonzero(empty))} have no observed value "
+                f"Target(s) {format_targets(np.flatnonzero(empty))} have no observed value "
                 "(all NaN); there is nothing to fit."
             )
         if empty.any():
             warnings.warn(
-                f"Target(s) {_format_targets(np.flatnonzero(empty))} have no observed value "
+                f"Target(s) {format_targets(np.flatnonzero(empty))} have no observed value "
                 "(all NaN) and are not fitted: they are listed in failed_targets_ and "
                 "predicted as NaN. Drop these columns of y to silence this warning.",
                 UserWarning,
@@ -642,7 +649,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Returns
         -------
         dict of ndarray
-            :func:`~skbgp._chunks.fit_chunk`'s results for all targets.
+            :func:`~skbgp._chunks.fit_chunk`'s results for all targets; ``"L"``
+            the list of the chunks' factors (Tensors) when they are kept for
+            prediction, else empty.
         """
         X, plan, bounds = prep.X, prep.plan, prep.bounds
         n_targets, P = bounds.shape[:2]
@@ -655,12 +664,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 prep.device, prep.dtype.itemsize,
             )
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
+        # the fit's factors seed the prediction cache when they fit its budget
+        # and need not travel back from worker processes
+        keep = (effective_n_jobs(self.n_jobs) == 1 and
+                n_targets * X.shape[0] ** 2 * prep.dtype.itemsize <= self._cache_bytes())
         jobs = (
             delayed(fit_chunk)(
                 plan, np.arange(sl.start, sl.stop), X, prep.Yn[:, sl].T, prep.maskf_np[:, sl].T,
                 prep.alpha_np, starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1],
                 optimize=optimize, max_iter=self.max_iter, tol=self.tol,
-                device=prep.device, dtype=prep.dtype, verbose=self.verbose,
+                device=prep.device, dtype=prep.dtype, verbose=self.verbose, keep_factors=keep,
                 label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
             )
             for k, sl in enumerate(chunks)
@@ -675,13 +688,17 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             "jitter": np.empty(n_targets),
             "failed": np.empty(n_targets, dtype=bool),
             "log_prior": np.empty(n_targets),
+            "L": [],
         }
         progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
         try:
             # results arrive in order; each is copied out as soon as it comes
             for sl, result in zip(chunks, Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)):
                 for key, value in result.items():
-                    out[key][sl] = value
+                    if key == "L":
+                        out[key].append(value)
+                    else:
+                        out[key][sl] = value
                 progress.update(sl.stop - sl.start, int(result["converged"].sum()))
         finally:
             progress.close()
@@ -716,12 +733,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if singular.all() or failed.all():
             raise ValueError(
                 f"The training covariance is not positive definite for target(s) "
-                f"{_format_targets(np.flatnonzero(singular))}, even with added jitter. "
+                f"{format_targets(np.flatnonzero(singular))}, even with added jitter. "
                 "Try increasing `alpha`, adding a WhiteKernel, or removing duplicate rows."
             )
         if singular.any():
             warnings.warn(
-                f"The training covariance of target(s) {_format_targets(np.flatnonzero(singular))} "
+                f"The training covariance of target(s) {format_targets(np.flatnonzero(singular))} "
                 "is not positive definite, even with added jitter: these targets are listed "
                 "in failed_targets_ and predicted as NaN. Try scaling the target "
                 "(normalize_y=True), increasing `alpha`, adding a WhiteKernel, or removing "
@@ -734,13 +751,6 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.X_train_ = np.copy(X) if self.copy_X_train else X
         self.y_train_ = np.copy(y) if self.copy_X_train else y
         self.n_targets_ = n_targets
-        self._y_train_mean = prep.mean
-        self._y_train_std = prep.std
-        self._observed = prep.observed
-        self._alpha_fit = prep.alpha_np
-        self._core_kernel = plan.kernel
-        self._engine = plan.engine
-        self._theta_full = theta
         self._free = plan.free
         self._priors = plan.priors
         self.theta_ = theta[:, plan.free]
@@ -760,7 +770,14 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.converged_ = out["converged"] & ~failed
         self.jitter_ = out["jitter"]
         self.failed_targets_ = np.flatnonzero(failed)
-        self.alpha_ = out["alpha"].T.copy()
+        self.gps_ = FittedGPs(
+            plan.kernel, theta, self.X_train_, prep.observed, prep.mean, prep.std,
+            out["alpha"], self.jitter_, prep.alpha_np, failed, prep.device, prep.dtype,
+            self._cache_bytes(),
+        )
+        if out["L"]:
+            L = out["L"][0] if len(out["L"]) == 1 else torch.cat(out["L"])
+            self.gps_.keep_factors(L, prep.device, prep.dtype)
 
         self._warn_after_fit(plan, bounds)
         return self
@@ -772,7 +789,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             bad = np.flatnonzero(~self.converged_ & fitted)
             warnings.warn(
                 f"The optimiser stopped before convergence for {bad.size} of "
-                f"{self.n_targets_} target(s) {_format_targets(bad)} (max_iter="
+                f"{self.n_targets_} target(s) {format_targets(bad)} (max_iter="
                 f"{self.max_iter} reached or no further decrease found). Increase "
                 "max_iter or n_restarts_optimizer, or scale the data.",
                 ConvergenceWarning,
@@ -781,7 +798,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if jittered.any():
             bad = np.flatnonzero(jittered)
             warnings.warn(
-                f"The training covariance of target(s) {_format_targets(bad)} was not "
+                f"The training covariance of target(s) {format_targets(bad)} was not "
                 f"positive definite; jitter up to {self.jitter_[bad].max():.3g} was added to its "
                 "diagonal. Consider increasing `alpha` or adding a WhiteKernel.",
                 ConvergenceWarning,
@@ -792,12 +809,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
                 if (side == 1 and not plan.warn_at_upper[j]) or plan.prior_bounded[j, side]:
                     continue
-                near = np.isclose(bounds[:, j, side], self._theta_full[:, j]) & fitted
+                near = np.isclose(bounds[:, j, side], self.gps_.theta[:, j]) & fitted
                 if near.any():
                     warnings.warn(
                         f"The optimal value found for {plan.names[j]} is close to the "
                         f"specified {word} bound for target(s) "
-                        f"{_format_targets(np.flatnonzero(near))}. {verb} the bound and "
+                        f"{format_targets(np.flatnonzero(near))}. {verb} the bound and "
                         "calling fit again may find a better value; so may more restarts "
                         "(n_restarts_optimizer), when the fit ended in a local optimum that "
                         "explains the data as noise.",
@@ -824,30 +841,13 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 return torch.device("cpu"), resolve_dtype(self.dtype)
             raise
 
-    def _factor_chunks(self, numbers_per_target):
-        """Yield ``(targets, theta, X_train, L, alpha, maskf, as_t)`` chunk by chunk.
-
-        The Cholesky factors are recomputed from the fitted hyperparameters and
-        jitter (identical to those of the fit) for a chunk of targets at a time,
-        so that prediction holds at most about ``_PREDICT_BLOCK`` numbers
-        whatever the number of targets.
-        """
+    def _gps(self):
+        """The fitted GPs, their cache budget and compute device as this estimator's now."""
+        check_is_fitted(self)
+        gps = self.gps_
+        gps.cache_bytes = self._cache_bytes()  # set_params(cache_size=...) after fit applies
         device, dtype = self._compute_device()
-        as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
-        Xtr = as_t(self.X_train_)
-        n = Xtr.shape[0]
-        data = self._engine.training_data(Xtr)
-        alpha = as_t(self._alpha_fit)
-        size = max(1, _PREDICT_BLOCK // max(1, n * n + numbers_per_target))
-        for start in range(0, self.n_targets_, size):
-            sl = slice(start, min(start + size, self.n_targets_))
-            theta = as_t(self._theta_full[sl])
-            mask = as_t(self._observed[:, sl].T.astype(float))
-            recorded = as_t(self.jitter_[sl])
-            L, jitter, failed = on_member_threads(device, lambda: self._engine.refactorize(
-                self._core_kernel, theta, data, mask, alpha, recorded))  # the fit's arithmetic
-            self._check_refactorized(sl, to_numpy(jitter), to_numpy(failed, bool), dtype)
-            yield sl, theta, Xtr, L, as_t(self.alpha_[:, sl].T), mask, as_t
+        return gps, dict(device=device, dtype=dtype)
 
     def _warn_not_finite(self, values, more=None):
         """Warn about fitted targets whose predictions are not finite (last axis: targets)."""
@@ -857,37 +857,17 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         bad[self.failed_targets_] = False
         if bad.any():
             warnings.warn(
-                f"The predictions of target(s) {_format_targets(np.flatnonzero(bad))} are not "
+                f"The predictions of target(s) {format_targets(np.flatnonzero(bad))} are not "
                 "finite at some query points: the kernel overflows there (far from the "
                 "training data, or beyond float64's range). Scale the inputs, query nearer the "
                 "data, or use a kernel that stays bounded (RBF, Matern).",
                 ConvergenceWarning,
             )
 
-    def _check_refactorized(self, sl, jitter, failed, dtype):
-        """Raise for targets that no longer factorise, warn for those that needed more jitter."""
-        fitted = ~np.isin(np.arange(sl.start, sl.stop), self.failed_targets_)
-        lost = np.flatnonzero(failed & fitted) + sl.start
-        if lost.size:
-            raise ValueError(
-                f"The training covariance of target(s) {_format_targets(lost)} is no longer "
-                f"positive definite in {dtype} on this device, even with added jitter, so no "
-                "prediction can be made for them. Predict with dtype='float64' (set_params), "
-                "or refit with a larger `alpha` or a WhiteKernel."
-            )
-        more = np.flatnonzero((jitter > self.jitter_[sl]) & fitted) + sl.start
-        if more.size:
-            warnings.warn(
-                f"The training covariance of target(s) {_format_targets(more)} needed more "
-                f"jitter in {dtype} than in the fit (up to {jitter.max():.3g}); their predictions "
-                "use it. Predict with dtype='float64' for the fit's own factors.",
-                ConvergenceWarning,
-            )
-
     def _warn_failed(self):
         if self.failed_targets_.size:
             warnings.warn(
-                f"Target(s) {_format_targets(self.failed_targets_)} could not be fitted "
+                f"Target(s) {format_targets(self.failed_targets_)} could not be fitted "
                 "(see failed_targets_); their predictions are NaN.",
                 UserWarning,
             )
@@ -897,16 +877,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         """ndarray of shape (n_targets, n_samples, n_samples): lower Cholesky factors.
 
         The factor of every target's training covariance (identity rows and
-        columns at its missing observations), computed from the fitted
-        hyperparameters when read: a fitted model stores ``theta_`` and
-        ``jitter_`` rather than ``n_targets * n_samples**2`` numbers.
+        columns at its missing observations), from the cache (see
+        ``cache_size``) or computed from the fitted hyperparameters when read.
         """
-        check_is_fitted(self)
-        L = np.empty((self.n_targets_, self.X_train_.shape[0], self.X_train_.shape[0]))
+        gps, where = self._gps()
         with torch.no_grad():
-            for sl, _, _, Lc, _, _, _ in self._factor_chunks(0):
-                L[sl] = to_numpy(Lc)
-        return L
+            return to_numpy(gps.factors(**where))
+
+    @property
+    def alpha_(self):
+        """ndarray of shape (n_samples, n_targets): dual coefficients ``K^-1 y`` (0 where missing)."""
+        check_is_fitted(self)
+        return self.gps_.dual.T
 
     def _single_output(self):
         return self.y_train_.ndim == 1 or self.y_train_.shape[1] == 1
@@ -940,24 +922,13 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         reject_grad_tensors(X=X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         self._warn_failed()
-        p, n, m = X.shape[0], self.X_train_.shape[0], self.n_targets_
-        y_mean = np.empty((p, m))
-        y_var = np.empty((p, p, m) if return_cov else (p, m)) if (return_std or return_cov) else None
-        with torch.no_grad():
-            for sl, theta, Xtr, L, a, mask, as_t in self._factor_chunks(p * p if return_cov else 0):
-                chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
-                mean, var = self._engine.posterior(
-                    self._core_kernel, theta, Xtr, as_t(X), L, a, mask,
-                    full_cov=return_cov, chunk_size=chunk,
-                )
-                y_mean[:, sl] = to_numpy(mean).T
-                if return_cov:
-                    y_var[..., sl] = np.moveaxis(to_numpy(var), 0, -1)
-                elif return_std:
-                    y_var[:, sl] = to_numpy(var).T
-        std_y = self._y_train_std
+        gps, where = self._gps()
+        mean, var = gps.posterior(X, variance=return_std, full_cov=return_cov, **where)
+        y_mean = mean.T
+        y_var = None if var is None else np.moveaxis(var, 0, -1)
+        std_y = gps.y_std
         with np.errstate(over="ignore", invalid="ignore"):
-            y_mean = y_mean * std_y + self._y_train_mean
+            y_mean = y_mean * std_y + gps.y_mean
         self._warn_not_finite(y_mean, y_var)
         y_mean[:, self.failed_targets_] = np.nan
         single = self._single_output()
@@ -997,15 +968,17 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         X = validate_data(self, X, dtype=np.float64, reset=False)
         self._warn_failed()
         generator = torch_generator(random_state)
-        p = X.shape[0]
-        draws = np.empty((self.n_targets_, p, n_samples))
+        gps, where = self._gps()
+        t = gps.tensors(**where)
+        Xq = to_tensor(X, t.X.dtype, t.X.device)
+        draws = np.empty((self.n_targets_, X.shape[0], n_samples))
         with torch.no_grad():
-            for sl, theta, Xtr, L, a, mask, as_t in self._factor_chunks(2 * p * p):
-                mean, cov = self._engine.posterior(self._core_kernel, theta, Xtr, as_t(X), L, a,
-                                                   mask, full_cov=True)
+            for sl, L in gps.factor_chunks(2 * X.shape[0] ** 2, **where):
+                mean, cov = gps.kernel.posterior(t.theta[sl], t.X, Xq, L, t.dual[sl], t.mask[sl],
+                                                 full_cov=True)
                 draws[sl] = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
         with np.errstate(over="ignore", invalid="ignore"):
-            draws = draws * self._y_train_std[:, None, None] + self._y_train_mean[:, None, None]
+            draws = draws * gps.y_std[:, None, None] + gps.y_mean[:, None, None]
         self._warn_not_finite(np.moveaxis(draws, 0, -1))
         draws[self.failed_targets_] = np.nan
         draws = np.moveaxis(draws, 0, 1)
@@ -1038,15 +1011,14 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 raise ValueError("Gradient can only be evaluated for theta!=None")
             return self.log_marginal_likelihood_value_.copy()
         full = self._full_theta(theta)
-        device, dtype = self._compute_device()
-        as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
-        Xtr, mask = as_t(self.X_train_), as_t(self._observed.T.astype(float))
-        std = self._y_train_std
-        y = np.where(self._observed, (self._y_train_2d() - self._y_train_mean) / std, 0.0)
+        gps, where = self._gps()
+        t = gps.tensors(**where)
+        y = np.where(gps.observed, (self._y_train_2d() - gps.y_mean) / gps.y_std, 0.0)
         with torch.no_grad():
-            loss, grad = self._engine.nlml(
-                self._core_kernel, as_t(full), self._engine.training_data(Xtr), as_t(y.T), mask,
-                as_t(self._alpha_fit), eval_gradient=eval_gradient,
+            loss, grad = gps.kernel.nlml(
+                to_tensor(full, t.X.dtype, t.X.device), gps.kernel.training_data(t.X),
+                to_tensor(y.T, t.X.dtype, t.X.device), t.mask, t.alpha,
+                eval_gradient=eval_gradient,
             )
         lml = -to_numpy(loss)
         lml[self.failed_targets_] = np.nan
@@ -1098,7 +1070,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 f"theta has shape {theta.shape}; expected ({self.n_targets_}, {n_free}) "
                 f"or ({n_free},) for the free hyperparameters {self.hyperparameter_names_}."
             )
-        full = self._theta_full.copy()
+        full = self.gps_.theta.copy()
         full[:, self._free] = theta
         return full
 

@@ -28,13 +28,13 @@ import torch
 from sklearn.gaussian_process import kernels as skk
 
 from . import kernels as native
-from ._core import composite, exact
+from ._core import composite
 from ._core.fit import RACE_ITER
-from ._core.kernels import StationaryKernel
+from ._core.exact import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
 from ._validation import log_mean_square
 
-__all__ = ["Engine", "KernelPlan", "PriorSpec", "plan_from_kernel", "plan_from_sklearn",
+__all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel", "plan_from_sklearn",
            "plan_default", "length_scale_prior"]
 
 SUPPORTED = (
@@ -42,49 +42,6 @@ SUPPORTED = (
     "RationalQuadratic, ExpSineSquared, DotProduct and their Sum, Product and "
     "Exponentiation, from sklearn.gaussian_process.kernels or skbgp.kernels"
 )
-
-
-def _pairwise_squared_differences(X):
-    """:class:`~skbgp._core.exact.TrainingDifferences`: the training data of the stationary path.
-
-    The augmented squared differences, built once per fit and reused by every
-    likelihood evaluation.
-    """
-    return exact.training_differences(X)
-
-
-@dataclass(frozen=True)
-class Engine:
-    """The core functions that evaluate one kind of core kernel.
-
-    Attributes
-    ----------
-    nlml : callable
-        ``nlml(kernel, theta, data, y, maskf, alpha, eval_gradient)``.
-    factorize : callable
-        ``factorize(kernel, theta, data, y, maskf, alpha)``.
-    posterior : callable
-        ``posterior(kernel, theta, X_train, X_test, L, alpha, maskf, full_cov=, chunk_size=)``.
-    training_data : callable
-        ``training_data(X)``: the ``data`` argument above, from the training
-        inputs (Tensor of shape (n, d)).
-    refactorize : callable
-        ``refactorize(kernel, theta, data, maskf, alpha, jitter) -> (L, jitter,
-        failed)``: the factors ``factorize`` found, from the hyperparameters
-        and recorded jitter (more where that no longer suffices).
-    """
-
-    nlml: object
-    factorize: object
-    posterior: object
-    training_data: object
-    refactorize: object
-
-
-STATIONARY = Engine(exact.neg_log_marginal_likelihood, exact.factorize, exact.posterior,
-                    _pairwise_squared_differences, exact.refactorize)
-COMPOSITE = Engine(composite.neg_log_marginal_likelihood, composite.factorize,
-                   composite.posterior, composite.geometry, composite.refactorize)
 
 
 @dataclass(frozen=True)
@@ -138,8 +95,8 @@ class KernelPlan:
     Attributes
     ----------
     kernel : StationaryKernel or CompositeKernel
-    engine : Engine
-        The core functions for ``kernel``.
+        The core kernel; its methods evaluate the likelihood, factorise and
+        predict.
     theta0 : ndarray of shape (n_targets, n_params) or (n_params,)
         Initial log hyperparameters.
     bounds : ndarray of shape (n_targets, n_params, 2) or (n_params, 2)
@@ -185,7 +142,6 @@ class KernelPlan:
     """
 
     kernel: object
-    engine: Engine
     theta0: np.ndarray
     bounds: np.ndarray
     free: np.ndarray
@@ -593,12 +549,10 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
         hps = [hp for leaf in ordered for hp in leaf.hps]
         core = StationaryKernel(nu=base.nu, n_lengthscales=base.hps[0].value.shape[1],
                                 has_outputscale=scale is not None, has_noise=noise is not None)
-        engine = STATIONARY
     else:
         hps = [hp for leaf in _leaves(tree) for hp in leaf.hps]
         root, n_params = _core_node(tree, 0)
         core = composite.CompositeKernel(root, n_params)
-        engine = COMPOSITE
 
     columns, names, priors, groups = {}, [], [], []
     start = 0
@@ -641,7 +595,6 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
     is_native = not type(kernel).__module__.startswith("sklearn")
     return KernelPlan(
         kernel=core,
-        engine=engine,
         theta0=theta0,
         bounds=bounds,
         free=free,
@@ -831,7 +784,6 @@ def plan_default(X, y, maskf):
     mode = math.exp(loc - variance)  # of the length-scale prior, relative to the range
     return KernelPlan(
         kernel=StationaryKernel(nu=math.inf, n_lengthscales=n_features),
-        engine=STATIONARY,
         theta0=scaled(1.0, mode, 1e-2),
         bounds=np.stack([scaled(1e-5, 1e-5, 1e-8), scaled(1e5, 1e5, 1e5)], axis=-1),
         free=np.ones(n_features + 2, dtype=bool),

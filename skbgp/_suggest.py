@@ -20,7 +20,7 @@ from ._core.acquisition import (
     make_mc_acquisition,
     make_model,
 )
-from ._core.kernels import StationaryKernel
+from ._core.exact import StationaryKernel
 from ._core.optimize import maximize_acquisition
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import resolve_device, to_numpy, to_tensor
@@ -377,7 +377,7 @@ class QBatchSuggester(BaseEstimator):
                 warnings.filterwarnings("ignore", message=".*close to the specified",
                                         category=ConvergenceWarning)
             est.fit(U, y)
-        if not isinstance(est._core_kernel, StationaryKernel):
+        if not isinstance(est.gps_.kernel, StationaryKernel):
             raise ValueError(
                 "QBatchSuggester's acquisition functions need an estimator whose kernel is "
                 "a scaled stationary kernel with noise, [ConstantKernel() *] RBF() or "
@@ -411,10 +411,12 @@ class QBatchSuggester(BaseEstimator):
         weights, constraints = self._check_objective(self.n_targets_)
         used = sorted(set(np.flatnonzero(weights)) | set(constraints))
         position = {t: i for i, t in enumerate(used)}
+        gps = est.gps_
         model = make_model(
-            est._core_kernel, as_t(est._theta_full[used]), as_t(est.X_train_), as_t(est.L_[used]),
-            as_t(est.alpha_[:, used].T), as_t(est._observed[:, used].T.astype(float)),
-            as_t(est._y_train_mean[used]), as_t(est._y_train_std[used]),
+            gps.kernel, as_t(gps.theta[used]), as_t(gps.X_train),
+            gps.factors(used, device=device, dtype=torch.float64),
+            as_t(gps.dual[used]), as_t(gps.observed[:, used].T.astype(float)),
+            as_t(gps.y_mean[used]), as_t(gps.y_std[used]),
         )
         sign = 1.0 if self.maximize else -1.0
         targets = list(constraints)
@@ -423,7 +425,7 @@ class QBatchSuggester(BaseEstimator):
             constraint_targets=torch.as_tensor([position[t] for t in targets], dtype=torch.long,
                                                device=device),
             thresholds=as_t(np.array([constraints[t] for t in targets], dtype=float)),
-            eta=as_t(np.array([1e-3 * est._y_train_std[t] for t in targets], dtype=float)),
+            eta=as_t(np.array([1e-3 * gps.y_std[t] for t in targets], dtype=float)),
         )
         best_f = self._incumbent(weights, constraints, sign)
         name = self.acquisition

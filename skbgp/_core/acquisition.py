@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.quasirandom import SobolEngine
 
-from .kernels import StationaryKernel
+from .exact import StationaryKernel
 
 __all__ = [
     "GPModel",

@@ -34,7 +34,7 @@ from .exact import (
     member_blocks,
     posterior_from,
 )
-from .kernels import exp_floored, squared_differences
+from .kernels import exp_floored, row_product, squared_differences
 from .threads import run_blocks
 
 __all__ = [
@@ -124,19 +124,21 @@ def _scaled_sqdist(theta, start, n_ls, geom):
 
 
 class _RowProduct(torch.autograd.Function):
-    """``A @ B`` (A of shape (b, k), B of shape (k, N)) whose gradient rows do not depend on the batch.
+    """``A @ B`` (A of shape (b, k), B of shape (k, N)) whose rows and gradient rows do not depend on the batch.
 
-    The gradient ``G @ B^T`` is a (b, N) x (N, k) product, whose rows round
-    differently with ``b`` below four rows (a matrix-vector kernel): through
-    :func:`skbgp._core.exact._weighted_sums`, which pads it to four rows, a
-    member's gradient is the same alone and in any batch.
+    The product goes through :func:`~skbgp._core.kernels.row_product` (rows
+    padded to a multiple of four) and its gradient ``G @ B^T``, a (b, N) x
+    (N, k) product whose rows round differently below four rows (a
+    matrix-vector kernel), through :func:`skbgp._core.exact._weighted_sums`
+    (padded to four rows): a member's covariance and gradient are the same
+    alone and in any batch.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(A, B):
-        return torch.mm(A, B)
+        return row_product(A, B)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -146,8 +148,8 @@ class _RowProduct(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, A_t, B_t):
         A, B = ctx.saved_tensors
-        out = torch.mm(A_t, B)
-        return out if B_t is None else out + torch.mm(A, B_t)
+        out = row_product(A_t, B)
+        return out if B_t is None else out + row_product(A, B_t)
 
     @staticmethod
     def backward(ctx, grad):
@@ -398,6 +400,30 @@ class CompositeKernel:
     def diag(self, theta, X):
         """Tensor of shape (b, n): ``k(x, x)`` of every member, white noise included."""
         return self.root.diag(theta, X)
+
+    # The maths of this kernel, with the same signatures as StationaryKernel's
+    # methods (skbgp._core.exact), so that callers never ask which kind it is.
+    def training_data(self, X):
+        """:class:`Geometry` of the training inputs ``X`` (n, d) with themselves."""
+        return geometry(X)
+
+    def nlml(self, theta, data, y, maskf, alpha, eval_gradient=True):
+        """:func:`neg_log_marginal_likelihood` of every member."""
+        return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
+
+    def factorize(self, theta, data, y, maskf, alpha, max_tries=6):
+        """:func:`factorize`: the :class:`~skbgp._core.exact.Factor` of every member."""
+        return factorize(self, theta, data, y, maskf, alpha, max_tries)
+
+    def refactorize(self, theta, data, maskf, alpha, jitter):
+        """:func:`refactorize`: ``(L, jitter, failed)`` from recorded jitter."""
+        return refactorize(self, theta, data, maskf, alpha, jitter)
+
+    def posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf, full_cov=False,
+                  chunk_size=None):
+        """:func:`posterior` at ``X_test``; ``factor_L=None`` gives the mean only."""
+        return posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf,
+                         full_cov=full_cov, chunk_size=chunk_size)
 
 
 def covariance_gradient(kernel, theta, geom):

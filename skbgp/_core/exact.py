@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .kernels import (
+    SUPPORTED_NU,
     augmented_differences,
     covariance_coefficients,
     signal_covariance,
@@ -25,6 +26,7 @@ from . import lapack
 from .threads import run_blocks, split_blocks
 
 __all__ = [
+    "StationaryKernel",
     "TrainingDifferences",
     "training_differences",
     "Factor",
@@ -40,6 +42,99 @@ __all__ = [
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class StationaryKernel:
+    r"""A scaled stationary kernel with optional white noise.
+
+    .. math::
+
+        k(x, z) = \sigma^2 \, \rho\!\left(r\right) + \sigma_n^2 \, [x = z],
+        \qquad r^2 = \sum_j (x_j - z_j)^2 / \ell_j^2,
+
+    where :math:`\rho` is the squared-exponential correlation
+    (``nu = inf``) or a Matern correlation (``nu`` in 0.5, 1.5, 2.5).
+    The noise term only enters the training covariance (scikit-learn's
+    ``WhiteKernel`` semantics).
+
+    Hyperparameters of one member are a vector ``theta`` in log space laid out
+    as ``[log sigma^2] + [log ell_1, ..., log ell_L] + [log sigma_n^2]``,
+    the bracketed entries present only when the kernel has them.
+
+    Parameters
+    ----------
+    nu : float
+        Smoothness; ``math.inf`` for the RBF kernel.
+    n_lengthscales : int
+        ``d`` for an ARD kernel, ``1`` for an isotropic one.
+    has_outputscale : bool
+        Whether ``sigma^2`` is a hyperparameter (otherwise it is 1).
+    has_noise : bool
+        Whether ``sigma_n^2`` is a hyperparameter (otherwise it is 0).
+    """
+
+    nu: float
+    n_lengthscales: int
+    has_outputscale: bool = True
+    has_noise: bool = True
+
+    def __post_init__(self):
+        if self.nu not in SUPPORTED_NU:
+            raise ValueError(f"nu must be one of {SUPPORTED_NU}, got {self.nu}.")
+        if self.n_lengthscales < 1:
+            raise ValueError("n_lengthscales must be at least 1.")
+
+    @property
+    def n_params(self):
+        return self.n_lengthscales + int(self.has_outputscale) + int(self.has_noise)
+
+    @property
+    def lengthscale_slice(self):
+        start = int(self.has_outputscale)
+        return slice(start, start + self.n_lengthscales)
+
+    def outputscale(self, theta):
+        """Tensor of shape (b,): the outputscale of each member."""
+        if self.has_outputscale:
+            return theta[..., 0].exp()
+        return torch.ones(theta.shape[:-1], dtype=theta.dtype, device=theta.device)
+
+    def lengthscale(self, theta):
+        """Tensor of shape (b, n_lengthscales)."""
+        return theta[..., self.lengthscale_slice].exp()
+
+    def noise(self, theta):
+        """Tensor of shape (b,): the white-noise variance of each member."""
+        if self.has_noise:
+            return theta[..., -1].exp()
+        return torch.zeros(theta.shape[:-1], dtype=theta.dtype, device=theta.device)
+
+    # The maths of this kernel, one method per step of a GP (they call the
+    # functions of this module, which take the kernel as their first argument).
+    def training_data(self, X):
+        """The training data of the likelihood: :func:`training_differences` of ``X`` (n, d)."""
+        return training_differences(X)
+
+    def nlml(self, theta, data, y, maskf, alpha, eval_gradient=True):
+        """:func:`neg_log_marginal_likelihood` of every member."""
+        return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
+
+    def factorize(self, theta, data, y, maskf, alpha, max_tries=6):
+        """:func:`factorize`: the :class:`Factor` of every member."""
+        return factorize(self, theta, data, y, maskf, alpha, max_tries)
+
+    def refactorize(self, theta, data, maskf, alpha, jitter):
+        """:func:`refactorize`: ``(L, jitter, failed)`` from recorded jitter."""
+        return refactorize(self, theta, data, maskf, alpha, jitter)
+
+    def posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf, full_cov=False,
+                  chunk_size=None):
+        """:func:`posterior` at ``X_test``; ``factor_L=None`` gives the mean only."""
+        return posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf,
+                         full_cov=full_cov, chunk_size=chunk_size)
+
+
 
 
 class TrainingDifferences:
@@ -648,7 +743,8 @@ def posterior_from(cross, prior_var, prior_cov, X_test, factor_L, factor_alpha, 
         ``prior_cov(X) -> Tensor of shape (b, p, p)``: prior covariance of the
         query points; it may be modified.
     X_test : Tensor of shape (p, d)
-    factor_L : Tensor of shape (b, n, n)
+    factor_L : Tensor of shape (b, n, n) or None
+        ``None``: the mean only, without a factor.
     factor_alpha : Tensor of shape (b, n)
     maskf : Tensor of shape (b, n)
     full_cov : bool
@@ -658,8 +754,9 @@ def posterior_from(cross, prior_var, prior_cov, X_test, factor_L, factor_alpha, 
     Returns
     -------
     mean : Tensor of shape (b, p)
-    var : Tensor of shape (b, p) or (b, p, p)
-        Variances clamped at 0 (or the full covariance).
+    var : Tensor of shape (b, p) or (b, p, p), or None
+        Variances clamped at 0 (or the full covariance); ``None`` without
+        ``factor_L``.
     """
     p = X_test.shape[0]
     if full_cov or chunk_size is None:
@@ -669,12 +766,16 @@ def posterior_from(cross, prior_var, prior_cov, X_test, factor_L, factor_alpha, 
         Xc = X_test[start:start + chunk_size]
         Ks = cross(Xc) * maskf.unsqueeze(-2)  # (b, c, n)
         means.append(Ks @ factor_alpha.unsqueeze(-1))
+        if factor_L is None:
+            continue  # the mean needs the dual coefficients only
         V = torch.linalg.solve_triangular(factor_L, Ks.mT, upper=False)  # (b, n, c)
         if full_cov:
             V_all.append(V)
         else:
             variances.append(prior_var(Xc) - V.square().sum(-2))
     mean = torch.cat(means, dim=-2).squeeze(-1)
+    if factor_L is None:
+        return mean, None
     if full_cov:
         V = torch.cat(V_all, dim=-1)
         return mean, prior_cov(X_test).baddbmm_(V.mT, V, alpha=-1.0)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .exact import neg_log_marginal_likelihood
 from .lbfgs import minimize_lbfgs
 from .priors import log_prior
 
-__all__ = ["FitResult", "fit_hyperparameters", "make_objective", "finite_difference_hessian"]
+__all__ = ["FitResult", "fit_hyperparameters", "training_objective", "with_priors",
+           "finite_difference_hessian"]
 
 _HISTORY = 20  # L-BFGS curvature pairs per member
 
@@ -65,13 +65,15 @@ class FitResult:
     member_evaluations: torch.Tensor
 
 
-def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
-                        max_iter=500, gtol=1e-5, ftol=2.220446049250313e-09, race_iter=RACE_ITER,
-                        callback=None, nlml=None, priors=(), objective=None, memory=None):
-    """Maximise the log marginal likelihood (or posterior) of every (start, target) pair.
+def fit_hyperparameters(objective, theta0, lower, upper, free, max_iter=500, gtol=1e-5,
+                        ftol=2.220446049250313e-09, race_iter=RACE_ITER, callback=None,
+                        memory=None):
+    """Minimise the objective of every (start, target) pair.
 
-    With ``priors``, the objective is the negative log posterior
-    ``-log p(y | theta) - log p(theta)`` (MAP; see :mod:`.priors`).
+    The objective is the negative log marginal likelihood of every target
+    (:func:`training_objective`, or :func:`skbgp._core.folds.fold_objective`
+    for folds with their own inputs), minus the log prior with priors
+    (:func:`with_priors`, MAP).
 
     **Restarts.** All starts of all targets first run ``race_iter``
     iterations together. Then a start continues (for the remaining
@@ -89,16 +91,10 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
 
     Parameters
     ----------
-    kernel : StationaryKernel or CompositeKernel
-    D2 : Tensor of shape (d, n, n), or Geometry
-        Squared differences of the shared training inputs (the training
-        :class:`~skbgp._core.composite.Geometry` for a composite kernel): the
-        data argument of ``nlml``.
-    y : Tensor of shape (m, n)
-        Targets, missing entries set to 0.
-    maskf : Tensor of shape (m, n)
-        1.0 where observed.
-    alpha : Tensor of shape (n,) or ()
+    objective : callable
+        ``objective(theta, targets) -> (loss, grad)``: ``theta`` a Tensor of
+        shape (k, P), ``targets`` of shape (k,), int64, indexing the ``m``
+        targets; ``loss`` of shape (k,), ``grad`` of shape (k, P).
     theta0 : Tensor of shape (r, m, P)
         Starting points in log space.
     lower, upper : Tensor of shape (m, P)
@@ -110,21 +106,6 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
         Iterations of every start before only the record-setting starts go on.
     callback : callable, optional
         Passed to :func:`minimize_lbfgs`.
-    nlml : callable, optional
-        ``nlml(kernel, theta, D2, y, maskf, alpha) -> (loss, grad)``; by default
-        :func:`skbgp._core.exact.neg_log_marginal_likelihood`; the
-        composite kernel's is :func:`skbgp._core.composite.neg_log_marginal_likelihood`.
-    priors : sequence of PriorTerm, default=()
-        Priors on the hyperparameters (MAP when not empty).
-    objective : callable, optional
-        ``objective(theta, targets) -> (loss, grad)``: the negative log
-        marginal likelihood and its gradient of the targets ``targets``
-        (Tensor of shape (k,), int64) at ``theta`` (Tensor of shape (k, P)),
-        for targets whose inputs differ (cross-validation folds with their own
-        transformed inputs, :mod:`skbgp._core.folds`). When given, it replaces
-        the likelihood built from ``kernel``, ``D2``, ``y``, ``maskf`` and
-        ``alpha``, which are then not used. ``priors`` still apply, indexed by
-        member.
     memory : tuple of Tensor, optional
         ``(S, Y)`` of shape (m, k, P): curvature pairs every start of a target
         begins with (:func:`~skbgp._core.lbfgs.hessian_pairs` of a Hessian
@@ -136,7 +117,6 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
     """
     r, m, P = theta0.shape
     cols = torch.arange(m, device=theta0.device)
-    fun = make_objective(kernel, D2, y, maskf, alpha, nlml=nlml, priors=priors, objective=objective)
     evaluations = torch.zeros(m, dtype=torch.long, device=theta0.device)
     # 20 curvature pairs rather than scipy's 10: 4-10% fewer iterations and the
     # same or a higher LML (doc/benchmarks.rst)
@@ -144,7 +124,7 @@ def fit_hyperparameters(kernel, D2, y, maskf, alpha, theta0, lower, upper, free,
 
     def counted(x, tgt):
         evaluations.index_add_(0, tgt, torch.ones_like(tgt))
-        return fun(x, tgt)
+        return objective(x, tgt)
 
     def run(x0, targets, iterations, mem, initial=None):
         return minimize_lbfgs(
@@ -198,27 +178,48 @@ def _nan_to_inf(t):
     return torch.where(torch.isnan(t), torch.full_like(t, float("inf")), t)
 
 
-def make_objective(kernel, D2, y, maskf, alpha, nlml=None, priors=(), objective=None):
-    """The objective :func:`fit_hyperparameters` minimises, as ``fun(theta, targets)``.
+def training_objective(kernel, data, y, maskf, alpha):
+    """The negative log marginal likelihood of targets that share their inputs.
 
-    Parameters are those of :func:`fit_hyperparameters`.
+    Parameters
+    ----------
+    kernel : StationaryKernel or CompositeKernel
+    data : object
+        ``kernel.training_data(X)`` of the shared training inputs.
+    y : Tensor of shape (m, n)
+        Targets, missing entries set to 0.
+    maskf : Tensor of shape (m, n)
+        1.0 where observed.
+    alpha : Tensor of shape (n,) or ()
 
     Returns
     -------
     callable
-        ``fun(theta, targets) -> (loss, grad)``: ``theta`` of shape (k, P),
-        ``targets`` of shape (k,), int64; the negative log marginal likelihood
-        (minus the log prior) of those targets and its gradient.
+        ``objective(theta, targets) -> (loss, grad)``, as
+        :func:`fit_hyperparameters` takes it.
     """
-    def fun(x, tgt):
-        if objective is not None:
-            loss, grad = objective(x, tgt)
-        else:
-            loss, grad = (nlml or neg_log_marginal_likelihood)(
-                kernel, x, D2, y[tgt], maskf[tgt], alpha)
-        if not priors:
-            return loss, grad
-        lp, lp_grad = log_prior(priors, x, tgt)
+    def objective(theta, targets):
+        return kernel.nlml(theta, data, y[targets], maskf[targets], alpha)
+
+    return objective
+
+
+def with_priors(objective, priors):
+    """``objective`` minus the log prior density of every member (MAP).
+
+    Parameters
+    ----------
+    objective : callable
+        ``objective(theta, targets) -> (loss, grad)``.
+    priors : sequence of PriorTerm
+        Indexed by ``targets``; empty returns ``objective`` itself.
+    """
+    if not priors:
+        return objective
+
+    def fun(theta, targets):
+        loss, grad = objective(theta, targets)
+        lp, lp_grad = log_prior(priors, theta, targets)
         return loss - lp, grad - lp_grad
 
     return fun

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .exact import LOG_2PI, member_blocks, neg_log_marginal_likelihood, training_differences
+from .exact import LOG_2PI, member_blocks
 from .threads import block_workers, run_blocks
 
 __all__ = ["FoldBatch", "pack_folds", "fold_objective", "loo_from_factor"]
@@ -97,20 +97,16 @@ def pack_folds(inputs, targets, masks, alphas):
                      n_targets=m, sizes=tuple(x.shape[0] for x in inputs))
 
 
-def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_data=None):
+def fold_objective(kernel, batch):
     """The negative log marginal likelihood of members with per-fold inputs.
 
     Parameters
     ----------
     kernel : StationaryKernel or CompositeKernel
-    batch : FoldBatch
-    nlml : callable, default=:func:`~skbgp._core.exact.neg_log_marginal_likelihood`
-        ``nlml(kernel, theta, data, y, maskf, alpha) -> (loss, grad)``.
-    training_data : callable, optional
-        ``training_data(X) -> data`` for ``nlml``;
-        :func:`~skbgp._core.exact.training_differences` by default. Each
-        fold's data are built once when all folds' fit in 256 MiB (at about
+        Its ``nlml`` and ``training_data`` evaluate every fold. Each fold's
+        data are built once when all folds' fit in 256 MiB (at about
         ``(d + 3) n^2`` numbers per fold), else at every call.
+    batch : FoldBatch
 
     Returns
     -------
@@ -126,14 +122,13 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
     """
     m = batch.n_targets
     k, n, d = batch.X.shape
-    build = training_differences if training_data is None else training_data
     keep = k * (d + 3) * n * n * batch.X.element_size() <= _CACHE_BYTES
     cache = {}
 
     def fold_data(f):
         if f in cache:
             return cache[f]
-        data = build(batch.X[f, :batch.sizes[f]])
+        data = kernel.training_data(batch.X[f, :batch.sizes[f]])
         if keep:
             cache[f] = data
         return data
@@ -157,8 +152,8 @@ def fold_objective(kernel, batch, nlml=neg_log_marginal_likelihood, training_dat
             f, sel = piece
             mem = members[sel]
             rows = batch.sizes[f]  # the fold's own rows: a fit on that fold alone computes the same
-            loss[sel], grad[sel] = nlml(
-                kernel, theta[sel], fold_data(f), batch.y[mem, :rows], batch.maskf[mem, :rows],
+            loss[sel], grad[sel] = kernel.nlml(
+                theta[sel], fold_data(f), batch.y[mem, :rows], batch.maskf[mem, :rows],
                 batch.alpha[f, :rows],
             )
 

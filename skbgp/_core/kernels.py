@@ -9,18 +9,16 @@ Shape glossary: ``b`` batch members, ``n`` and ``p`` points, ``d`` features.
 """
 
 import math
-from dataclasses import dataclass
-
 import torch
 
 __all__ = [
-    "StationaryKernel",
     "squared_differences",
     "augmented_differences",
     "signal_covariance",
     "covariance_coefficients",
     "signal_from_coefficients",
     "exp_floored",
+    "row_product",
 ]
 
 SUPPORTED_NU = (0.5, 1.5, 2.5, math.inf)
@@ -35,76 +33,26 @@ SUPPORTED_NU = (0.5, 1.5, 2.5, math.inf)
 _EXP_FLOOR = 345.0
 
 
+# Rows per block of a CPU matrix product below which a row's rounding depends
+# on the rows beside it: MKL computes rows in groups of four (AVX-512, measured)
+# and the remainder on another path, so a product's rows are padded to a
+# multiple of four; then a member's covariance is the same alone and in any batch.
+_ROW_GROUP = 4
+
+
+def row_product(A, B):
+    """Tensor of shape (b, N): ``A @ B`` (A of shape (b, k), B of shape (k, N)), each row
+    independent of the batch (see ``_ROW_GROUP``)."""
+    b = A.shape[0]
+    extra = -b % _ROW_GROUP
+    if extra == 0 or A.device.type != "cpu":
+        return torch.mm(A, B)
+    return torch.mm(torch.cat([A, A.new_zeros(extra, A.shape[1])]), B)[:b]
+
+
 def exp_floored(x):
     """``exp(max(x, -345))``, out of place (differentiable; zero gradient below)."""
     return torch.exp(x.clamp_min(-_EXP_FLOOR))
-
-
-@dataclass(frozen=True)
-class StationaryKernel:
-    r"""A scaled stationary kernel with optional white noise.
-
-    .. math::
-
-        k(x, z) = \sigma^2 \, \rho\!\left(r\right) + \sigma_n^2 \, [x = z],
-        \qquad r^2 = \sum_j (x_j - z_j)^2 / \ell_j^2,
-
-    where :math:`\rho` is the squared-exponential correlation
-    (``nu = inf``) or a Matern correlation (``nu`` in 0.5, 1.5, 2.5).
-    The noise term only enters the training covariance (scikit-learn's
-    ``WhiteKernel`` semantics).
-
-    Hyperparameters of one member are a vector ``theta`` in log space laid out
-    as ``[log sigma^2] + [log ell_1, ..., log ell_L] + [log sigma_n^2]``,
-    the bracketed entries present only when the kernel has them.
-
-    Parameters
-    ----------
-    nu : float
-        Smoothness; ``math.inf`` for the RBF kernel.
-    n_lengthscales : int
-        ``d`` for an ARD kernel, ``1`` for an isotropic one.
-    has_outputscale : bool
-        Whether ``sigma^2`` is a hyperparameter (otherwise it is 1).
-    has_noise : bool
-        Whether ``sigma_n^2`` is a hyperparameter (otherwise it is 0).
-    """
-
-    nu: float
-    n_lengthscales: int
-    has_outputscale: bool = True
-    has_noise: bool = True
-
-    def __post_init__(self):
-        if self.nu not in SUPPORTED_NU:
-            raise ValueError(f"nu must be one of {SUPPORTED_NU}, got {self.nu}.")
-        if self.n_lengthscales < 1:
-            raise ValueError("n_lengthscales must be at least 1.")
-
-    @property
-    def n_params(self):
-        return self.n_lengthscales + int(self.has_outputscale) + int(self.has_noise)
-
-    @property
-    def lengthscale_slice(self):
-        start = int(self.has_outputscale)
-        return slice(start, start + self.n_lengthscales)
-
-    def outputscale(self, theta):
-        """Tensor of shape (b,): the outputscale of each member."""
-        if self.has_outputscale:
-            return theta[..., 0].exp()
-        return torch.ones(theta.shape[:-1], dtype=theta.dtype, device=theta.device)
-
-    def lengthscale(self, theta):
-        """Tensor of shape (b, n_lengthscales)."""
-        return theta[..., self.lengthscale_slice].exp()
-
-    def noise(self, theta):
-        """Tensor of shape (b,): the white-noise variance of each member."""
-        if self.has_noise:
-            return theta[..., -1].exp()
-        return torch.zeros(theta.shape[:-1], dtype=theta.dtype, device=theta.device)
 
 
 def squared_differences(X1, X2):
@@ -178,9 +126,9 @@ def signal_from_coefficients(kernel, coef, s, D2aug, n, p):
     b = coef.shape[0]
     if kernel.nu == math.inf:
         # log Kf = log s - r^2 / 2, one (b, d + 1) @ (d + 1, n p) product
-        return torch.mm(coef, D2aug).view(b, n, p).clamp_min_(-_EXP_FLOOR).exp_(), None
+        return row_product(coef, D2aug).view(b, n, p).clamp_min_(-_EXP_FLOOR).exp_(), None
     # a = sqrt(2 nu) r, then the Matern closed forms in a
-    a = torch.mm(coef, D2aug).view(b, n, p).clamp_min_(0.0).sqrt_()
+    a = row_product(coef, D2aug).view(b, n, p).clamp_min_(0.0).sqrt_()
     E = torch.neg(a).clamp_min_(-_EXP_FLOOR).exp_()
     if kernel.nu == 0.5:
         safe = torch.where(a > 0, a, 1.0)

@@ -21,8 +21,8 @@ from skbgp._core.acquisition import (
     make_mc_acquisition,
     make_model,
 )
-from skbgp._core.exact import factorize
-from skbgp._core.kernels import StationaryKernel, squared_differences
+from skbgp._core.exact import StationaryKernel, factorize
+from skbgp._core.kernels import squared_differences
 from skbgp._core.optimize import initial_conditions, maximize_acquisition, raw_candidates
 
 from ..conftest import KERNEL_IDS, NUS

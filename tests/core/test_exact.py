@@ -8,8 +8,14 @@ import torch
 from numpy.testing import assert_allclose
 from sklearn.gaussian_process import GaussianProcessRegressor
 
-from skbgp._core.exact import factorize, neg_log_marginal_likelihood, posterior, training_differences
-from skbgp._core.kernels import StationaryKernel, augmented_differences, squared_differences
+from skbgp._core.exact import (
+    StationaryKernel,
+    factorize,
+    neg_log_marginal_likelihood,
+    posterior,
+    training_differences,
+)
+from skbgp._core.kernels import augmented_differences, squared_differences
 
 from ..conftest import KERNEL_IDS, NUS, sklearn_kernel
 

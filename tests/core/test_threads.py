@@ -13,9 +13,8 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 
 from skbgp import BatchedGaussianProcessRegressor
-from skbgp._core.exact import member_blocks, neg_log_marginal_likelihood
+from skbgp._core.exact import StationaryKernel, member_blocks, neg_log_marginal_likelihood
 from skbgp._core.kernels import (
-    StationaryKernel,
     augmented_differences,
     signal_covariance,
     squared_differences,

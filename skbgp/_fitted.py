@@ -1,0 +1,296 @@
+"""FittedGPs: the fitted Gaussian processes of every target, in one object.
+
+The regressor stores one :class:`FittedGPs` after ``fit``; prediction,
+sampling, closed-form leave-one-out, the batched cross-validation and the
+suggester all read the fitted model through it (never through each other's
+private attributes).
+
+Its Cholesky factors are kept in memory, once computed (by the fit itself or
+by the first prediction), while they fit a budget of bytes; beyond it they are
+recomputed chunk by chunk from the hyperparameters and the recorded jitter at
+every call, which gives the same numbers. The predictive mean needs only the
+dual coefficients, never a factor. The cache is not pickled: an unpickled
+model computes its factors again on its first prediction.
+"""
+
+import threading
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from ._core.threads import on_member_threads
+from ._validation import to_numpy, to_tensor
+
+__all__ = ["FittedGPs", "DEFAULT_CACHE_MIB", "format_targets"]
+
+# Default budget of the factor cache, in MiB (the regressor's cache_size).
+DEFAULT_CACHE_MIB = 1024
+# Numbers held at once by a (targets x query points x training points) block
+# when predicting without the cache; 2**24 float64 numbers are 128 MiB.
+_PREDICT_BLOCK = 2**24
+
+
+def format_targets(indices, limit=10):
+    """``"[0, 3, 7]"``: target indices for a message, the first ``limit`` of them."""
+    indices = [int(i) for i in indices]
+    shown = ", ".join(map(str, indices[:limit]))
+    more = f", ... ({len(indices)} in all)" if len(indices) > limit else ""
+    return f"[{shown}{more}]"
+
+
+class _Tensors:
+    """The fitted arrays as tensors on one device, in one dtype (built once, reused)."""
+
+    __slots__ = ("X", "theta", "dual", "mask", "alpha", "data", "L")
+
+    def __init__(self, gps, device, dtype):
+        as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
+        self.X = as_t(gps.X_train)
+        self.theta = as_t(np.nan_to_num(gps.theta))  # failed targets: any finite value
+        self.dual = as_t(gps.dual)
+        self.mask = as_t(gps.observed.T.astype(float))
+        self.alpha = as_t(gps.alpha)
+        self.data = None  # the kernel's training data, built on the first factorisation
+        self.L = None  # every target's factor, while it fits the budget
+
+
+class FittedGPs:
+    """Every target's fitted exact GP: all that predicting from it needs.
+
+    Parameters
+    ----------
+    kernel : StationaryKernel or CompositeKernel
+        The core kernel (:mod:`skbgp._core`), shared by the targets.
+    theta : ndarray of shape (n_targets, P)
+        Every target's log hyperparameters, fixed ones included (NaN rows for
+        the targets that failed).
+    X_train : ndarray of shape (n_samples, n_features)
+    observed : ndarray of shape (n_samples, n_targets), bool
+    y_mean, y_std : ndarray of shape (n_targets,)
+        The targets were fitted as ``(y - y_mean) / y_std``; predictions are
+        transformed back.
+    dual : ndarray of shape (n_targets, n_samples)
+        Dual coefficients ``K^-1 (y - y_mean) / y_std`` (0 where missing).
+    jitter : ndarray of shape (n_targets,)
+        Diagonal jitter of every target's factorisation in the fit.
+    alpha : ndarray of shape (n_samples,) or ()
+        Added to the diagonal of every training covariance (``alpha`` plus the
+        known noise variance).
+    failed : ndarray of shape (n_targets,), bool
+        Targets without a fit (no observation, or no positive definite
+        covariance); their predictions are NaN.
+    device : torch.device
+    dtype : torch.dtype
+        Where the factors are computed and kept.
+    cache_bytes : int
+        Budget of the factor cache: every target's factor is kept, once
+        computed, when all of them take at most this many bytes.
+
+    Notes
+    -----
+    ``n_samples**2 * n_targets`` numbers of factors would make a fitted model
+    (and its pickle) as large as its fit's working memory; the model stores
+    ``theta`` and ``jitter`` instead and rebuilds the factors, whose
+    arithmetic is that of the fit, so they are the same to the bit on the
+    same device and dtype.
+    """
+
+    def __init__(self, kernel, theta, X_train, observed, y_mean, y_std, dual, jitter, alpha,
+                 failed, device, dtype, cache_bytes=DEFAULT_CACHE_MIB * 2**20):
+        self.kernel = kernel
+        self.theta = theta
+        self.X_train = X_train
+        self.observed = observed
+        self.y_mean = y_mean
+        self.y_std = y_std
+        self.dual = dual
+        self.jitter = jitter
+        self.alpha = alpha
+        self.failed = failed
+        self.device = device
+        self.dtype = dtype
+        self.cache_bytes = cache_bytes
+        self._tensors = None
+        self._lock = threading.Lock()
+
+    # pickles hold the fitted arrays only: no tensors, no factors, no lock
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_tensors"] = None
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def n_targets(self):
+        return self.theta.shape[0]
+
+    @property
+    def n_samples(self):
+        return self.X_train.shape[0]
+
+    def _factor_bytes(self, dtype):
+        return self.n_targets * self.n_samples**2 * dtype.itemsize
+
+    def caches(self, dtype=None):
+        """Whether every target's factor is kept in memory (within ``cache_bytes``)."""
+        return self._factor_bytes(dtype or self.dtype) <= self.cache_bytes
+
+    def tensors(self, device=None, dtype=None):
+        """The fitted arrays as tensors on ``device`` in ``dtype`` (kept for the next call).
+
+        By default the fit's device and dtype; the CPU, with a warning, for a
+        model fitted on a GPU and loaded where there is none.
+        """
+        if device is None:
+            device = self.device
+            if device.type == "cuda" and not torch.cuda.is_available():
+                warnings.warn(f"device {device} is not available on this machine; computing "
+                              "on the CPU.", UserWarning)
+                device = torch.device("cpu")
+        dtype = dtype or self.dtype
+        with self._lock:
+            t = self._tensors
+            if t is None or t.X.device != device or t.X.dtype != dtype:
+                t = self._tensors = _Tensors(self, device, dtype)
+            return t
+
+    def keep_factors(self, L, device, dtype):
+        """Keep ``L`` (n_targets, n, n), the factors a fit computed, when they fit the budget."""
+        if self.caches(dtype):
+            self.tensors(device, dtype).L = L
+
+    @property
+    def cached(self):
+        """Whether the factors are in memory now."""
+        return self._tensors is not None and self._tensors.L is not None
+
+    # ---------------------------------------------------------------- factors
+    def _refactorize(self, t, sl):
+        """Factors of targets ``sl`` from the hyperparameters and the fit's jitter."""
+        if t.data is None:
+            t.data = self.kernel.training_data(t.X)
+        recorded = to_tensor(self.jitter[sl], t.X.dtype, t.X.device)
+        L, jitter, failed = on_member_threads(t.X.device, lambda: self.kernel.refactorize(
+            t.theta[sl], t.data, t.mask[sl], t.alpha, recorded))  # the fit's arithmetic
+        self._check_refactorized(sl, to_numpy(jitter), to_numpy(failed, bool), t.X.dtype)
+        return L
+
+    def factor_chunks(self, numbers_per_target=0, device=None, dtype=None):
+        """Yield ``(targets, L)``: the Cholesky factors, a slice of targets at a time.
+
+        From the cache when every factor fits the budget (computed on the
+        first call); otherwise recomputed for chunks that hold about
+        ``_PREDICT_BLOCK`` numbers with ``numbers_per_target`` more each.
+
+        Yields
+        ------
+        targets : slice
+        L : Tensor of shape (len(targets), n_samples, n_samples)
+            Lower factors of the masked training covariances (identity rows
+            and columns at missing observations; the identity for a failed
+            target).
+        """
+        t = self.tensors(device, dtype)
+        n, m = self.n_samples, self.n_targets
+        L = self._cached(t)
+        if L is not None and numbers_per_target == 0:
+            yield slice(0, m), L  # views of the cache: no memory to bound
+            return
+        size = max(1, _PREDICT_BLOCK // max(1, n * n + numbers_per_target))
+        for start in range(0, m, size):
+            sl = slice(start, min(start + size, m))
+            yield sl, (L[sl] if L is not None else self._refactorize(t, sl))
+
+    def _cached(self, t):
+        """Every target's factor from the cache (computed now if need be), or None beyond the budget."""
+        with self._lock:  # one thread computes them; the others wait and reuse them
+            if not self.caches(t.X.dtype):
+                t.L = None  # the budget was lowered
+            elif t.L is None:
+                t.L = self._refactorize(t, slice(0, self.n_targets))
+            return t.L
+
+    def factors(self, targets=None, device=None, dtype=None):
+        """Tensor of shape (k, n_samples, n_samples): the factors of ``targets`` (all by default)."""
+        m = self.n_targets
+        idx = np.arange(m) if targets is None else np.asarray(targets, dtype=int).reshape(-1)
+        t = self.tensors(device, dtype)
+        L = self._cached(t)
+        if L is not None:
+            return L[torch.as_tensor(idx, device=L.device)]
+        out = torch.empty(idx.size, self.n_samples, self.n_samples, dtype=t.X.dtype,
+                          device=t.X.device)
+        for pos, target in enumerate(idx):  # one at a time: no more than k factors held
+            out[pos] = self._refactorize(t, slice(int(target), int(target) + 1))[0]
+        return out
+
+    def _check_refactorized(self, sl, jitter, failed, dtype):
+        """Raise for targets that no longer factorise, warn for those that needed more jitter."""
+        fitted = ~self.failed[sl]
+        lost = np.flatnonzero(failed & fitted) + sl.start
+        if lost.size:
+            raise ValueError(
+                f"The training covariance of target(s) {format_targets(lost)} is no longer "
+                f"positive definite in {dtype} on this device, even with added jitter, so no "
+                "prediction can be made for them. Predict with dtype='float64' (set_params), "
+                "or refit with a larger `alpha` or a WhiteKernel."
+            )
+        more = np.flatnonzero((jitter > self.jitter[sl]) & fitted) + sl.start
+        if more.size:
+            warnings.warn(
+                f"The training covariance of target(s) {format_targets(more)} needed more "
+                f"jitter in {dtype} than in the fit (up to {jitter.max():.3g}); their predictions "
+                "use it. Predict with dtype='float64' for the fit's own factors.",
+                ConvergenceWarning,
+            )
+
+    # ------------------------------------------------------------- posterior
+    def posterior(self, X, *, variance=False, full_cov=False, device=None, dtype=None):
+        """The latent posterior of every target at ``X``, in the fitted (standardised) units.
+
+        Parameters
+        ----------
+        X : ndarray of shape (p, n_features)
+        variance : bool
+            Also the predictive variance (with the kernel's white noise, as
+            scikit-learn counts it).
+        full_cov : bool
+            The joint covariance instead of the variance.
+        device, dtype : optional
+            Where to compute (the fit's by default).
+
+        Returns
+        -------
+        mean : ndarray of shape (n_targets, p)
+        var : ndarray of shape (n_targets, p), (n_targets, p, p) or None
+            ``None`` unless ``variance`` or ``full_cov``.
+        """
+        t = self.tensors(device, dtype)
+        Xq = to_tensor(X, t.X.dtype, t.X.device)
+        p, n, m = Xq.shape[0], self.n_samples, self.n_targets
+        mean = np.empty((m, p))
+        if not (variance or full_cov):
+            # the mean needs the dual coefficients only: no factorisation
+            size = max(1, _PREDICT_BLOCK // max(1, n * max(p, 1)))
+            with torch.no_grad():
+                for start in range(0, m, size):
+                    sl = slice(start, min(start + size, m))
+                    chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
+                    mu, _ = self.kernel.posterior(t.theta[sl], t.X, Xq, None, t.dual[sl],
+                                                  t.mask[sl], chunk_size=chunk)
+                    mean[sl] = to_numpy(mu)
+            return mean, None
+        var = np.empty((m, p, p) if full_cov else (m, p))
+        with torch.no_grad():
+            for sl, L in self.factor_chunks(p * p if full_cov else 0, device, dtype):
+                chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
+                mu, v = self.kernel.posterior(t.theta[sl], t.X, Xq, L, t.dual[sl], t.mask[sl],
+                                              full_cov=full_cov, chunk_size=chunk)
+                mean[sl], var[sl] = to_numpy(mu), to_numpy(v)
+        return mean, var
