@@ -1,11 +1,13 @@
 """skbgp: many independent exact Gaussian processes, fitted as one batch."""
 
 from ._cross_validation import batched_cross_val_predict, batched_cross_validate, loo_predictive
+from ._fitted import FittedGPs
 from ._regressor import BatchedGaussianProcessRegressor
 from ._suggest import QBatchSuggester
 
 __all__ = [
     "BatchedGaussianProcessRegressor",
+    "FittedGPs",
     "QBatchSuggester",
     "batched_cross_validate",
     "batched_cross_val_predict",

@@ -325,6 +325,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         (a fitted model does not hold ``n_targets * n_samples**2`` numbers).
     alpha_ : ndarray of shape (n_samples, n_targets)
         Dual coefficients ``K^-1 y`` of every target (0 where missing).
+    gps_ : FittedGPs
+        Every target's fitted GP in one object (core kernel, hyperparameters,
+        training inputs, mask, target scaling, dual coefficients, jitter),
+        which predicts and holds the factor cache (see ``cache_size``); the
+        batched cross-validation and the suggester read the fitted model
+        through it.
 
     See Also
     --------

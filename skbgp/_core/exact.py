@@ -764,10 +764,13 @@ def posterior_from(cross, prior_var, prior_cov, X_test, factor_L, factor_alpha, 
     means, variances, V_all = [], [], []
     for start in range(0, p, chunk_size):
         Xc = X_test[start:start + chunk_size]
-        Ks = cross(Xc) * maskf.unsqueeze(-2)  # (b, c, n)
-        means.append(Ks @ factor_alpha.unsqueeze(-1))
+        Ks = cross(Xc)  # (b, c, n)
         if factor_L is None:
-            continue  # the mean needs the dual coefficients only
+            # the mean needs the dual coefficients only (0 at missing points)
+            means.append(Ks @ factor_alpha.unsqueeze(-1))
+            continue
+        Ks = Ks * maskf.unsqueeze(-2)  # a composite kernel may return a broadcast view
+        means.append(Ks @ factor_alpha.unsqueeze(-1))
         V = torch.linalg.solve_triangular(factor_L, Ks.mT, upper=False)  # (b, n, c)
         if full_cov:
             V_all.append(V)
