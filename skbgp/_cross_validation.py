@@ -31,8 +31,6 @@ from ._core.threads import on_member_threads
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import (
     num_samples,
-    resolve_device,
-    resolve_dtype,
     safe_indexing,
     to_numpy,
     to_tensor,
