@@ -21,12 +21,14 @@ hyperparameters per member.
 """
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 
 from .exact import (
     Factor,
+    KernelMaths,
     _cholesky_inverse,
     _lml,
     _weighted_sums,
@@ -124,7 +126,7 @@ def _scaled_sqdist(theta, start, n_ls, geom):
 
 
 class _RowProduct(torch.autograd.Function):
-    """``A @ B`` (A of shape (b, k), B of shape (k, N)) whose rows and gradient rows do not depend on the batch.
+    """``A @ B`` (A of shape (b, k), B of shape (k, N)); rows and gradient rows batch-independent.
 
     The product goes through :func:`~skbgp._core.kernels.row_product` (rows
     padded to a multiple of four) and its gradient ``G @ B^T``, a (b, N) x
@@ -373,7 +375,7 @@ class PowerNode:
 
 
 @dataclass(frozen=True)
-class CompositeKernel:
+class CompositeKernel(KernelMaths):
     """A kernel tree and the number of hyperparameters it reads.
 
     Attributes
@@ -401,29 +403,10 @@ class CompositeKernel:
         """Tensor of shape (b, n): ``k(x, x)`` of every member, white noise included."""
         return self.root.diag(theta, X)
 
-    # The maths of this kernel, with the same signatures as StationaryKernel's
-    # methods (skbgp._core.exact), so that callers never ask which kind it is.
     def training_data(self, X):
         """:class:`Geometry` of the training inputs ``X`` (n, d) with themselves."""
         return geometry(X)
 
-    def nlml(self, theta, data, y, maskf, alpha, eval_gradient=True):
-        """:func:`neg_log_marginal_likelihood` of every member."""
-        return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
-
-    def factorize(self, theta, data, y, maskf, alpha, max_tries=6):
-        """:func:`factorize`: the :class:`~skbgp._core.exact.Factor` of every member."""
-        return factorize(self, theta, data, y, maskf, alpha, max_tries)
-
-    def refactorize(self, theta, data, maskf, alpha, jitter):
-        """:func:`refactorize`: ``(L, jitter, failed)`` from recorded jitter."""
-        return refactorize(self, theta, data, maskf, alpha, jitter)
-
-    def posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf, full_cov=False,
-                  chunk_size=None):
-        """:func:`posterior` at ``X_test``; ``factor_L=None`` gives the mean only."""
-        return posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf,
-                         full_cov=full_cov, chunk_size=chunk_size)
 
 
 def covariance_gradient(kernel, theta, geom):
@@ -602,7 +585,8 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
     theta : Tensor of shape (b, P)
     X_train : Tensor of shape (n, d)
     X_test : Tensor of shape (p, d)
-    factor_L : Tensor of shape (b, n, n)
+    factor_L : Tensor of shape (b, n, n) or None
+        ``None``: the mean only (``var`` is None).
     factor_alpha : Tensor of shape (b, n)
     maskf : Tensor of shape (b, n)
     full_cov : bool
@@ -621,3 +605,7 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
         lambda X: kernel.covariance(theta, geometry(X)).clone(),
         X_test, factor_L, factor_alpha, maskf, full_cov, chunk_size,
     )
+
+
+# KernelMaths's methods call this module's functions, which take the kernel first
+CompositeKernel._maths = sys.modules[__name__]

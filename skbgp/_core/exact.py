@@ -10,6 +10,7 @@ Shape glossary: ``b`` members, ``n`` training points, ``p`` query points,
 """
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,7 @@ from . import lapack
 from .threads import run_blocks, split_blocks
 
 __all__ = [
+    "KernelMaths",
     "StationaryKernel",
     "TrainingDifferences",
     "training_differences",
@@ -44,8 +46,41 @@ __all__ = [
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+class KernelMaths:
+    """The steps of a GP as methods of a core kernel, with one signature for every kind.
+
+    A subclass sets ``_maths`` to the module whose functions
+    ``neg_log_marginal_likelihood``, ``factorize``, ``refactorize`` and
+    ``posterior`` take it as their first argument (this module for
+    :class:`StationaryKernel`, :mod:`.composite` for ``CompositeKernel``) and
+    defines ``training_data(X)``, so that callers never ask which kind of
+    kernel they hold.
+    """
+
+    _maths = None
+
+    def nlml(self, theta, data, y, maskf, alpha, eval_gradient=True):
+        """Negative log marginal likelihood of every member and its gradient."""
+        return self._maths.neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha,
+                                                       eval_gradient)
+
+    def factorize(self, theta, data, y, maskf, alpha, max_tries=6):
+        """The :class:`Factor` of every member."""
+        return self._maths.factorize(self, theta, data, y, maskf, alpha, max_tries)
+
+    def refactorize(self, theta, data, maskf, alpha, jitter):
+        """``(L, jitter, failed)``: the factors ``factorize`` found, from the recorded jitter."""
+        return self._maths.refactorize(self, theta, data, maskf, alpha, jitter)
+
+    def posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf, full_cov=False,
+                  chunk_size=None):
+        """Posterior mean and variance at ``X_test``; ``factor_L=None`` gives the mean only."""
+        return self._maths.posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf,
+                                     full_cov=full_cov, chunk_size=chunk_size)
+
+
 @dataclass(frozen=True)
-class StationaryKernel:
+class StationaryKernel(KernelMaths):
     r"""A scaled stationary kernel with optional white noise.
 
     .. math::
@@ -110,29 +145,10 @@ class StationaryKernel:
             return theta[..., -1].exp()
         return torch.zeros(theta.shape[:-1], dtype=theta.dtype, device=theta.device)
 
-    # The maths of this kernel, one method per step of a GP (they call the
-    # functions of this module, which take the kernel as their first argument).
     def training_data(self, X):
         """The training data of the likelihood: :func:`training_differences` of ``X`` (n, d)."""
         return training_differences(X)
 
-    def nlml(self, theta, data, y, maskf, alpha, eval_gradient=True):
-        """:func:`neg_log_marginal_likelihood` of every member."""
-        return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
-
-    def factorize(self, theta, data, y, maskf, alpha, max_tries=6):
-        """:func:`factorize`: the :class:`Factor` of every member."""
-        return factorize(self, theta, data, y, maskf, alpha, max_tries)
-
-    def refactorize(self, theta, data, maskf, alpha, jitter):
-        """:func:`refactorize`: ``(L, jitter, failed)`` from recorded jitter."""
-        return refactorize(self, theta, data, maskf, alpha, jitter)
-
-    def posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf, full_cov=False,
-                  chunk_size=None):
-        """:func:`posterior` at ``X_test``; ``factor_L=None`` gives the mean only."""
-        return posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf,
-                         full_cov=full_cov, chunk_size=chunk_size)
 
 
 
@@ -690,7 +706,8 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
     theta : Tensor of shape (b, P)
     X_train : Tensor of shape (n, d)
     X_test : Tensor of shape (p, d)
-    factor_L : Tensor of shape (b, n, n)
+    factor_L : Tensor of shape (b, n, n) or None
+        ``None``: the mean only (``var`` is None).
     factor_alpha : Tensor of shape (b, n)
     maskf : Tensor of shape (b, n)
     full_cov : bool
@@ -811,3 +828,7 @@ def sample_mvn(mean, cov, n_samples, generator=None):
         device=generator.device if generator is not None else mean.device, generator=generator,
     ).to(mean.device)
     return mean.unsqueeze(-1) + root @ z
+
+
+# KernelMaths's methods call this module's functions, which take the kernel first
+StationaryKernel._maths = sys.modules[__name__]
