@@ -535,12 +535,11 @@ def loo_predictive(estimator):
     check_is_fitted(estimator)
     gps = estimator.gps_
     observed, std_y, mean_y = gps.observed, gps.y_std, gps.y_mean
-    y_n = np.where(observed, (np.asarray(estimator.y_train_).reshape(observed.shape) - mean_y) / std_y,
-                   0.0)
+    y_n = gps.standardize(np.asarray(estimator.y_train_).reshape(observed.shape))
     t = gps.tensors()
     with torch.no_grad():
-        mu, var, logp = loo_from_factor(gps.factors(), t.dual, to_tensor(y_n.T, t.X.dtype, t.X.device),
-                                        t.mask)
+        y = to_tensor(y_n.T, t.X.dtype, t.X.device)
+        mu, var, logp = loo_from_factor(gps.factors(), t.dual, y, t.mask)
     mean = to_numpy(mu).T * std_y + mean_y  # (n_samples, n_targets)
     variance = to_numpy(var).T * std_y**2
     log_density = to_numpy(logp).T - np.log(std_y)

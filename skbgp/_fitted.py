@@ -21,9 +21,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._core.threads import on_member_threads
-from ._validation import to_numpy, to_tensor
+from ._validation import compute_device, to_numpy, to_tensor
 
-__all__ = ["FittedGPs", "DEFAULT_CACHE_MIB", "format_targets"]
+__all__ = ["FittedGPs", "DEFAULT_CACHE_MIB", "factors_fit", "format_targets"]
 
 # Default budget of the factor cache, in MiB (the regressor's cache_size).
 DEFAULT_CACHE_MIB = 1024
@@ -32,6 +32,15 @@ DEFAULT_CACHE_MIB = 1024
 # mapped afresh at every chunk and made the elementwise passes over the cross
 # covariance 3x slower (256 targets, n = 200, 1000 query points).
 _PREDICT_BLOCK = 2**20
+# Numbers of the factors recomputed at once when they are not kept (128 MiB in
+# float64, as before the cache): with 8 MiB (4 factors at n = 500) one std
+# prediction of 64 targets at n = 500 took 333-341 ms against 216-322 ms.
+_FACTOR_BLOCK = 2**24
+
+
+def factors_fit(n_targets, n_samples, dtype, cache_bytes):
+    """Whether the factors of ``n_targets`` targets on ``n_samples`` rows fit ``cache_bytes``."""
+    return n_targets * n_samples**2 * dtype.itemsize <= cache_bytes
 
 
 def format_targets(indices, limit=10):
@@ -136,12 +145,13 @@ class FittedGPs:
     def n_samples(self):
         return self.X_train.shape[0]
 
-    def _factor_bytes(self, dtype):
-        return self.n_targets * self.n_samples**2 * dtype.itemsize
-
     def caches(self, dtype=None):
         """Whether every target's factor is kept in memory (within ``cache_bytes``)."""
-        return self._factor_bytes(dtype or self.dtype) <= self.cache_bytes
+        return factors_fit(self.n_targets, self.n_samples, dtype or self.dtype, self.cache_bytes)
+
+    def standardize(self, Y):
+        """ndarray of shape (n_samples, n_targets): ``Y`` in the fitted units, 0 where missing."""
+        return np.where(self.observed, (Y - self.y_mean) / self.y_std, 0.0)
 
     def tensors(self, device=None, dtype=None):
         """The fitted arrays as tensors on ``device`` in ``dtype`` (kept for the next call).
@@ -149,12 +159,7 @@ class FittedGPs:
         By default the fit's device and dtype; the CPU, with a warning, for a
         model fitted on a GPU and loaded where there is none.
         """
-        if device is None:
-            device = self.device
-            if device.type == "cuda" and not torch.cuda.is_available():
-                warnings.warn(f"device {device} is not available on this machine; computing "
-                              "on the CPU.", UserWarning)
-                device = torch.device("cpu")
+        device = device or compute_device(self.device)
         dtype = dtype or self.dtype
         with self._lock:
             t = self._tensors
@@ -173,14 +178,17 @@ class FittedGPs:
         return self._tensors is not None and self._tensors.L is not None
 
     # ---------------------------------------------------------------- factors
-    def _refactorize(self, t, sl):
-        """Factors of targets ``sl`` from the hyperparameters and the fit's jitter."""
+    def _refactorize(self, t, targets):
+        """Factors of ``targets`` (a slice or an index array) from theta and the fit's jitter."""
         if t.data is None:
             t.data = self.kernel.training_data(t.X)
-        recorded = to_tensor(self.jitter[sl], t.X.dtype, t.X.device)
+        rows = targets if isinstance(targets, slice) else torch.as_tensor(targets,
+                                                                          device=t.X.device)
+        recorded = to_tensor(self.jitter[targets], t.X.dtype, t.X.device)
         L, jitter, failed = on_member_threads(t.X.device, lambda: self.kernel.refactorize(
-            t.theta[sl], t.data, t.mask[sl], t.alpha, recorded))  # the fit's arithmetic
-        self._check_refactorized(sl, to_numpy(jitter), to_numpy(failed, bool), t.X.dtype)
+            t.theta[rows], t.data, t.mask[rows], t.alpha, recorded))  # the fit's arithmetic
+        self._check_refactorized(np.arange(self.n_targets)[targets], to_numpy(jitter),
+                                 to_numpy(failed, bool), t.X.dtype)
         return L
 
     def factor_chunks(self, numbers_per_target=0, device=None, dtype=None):
@@ -188,7 +196,7 @@ class FittedGPs:
 
         From the cache when every factor fits the budget (computed on the
         first call); otherwise recomputed for chunks that hold about
-        ``_PREDICT_BLOCK`` numbers with ``numbers_per_target`` more each.
+        ``_FACTOR_BLOCK`` numbers with ``numbers_per_target`` more each.
 
         Yields
         ------
@@ -204,13 +212,11 @@ class FittedGPs:
         if L is not None and numbers_per_target == 0:
             yield slice(0, m), L  # views of the cache: no memory to bound
             return
-        size = max(1, _PREDICT_BLOCK // max(1, n * n + numbers_per_target))
-        for start in range(0, m, size):
-            sl = slice(start, min(start + size, m))
+        for sl in _slices(m, _FACTOR_BLOCK // max(1, n * n + numbers_per_target)):
             yield sl, (L[sl] if L is not None else self._refactorize(t, sl))
 
     def _cached(self, t):
-        """Every target's factor from the cache (computed now if need be), or None beyond the budget."""
+        """Every target's factor from the cache (computed if need be); None beyond the budget."""
         with self._lock:  # one thread computes them; the others wait and reuse them
             if not self.caches(t.X.dtype):
                 t.L = None  # the budget was lowered
@@ -219,23 +225,21 @@ class FittedGPs:
             return t.L
 
     def factors(self, targets=None, device=None, dtype=None):
-        """Tensor of shape (k, n_samples, n_samples): the factors of ``targets`` (all by default)."""
+        """Tensor of shape (k, n_samples, n_samples): the factors of ``targets`` (default all)."""
         m = self.n_targets
         idx = np.arange(m) if targets is None else np.asarray(targets, dtype=int).reshape(-1)
         t = self.tensors(device, dtype)
         L = self._cached(t)
         if L is not None:
             return L[torch.as_tensor(idx, device=L.device)]
-        out = torch.empty(idx.size, self.n_samples, self.n_samples, dtype=t.X.dtype,
-                          device=t.X.device)
-        for pos, target in enumerate(idx):  # one at a time: no more than k factors held
-            out[pos] = self._refactorize(t, slice(int(target), int(target) + 1))[0]
-        return out
+        size = _FACTOR_BLOCK // max(1, self.n_samples**2)
+        parts = [self._refactorize(t, idx[sl]) for sl in _slices(idx.size, size)]
+        return torch.cat(parts) if parts else t.X.new_empty(0, self.n_samples, self.n_samples)
 
-    def _check_refactorized(self, sl, jitter, failed, dtype):
-        """Raise for targets that no longer factorise, warn for those that needed more jitter."""
-        fitted = ~self.failed[sl]
-        lost = np.flatnonzero(failed & fitted) + sl.start
+    def _check_refactorized(self, targets, jitter, failed, dtype):
+        """Raise for ``targets`` that no longer factorise; warn for those needing more jitter."""
+        fitted = ~self.failed[targets]
+        lost = targets[failed & fitted]
         if lost.size:
             raise ValueError(
                 f"The training covariance of target(s) {format_targets(lost)} is no longer "
@@ -243,7 +247,7 @@ class FittedGPs:
                 "prediction can be made for them. Predict with dtype='float64' (set_params), "
                 "or refit with a larger `alpha` or a WhiteKernel."
             )
-        more = np.flatnonzero((jitter > self.jitter[sl]) & fitted) + sl.start
+        more = targets[(jitter > self.jitter[targets]) & fitted]
         if more.size:
             warnings.warn(
                 f"The training covariance of target(s) {format_targets(more)} needed more "
@@ -277,22 +281,25 @@ class FittedGPs:
         Xq = to_tensor(X, t.X.dtype, t.X.device)
         p, n, m = Xq.shape[0], self.n_samples, self.n_targets
         mean = np.empty((m, p))
-        if not (variance or full_cov):
+        var = None
+        if variance or full_cov:
+            var = np.empty((m, p, p) if full_cov else (m, p))
+            chunks = self.factor_chunks(p * p if full_cov else 0, device, dtype)
+        else:
             # the mean needs the dual coefficients only: no factorisation
-            size = max(1, _PREDICT_BLOCK // max(1, n))  # all targets, a few query points at a time
-            with torch.no_grad():
-                for start in range(0, m, size):
-                    sl = slice(start, min(start + size, m))
-                    chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
-                    mu, _ = self.kernel.posterior(t.theta[sl], t.X, Xq, None, t.dual[sl],
-                                                  t.mask[sl], chunk_size=chunk)
-                    mean[sl] = to_numpy(mu)
-            return mean, None
-        var = np.empty((m, p, p) if full_cov else (m, p))
+            chunks = ((sl, None) for sl in _slices(m, _PREDICT_BLOCK // max(1, n)))
         with torch.no_grad():
-            for sl, L in self.factor_chunks(p * p if full_cov else 0, device, dtype):
+            for sl, L in chunks:
                 chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
                 mu, v = self.kernel.posterior(t.theta[sl], t.X, Xq, L, t.dual[sl], t.mask[sl],
                                               full_cov=full_cov, chunk_size=chunk)
-                mean[sl], var[sl] = to_numpy(mu), to_numpy(v)
+                mean[sl] = to_numpy(mu)
+                if var is not None:
+                    var[sl] = to_numpy(v)
         return mean, var
+
+
+def _slices(m, size):
+    """Slices that cut ``range(m)`` into pieces of ``size`` (at least 1)."""
+    size = max(1, size)
+    return [slice(start, min(start + size, m)) for start in range(0, m, size)]

@@ -18,10 +18,10 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 from ._chunks import Progress, auto_batch_size, fit_chunk
 from ._core.exact import sample_mvn
 from ._core.priors import log_prior
-from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, format_targets
+from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, factors_fit, format_targets
 from ._sklearn_kernels import plan_default, plan_from_kernel
-from ._validation import (column_sums, log_mean_square, reject_grad_tensors, resolve_device,
-                          resolve_dtype, to_numpy, to_tensor, torch_generator)
+from ._validation import (column_sums, compute_device, log_mean_square, reject_grad_tensors,
+                          resolve_device, resolve_dtype, to_numpy, to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
 __all__ = ["BatchedGaussianProcessRegressor"]
@@ -673,7 +673,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         # the fit's factors seed the prediction cache when they fit its budget
         # and need not travel back from worker processes
         keep = (effective_n_jobs(self.n_jobs) == 1 and
-                n_targets * X.shape[0] ** 2 * prep.dtype.itemsize <= self._cache_bytes())
+                factors_fit(n_targets, X.shape[0], prep.dtype, self._cache_bytes()))
         jobs = (
             delayed(fit_chunk)(
                 plan, np.arange(sl.start, sl.stop), X, prep.Yn[:, sl].T, prep.maskf_np[:, sl].T,
@@ -694,20 +694,20 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             "jitter": np.empty(n_targets),
             "failed": np.empty(n_targets, dtype=bool),
             "log_prior": np.empty(n_targets),
-            "L": [],
         }
+        factors = []
         progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
         try:
             # results arrive in order; each is copied out as soon as it comes
             for sl, result in zip(chunks, Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)):
+                if keep:
+                    factors.append(result.pop("L"))
                 for key, value in result.items():
-                    if key == "L":
-                        out[key].append(value)
-                    else:
-                        out[key][sl] = value
+                    out[key][sl] = value
                 progress.update(sl.stop - sl.start, int(result["converged"].sum()))
         finally:
             progress.close()
+        out["L"] = factors
         return out
 
     def _finish_fit(self, prep, theta, n_iter, converged, n_evaluations=None):
@@ -834,22 +834,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         A model fitted on a GPU keeps ``device="cuda"``; unpickled on a machine
         without one it still predicts.
         """
-        try:
-            return resolve_device(self.device), resolve_dtype(self.dtype)
-        except ValueError:
-            device = torch.device(self.device) if isinstance(self.device, str) else self.device
-            if isinstance(device, torch.device) and device.type == "cuda":
-                warnings.warn(
-                    f"device={self.device!r} is not available on this machine; predicting "
-                    "on the CPU. Call set_params(device='cpu') to silence this warning.",
-                    UserWarning,
-                )
-                return torch.device("cpu"), resolve_dtype(self.dtype)
-            raise
+        return compute_device(self.device), resolve_dtype(self.dtype)
 
     def _gps(self):
         """The fitted GPs, their cache budget and compute device as this estimator's now."""
-        check_is_fitted(self)
         gps = self.gps_
         gps.cache_bytes = self._cache_bytes()  # set_params(cache_size=...) after fit applies
         device, dtype = self._compute_device()
@@ -886,13 +874,14 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         columns at its missing observations), from the cache (see
         ``cache_size``) or computed from the fitted hyperparameters when read.
         """
+        check_is_fitted(self)
         gps, where = self._gps()
         with torch.no_grad():
             return to_numpy(gps.factors(**where))
 
     @property
     def alpha_(self):
-        """ndarray of shape (n_samples, n_targets): dual coefficients ``K^-1 y`` (0 where missing)."""
+        """ndarray of shape (n_samples, n_targets): dual coefficients ``K^-1 y`` (0 if missing)."""
         check_is_fitted(self)
         return self.gps_.dual.T
 
@@ -1019,7 +1008,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         full = self._full_theta(theta)
         gps, where = self._gps()
         t = gps.tensors(**where)
-        y = np.where(gps.observed, (self._y_train_2d() - gps.y_mean) / gps.y_std, 0.0)
+        y = gps.standardize(self._y_train_2d())
         with torch.no_grad():
             loss, grad = gps.kernel.nlml(
                 to_tensor(full, t.X.dtype, t.X.device), gps.kernel.training_data(t.X),

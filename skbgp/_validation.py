@@ -5,6 +5,7 @@ torch; the estimators call it, the core never does.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from sklearn.utils.validation import _num_samples
 __all__ = [
     "resolve_device",
     "resolve_dtype",
+    "compute_device",
     "to_tensor",
     "to_numpy",
     "torch_generator",
@@ -106,6 +108,26 @@ def resolve_device(device):
             "machine; use device='cpu'."
         )
     return resolved
+
+
+def compute_device(device):
+    """``resolve_device(device)``, or the CPU with a warning where a CUDA device is gone.
+
+    A model fitted on a GPU keeps ``device="cuda"``; unpickled on a machine
+    without one it still predicts.
+    """
+    try:
+        return resolve_device(device)
+    except ValueError:
+        wanted = torch.device(device) if isinstance(device, str) else device
+        if isinstance(wanted, torch.device) and wanted.type == "cuda":
+            warnings.warn(
+                f"device={device!r} is not available on this machine; predicting "
+                "on the CPU. Call set_params(device='cpu') to silence this warning.",
+                UserWarning,
+            )
+            return torch.device("cpu")
+        raise
 
 
 def resolve_dtype(dtype):

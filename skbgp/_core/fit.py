@@ -231,7 +231,7 @@ def finite_difference_hessian(fun, theta, targets, upper, free, step=1e-4):
     Parameters
     ----------
     fun : callable
-        ``fun(theta, targets) -> (loss, grad)`` (:func:`make_objective`).
+        ``fun(theta, targets) -> (loss, grad)`` (:func:`training_objective`, :func:`with_priors`).
     theta : Tensor of shape (m, P)
     targets : Tensor of shape (m,), int64
     upper : Tensor of shape (m, P)
