@@ -198,6 +198,14 @@ class FittedGPs:
         first call); otherwise recomputed for chunks that hold about
         ``_FACTOR_BLOCK`` numbers with ``numbers_per_target`` more each.
 
+        Parameters
+        ----------
+        numbers_per_target : int
+            Numbers the caller holds per target beside its factor (``p * p``
+            for a joint covariance); 0 gives the whole cache as one chunk.
+        device, dtype : optional
+            Where to compute (the fit's by default).
+
         Yields
         ------
         targets : slice
@@ -225,7 +233,15 @@ class FittedGPs:
             return t.L
 
     def factors(self, targets=None, device=None, dtype=None):
-        """Tensor of shape (k, n_samples, n_samples): the factors of ``targets`` (default all)."""
+        """Tensor of shape (k, n_samples, n_samples): the factors of ``targets`` (default all).
+
+        Parameters
+        ----------
+        targets : array-like of int of shape (k,), optional
+            Indices of the targets, in the order wanted; all by default.
+        device, dtype : optional
+            Where to compute (the fit's by default).
+        """
         m = self.n_targets
         idx = np.arange(m) if targets is None else np.asarray(targets, dtype=int).reshape(-1)
         t = self.tensors(device, dtype)
@@ -285,6 +301,8 @@ class FittedGPs:
         if variance or full_cov:
             var = np.empty((m, p, p) if full_cov else (m, p))
             chunks = self.factor_chunks(p * p if full_cov else 0, device, dtype)
+            if not full_cov:
+                chunks = _pieces(chunks, max(4, _PREDICT_BLOCK // max(1, p * n)))
         else:
             # the mean needs the dual coefficients only: no factorisation
             chunks = ((sl, None) for sl in _slices(m, _PREDICT_BLOCK // max(1, n)))
@@ -297,6 +315,23 @@ class FittedGPs:
                 if var is not None:
                     var[sl] = to_numpy(v)
         return mean, var
+
+
+def _pieces(chunks, size):
+    """``(targets, L)`` chunks whose factors exceed ``_FACTOR_BLOCK`` numbers, cut into pieces.
+
+    Every block of query points reads the factors of its targets: with all
+    targets of a large cache in every block, 1000 points of 256 targets at
+    n = 500 re-read 512 MB per 8 points (4.0 s, against 1.7 s in pieces of
+    4 targets); below 128 MiB the factors stay in the CPU's caches and whole
+    chunks were faster (256 targets at n = 200: 0.78 s whole, 0.93 s in pieces).
+    """
+    for sl, L in chunks:
+        if L.numel() <= _FACTOR_BLOCK:
+            yield sl, L
+            continue
+        for piece in _slices(sl.stop - sl.start, size):
+            yield slice(sl.start + piece.start, sl.start + piece.stop), L[piece]
 
 
 def _slices(m, size):

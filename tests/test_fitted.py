@@ -159,3 +159,28 @@ def test_batched_cv_scores_use_the_fits_factors(monkeypatch):
         monkeypatch.setattr(StationaryKernel, "refactorize", refactorize)
         got = batched_cross_validate(est, X, Y[:, [0, 2]], cv=3, scoring="r2")["test_score"]
     assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cache_size", [-1, True, "1024", np.nan])
+def test_a_bad_cache_size_is_a_clear_error(cache_size):
+    X, Y = _data()
+    with pytest.raises(ValueError, match="cache_size must be a number of MiB >= 0"):
+        BatchedGaussianProcessRegressor(cache_size=cache_size).fit(X, Y)
+
+
+def test_predictions_do_not_depend_on_the_blocks(monkeypatch):
+    """Pieces of targets, chunks of factors and blocks of query points give the same numbers."""
+    from skbgp import _fitted
+
+    X, Y = _data(n=40, m=6)
+    Xq = np.random.RandomState(2).uniform(0, 3, size=(11, 3))
+    expected = [_fit(X, Y, cache_size=c).predict(Xq, return_std=True) for c in (1024, 0)]
+    monkeypatch.setattr(_fitted, "_FACTOR_BLOCK", 1)  # every factor its own chunk, pieces of 4
+    monkeypatch.setattr(_fitted, "_PREDICT_BLOCK", 3 * 40)  # a few query points per block
+    for cache_size, (mean, std) in zip((1024, 0), expected):
+        model = _fit(X, Y, cache_size=cache_size)
+        got_mean, got_std = model.predict(Xq, return_std=True)
+        # other blocks round differently (a triangular solve's columns), by round-off only
+        assert_allclose(got_mean, mean, rtol=1e-10, atol=1e-14)
+        assert_allclose(got_std, std, rtol=1e-10, atol=1e-14)
+        assert_allclose(model.predict(Xq, return_cov=True)[1].diagonal().T, std**2, rtol=1e-8)
