@@ -57,7 +57,7 @@ print("largest difference from scikit-learn: mean "
 # %%
 # One point at a time
 # -------------------
-# The best of a few calls for each way, the ways taking turns.
+# The best of 15 calls for each way, one way after the other.
 def best_time(call, repeats=15):
     times = []
     for _ in range(repeats):
