@@ -11,6 +11,7 @@ result does not depend on the chunk it lands in.
 import math
 import sys
 import time
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from ._core.priors import log_prior
 from ._core.threads import on_member_threads
 from ._validation import to_numpy, to_tensor
 
-__all__ = ["auto_batch_size", "fit_chunk", "Progress"]
+__all__ = ["auto_batch_size", "Chunk", "FitResult", "FitSettings", "Optimum", "fit_chunk", "Progress"]
 
 # Memory budget of one chunk on the CPU. What grows with the number of targets
 # in a chunk is its final Cholesky factors (one n x n matrix per target); the
@@ -67,11 +68,11 @@ def auto_batch_size(n_samples, n_targets, n_starts, n_workers, device, itemsize)
     return int(max(1, min(size, n_targets)))
 
 
-def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimize,
-              max_iter, tol, device, dtype, verbose=0, label="", keep_factors=False):
-    """Fit one chunk of targets and factorise their covariances.
+@dataclass(frozen=True)
+class Chunk:
+    """One contiguous range of targets to fit, as numpy arrays (joblib ships it to a worker).
 
-    Parameters
+    Attributes
     ----------
     plan : KernelPlan
         The core kernel and its priors.
@@ -88,55 +89,158 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
         Starting points in log space; the first is the initial value.
     lower, upper : ndarray of shape (c, P)
         Log bounds.
+    """
+
+    plan: object
+    targets: np.ndarray
+    X: np.ndarray
+    y: np.ndarray
+    maskf: np.ndarray
+    alpha: np.ndarray
+    starts: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How :func:`fit_chunk` fits a chunk.
+
+    Attributes
+    ----------
     optimize : bool
-        False keeps ``starts[0]``.
+        False keeps ``starts[0]`` (factorises only).
     max_iter : int
     tol : float
-    device : torch.device or str
+    device : torch.device
     dtype : torch.dtype
     verbose : int
         2 prints a line per optimiser iteration.
-    label : str
-        Prefix of those lines.
     keep_factors : bool
-        Also return the Cholesky factors (``"L"``, a Tensor of shape
-        (c, n, n) on ``device``), for the caller's prediction cache.
+        Also return the Cholesky factors (:attr:`FitResult.L`), for the
+        caller's prediction cache.
+    """
+
+    optimize: bool
+    max_iter: int
+    tol: float
+    device: torch.device
+    dtype: torch.dtype
+    verbose: int = 0
+    keep_factors: bool = False
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Every target's outcome of a fit (and factorisation), targets first.
+
+    Attributes
+    ----------
+    theta : ndarray of shape (c, P)
+        Log hyperparameters.
+    n_iter, n_evaluations : ndarray of shape (c,), int
+        Optimiser iterations; likelihood evaluations of every target, all its
+        starts (0 where nothing was optimised).
+    converged : ndarray of shape (c,), bool
+    lml : ndarray of shape (c,)
+        Log marginal likelihood at ``theta``.
+    alpha : ndarray of shape (c, n)
+        Dual coefficients ``K^-1 y`` (normalised targets).
+    jitter : ndarray of shape (c,)
+    failed : ndarray of shape (c,), bool
+        True where the covariance could not be factorised even with jitter.
+    log_prior : ndarray of shape (c,)
+        0 without priors.
+    L : Tensor of shape (c, n, n) or None
+        The Cholesky factors, on the fit's device, when they were kept.
+    """
+
+    theta: np.ndarray
+    n_iter: np.ndarray
+    n_evaluations: np.ndarray
+    converged: np.ndarray
+    lml: np.ndarray
+    alpha: np.ndarray
+    jitter: np.ndarray
+    failed: np.ndarray
+    log_prior: np.ndarray
+    L: torch.Tensor = None
+
+    @classmethod
+    def concatenate(cls, results):
+        """One :class:`FitResult` of consecutive chunks' results (factors kept only if all kept them)."""
+        if len(results) == 1:
+            return results[0]
+        arrays = {f.name: np.concatenate([getattr(r, f.name) for r in results])
+                  for f in fields(cls) if f.name != "L"}
+        L = None
+        if all(r.L is not None for r in results):
+            L = torch.cat([r.L for r in results])
+        return cls(**arrays, L=L)
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """Hyperparameters found outside :func:`fit_chunk` (by the batched cross-validation).
+
+    Attributes
+    ----------
+    theta : ndarray or Tensor of shape (m, P)
+        Log hyperparameters of every target.
+    n_iter, converged, n_evaluations : ndarray or Tensor of shape (m,), or None
+        The optimiser's record; ``None`` when nothing was optimised.
+    """
+
+    theta: object
+    n_iter: object = None
+    converged: object = None
+    n_evaluations: object = None
+
+
+def fit_chunk(chunk, settings, label=""):
+    """Fit one chunk of targets and factorise their covariances.
+
+    Parameters
+    ----------
+    chunk : Chunk
+    settings : FitSettings
+    label : str
+        Prefix of the lines that ``settings.verbose >= 2`` prints.
 
     Returns
     -------
-    dict of ndarray
-        ``theta`` (c, P), ``n_iter`` (c,), ``n_evaluations`` (c,: likelihood
-        evaluations of every target, all its starts), ``converged`` (c,), ``lml`` (c,),
-        ``alpha`` (c, n), ``jitter`` (c,), ``failed`` (c,): failed is True where
-        the covariance could not be factorised even with jitter; ``log_prior``
-        (c,), 0 without priors.
+    FitResult
+        Of the chunk's ``c`` targets; ``L`` set when ``settings.keep_factors``.
     """
+    dtype, device = settings.dtype, settings.device
     as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
-    Xt = as_t(X)
+    plan = chunk.plan
+    Xt = as_t(chunk.X)
     kernel = plan.kernel
     data = kernel.training_data(Xt)
-    yt, mt, alphat = as_t(y), as_t(maskf), as_t(alpha)
-    priors = plan.prior_terms(dtype, Xt.device, targets=targets)
-    c = y.shape[0]
+    yt, mt, alphat = as_t(chunk.y), as_t(chunk.maskf), as_t(chunk.alpha)
+    priors = plan.prior_terms(dtype, Xt.device, targets=chunk.targets)
+    c = chunk.y.shape[0]
 
     def work():
-        if optimize:
+        if settings.optimize:
             def report(iteration, n_active):
                 print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
                       "optimising", flush=True)
 
             result = fit_hyperparameters(
                 with_priors(training_objective(kernel, data, yt, mt, alphat), priors),
-                as_t(starts), as_t(lower), as_t(upper),
-                torch.as_tensor(plan.free, device=Xt.device), max_iter=max_iter, gtol=tol,
-                race_iter=plan.race_iter(max_iter), callback=report if verbose >= 2 else None,
+                as_t(chunk.starts), as_t(chunk.lower), as_t(chunk.upper),
+                torch.as_tensor(plan.free, device=Xt.device), max_iter=settings.max_iter,
+                gtol=settings.tol, race_iter=plan.race_iter(settings.max_iter),
+                callback=report if settings.verbose >= 2 else None,
             )
             theta = result.theta
             n_iter = to_numpy(result.n_iter, np.int64)
             converged = to_numpy(result.converged, bool)
             n_evals = to_numpy(result.member_evaluations, np.int64)
         else:
-            theta = as_t(starts[0])
+            theta = as_t(chunk.starts[0])
             n_iter = np.zeros(c, dtype=np.int64)
             converged = np.ones(c, dtype=bool)
             n_evals = np.zeros(c, dtype=np.int64)
@@ -146,18 +250,18 @@ def fit_chunk(plan, targets, X, y, maskf, alpha, starts, lower, upper, *, optimi
     theta, n_iter, converged, n_evals, factor = on_member_threads(Xt.device, work)
     with torch.no_grad():
         lp = log_prior(priors, theta, torch.arange(c, device=Xt.device), eval_gradient=False)[0]
-    return {
-        "theta": to_numpy(theta),
-        "n_iter": n_iter,
-        "n_evaluations": n_evals,
-        "converged": converged,
-        "lml": to_numpy(factor.log_marginal_likelihood),
-        "alpha": to_numpy(factor.alpha),
-        "jitter": to_numpy(factor.jitter),
-        "failed": to_numpy(factor.failed, bool),
-        "log_prior": to_numpy(lp),
-        **({"L": factor.L} if keep_factors else {}),
-    }
+    return FitResult(
+        theta=to_numpy(theta),
+        n_iter=n_iter,
+        n_evaluations=n_evals,
+        converged=converged,
+        lml=to_numpy(factor.log_marginal_likelihood),
+        alpha=to_numpy(factor.alpha),
+        jitter=to_numpy(factor.jitter),
+        failed=to_numpy(factor.failed, bool),
+        log_prior=to_numpy(lp),
+        L=factor.L if settings.keep_factors else None,
+    )
 
 
 class Progress:

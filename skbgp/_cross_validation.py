@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
 from sklearn.utils.validation import check_is_fitted
 
+from ._chunks import Optimum
 from ._core.fit import finite_difference_hessian, fit_hyperparameters, with_priors
 from ._core.folds import fold_objective, loo_from_factor, pack_folds
 from ._core.lbfgs import hessian_pairs
@@ -156,23 +157,23 @@ def _batched_fit(estimator, X, y, splits, params, mode):
         full_reg = _final_regressor(full).fit(Xt_full, y, **params)
         warm = full_reg.gps_.theta
         if mode == "warm_start":
-            full_prep = full_reg._prepare_fit(Xt_full, y, **params)
+            full_problem = full_reg.prepare_fit(Xt_full, y, **params)
         t_shared += time.perf_counter() - t0
 
-    clones, preps, times = [], [], np.zeros(k)
+    clones, problems, times = [], [], np.zeros(k)
     for f, (train, _) in enumerate(splits):
         t0 = time.perf_counter()
         est = clone(estimator)
         y_tr = safe_indexing(y, train)
         Xt_tr = _fit_transformers(est, safe_indexing(X, train), y_tr)
-        prep = _final_regressor(est)._prepare_fit(Xt_tr, y_tr, **_split_params(params, train))
+        problem = _final_regressor(est).prepare_fit(Xt_tr, y_tr, **_split_params(params, train))
         clones.append(est)
-        preps.append(prep)
+        problems.append(problem)
         times[f] += time.perf_counter() - t0
 
-    kernel = preps[0].plan.kernel
-    m = preps[0].y.shape[0]
-    shapes = sorted({(p.Xt.shape[1], p.plan.kernel) for p in preps}, key=str)
+    kernel = problems[0].plan.kernel
+    m = problems[0].y.shape[0]
+    shapes = sorted({(p.Xt.shape[1], p.plan.kernel) for p in problems}, key=str)
     if len(shapes) > 1:
         raise ValueError(
             "The folds' transformed inputs differ in their number of features "
@@ -182,52 +183,52 @@ def _batched_fit(estimator, X, y, splits, params, mode):
         )
     t0 = time.perf_counter()
     if reg.optimizer is not None:
-        lower = torch.cat([p.lower for p in preps])  # (k * m, P), fold-major
-        upper = torch.cat([p.upper for p in preps])
+        lower = torch.cat([p.lower for p in problems])  # (k * m, P), fold-major
+        upper = torch.cat([p.upper for p in problems])
         if warm is not None:
             # member f * m + t starts at target t's full-data optimum, without restarts
             start = to_tensor(warm, lower.dtype, lower.device).repeat(k, 1)
             starts = torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
         else:
-            starts = torch.cat([p.starts for p in preps], dim=1)  # (r, k * m, P)
+            starts = torch.cat([p.starts for p in problems], dim=1)  # (r, k * m, P)
     if reg.optimizer is not None and mode == "full_data":
         # no optimisation: every fold keeps the full-data hyperparameters
-        per_fold = [(starts[0, f * m:(f + 1) * m], None, None) for f in range(k)]
+        per_fold = [Optimum(starts[0, f * m:(f + 1) * m]) for f in range(k)]
     elif reg.optimizer is not None:
-        batch = pack_folds([p.Xt for p in preps], [p.y for p in preps],
-                           [p.maskf for p in preps], [p.alpha for p in preps])
+        batch = pack_folds([p.Xt for p in problems], [p.y for p in problems],
+                           [p.maskf for p in problems], [p.alpha for p in problems])
         # member f * m + t is target t: its rows of any per-target prior
         priors = concatenate_terms(
-            [p.plan.prior_terms(lower.dtype, lower.device, targets=np.arange(m)) for p in preps],
+            [p.plan.prior_terms(lower.dtype, lower.device, targets=np.arange(m)) for p in problems],
             [m] * k)
 
         def work():
             memory = None
             if warm is not None:
-                memory = _full_data_curvature(full_prep, starts[0, :m])
+                memory = _full_data_curvature(full_problem, starts[0, :m])
                 memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
             return fit_hyperparameters(
                 with_priors(fold_objective(kernel, batch), priors), starts, lower, upper,
-                preps[0].free, max_iter=reg.max_iter, gtol=reg.tol,
-                race_iter=preps[0].plan.race_iter(reg.max_iter), memory=memory,
+                problems[0].free, max_iter=reg.max_iter, gtol=reg.tol,
+                race_iter=problems[0].plan.race_iter(reg.max_iter), memory=memory,
             )
 
         result = on_member_threads(lower.device, work)
-        per_fold = [(result.theta[f * m:(f + 1) * m], result.n_iter[f * m:(f + 1) * m],
-                     result.converged[f * m:(f + 1) * m],
-                     result.member_evaluations[f * m:(f + 1) * m]) for f in range(k)]
+        per_fold = [Optimum(result.theta[f * m:(f + 1) * m], result.n_iter[f * m:(f + 1) * m],
+                            result.converged[f * m:(f + 1) * m],
+                            result.member_evaluations[f * m:(f + 1) * m]) for f in range(k)]
     else:
-        per_fold = [(p.starts[0], None, None) for p in preps]
+        per_fold = [Optimum(p.starts[0]) for p in problems]
     t_shared += time.perf_counter() - t0
 
-    for f, (est, prep) in enumerate(zip(clones, preps)):
+    for f, (est, problem) in enumerate(zip(clones, problems)):
         t0 = time.perf_counter()
-        _final_regressor(est)._finish_fit(prep, *per_fold[f])
+        _final_regressor(est).finish_fit(problem, per_fold[f])
         times[f] += time.perf_counter() - t0
     return clones, times + t_shared / k
 
 
-def _full_data_curvature(prep, theta):
+def _full_data_curvature(problem, theta):
     """Curvature pairs of every target's full-data objective at its optimum.
 
     The Hessian of the full-data objective (negative log marginal likelihood
@@ -240,7 +241,7 @@ def _full_data_curvature(prep, theta):
 
     Parameters
     ----------
-    prep : _FitInputs
+    problem : FitProblem
         Of the full data.
     theta : Tensor of shape (m, P)
         The full-data optimum of every target (clipped to the bounds).
@@ -250,15 +251,15 @@ def _full_data_curvature(prep, theta):
     S, Y : Tensor of shape (m, P, P)
     """
     m = theta.shape[0]
-    batch = pack_folds([prep.Xt], [prep.y], [prep.maskf], [prep.alpha])
+    batch = pack_folds([problem.Xt], [problem.y], [problem.maskf], [problem.alpha])
     targets = torch.arange(m, device=theta.device)
-    priors = prep.plan.prior_terms(theta.dtype, theta.device, targets=np.arange(m))
-    fun = with_priors(fold_objective(prep.plan.kernel, batch), priors)
+    priors = problem.plan.prior_terms(theta.dtype, theta.device, targets=np.arange(m))
+    fun = with_priors(fold_objective(problem.plan.kernel, batch), priors)
     finite = torch.isfinite(theta).all(-1)
     x = torch.where(finite[:, None], theta, 0.0)
-    H = finite_difference_hessian(fun, x, targets, prep.upper, prep.free)
+    H = finite_difference_hessian(fun, x, targets, problem.upper, problem.free)
     H[~finite] = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
-    return hessian_pairs(H, prep.free)
+    return hessian_pairs(H, problem.free)
 
 
 def _as_score_dict(value):

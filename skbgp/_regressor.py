@@ -3,7 +3,7 @@
 import math
 import numbers
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from ._chunks import Progress, auto_batch_size, fit_chunk
+from ._chunks import Chunk, FitResult, FitSettings, Progress, auto_batch_size, fit_chunk
 from ._core.exact import sample_mvn
 from ._core.priors import log_prior
 from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, factors_fit, format_targets
@@ -27,15 +27,17 @@ from .kernels import _Operators as _SkbgpKernel
 __all__ = ["BatchedGaussianProcessRegressor"]
 
 @dataclass(frozen=True)
-class _FitInputs:
-    """The validated data and starting points of one fit (see ``_prepare_fit``).
+class FitProblem:
+    """The validated data and starting points of one fit (from ``prepare_fit``).
 
-    Arrays are numpy, targets last as in scikit-learn: ``Yn`` and ``maskf``
+    Arrays are numpy, targets last as in scikit-learn: ``Yn`` and ``maskf_np``
     of shape (n_samples, n_targets) (normalised targets, 0 where missing; 1.0
-    where observed), ``alpha`` of shape (n_samples,) or () (``alpha`` plus
-    the noise variance passed to ``fit``), ``starts`` of shape
-    (n_starts, n_targets, P), ``bounds`` of shape (n_targets, P, 2). The
-    properties give the core's tensors (targets first) on the compute device.
+    where observed), ``alpha_np`` of shape (n_samples,) or () (``alpha`` plus
+    the noise variance passed to ``fit``), ``starts_np`` of shape
+    (n_starts, n_targets, P), ``bounds`` of shape (n_targets, P, 2), ``mean``
+    and ``std`` of shape (n_targets,) (the target scaling). ``plan`` is the
+    core kernel with its priors and bounds. The properties give the core's
+    tensors (targets first) on the compute device.
     """
 
     X: np.ndarray
@@ -555,23 +557,34 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         reject_grad_tensors(X=X, y=y, noise_variance=noise_variance)
         saved = dict(self.__dict__)
         try:
-            prep = self._prepare_fit(X, y, noise_variance)
-            return self._store_fit(prep, self._fit_chunks(prep))
+            return self.finish_fit(self.prepare_fit(X, y, noise_variance))
         except BaseException:
             # atomic: a failed or interrupted fit leaves the previous model intact
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
 
-    def _prepare_fit(self, X, y, noise_variance=None):
-        """Validate the data, normalise it and draw every starting point.
+    def prepare_fit(self, X, y, noise_variance=None):
+        """Validate the data, normalise it and draw every starting point: the first half of ``fit``.
 
-        Every restart of every target is drawn here, before the targets are
-        cut into chunks, so that a target's starts do not depend on the chunks.
+        ``fit(X, y)`` is ``finish_fit(prepare_fit(X, y))`` made atomic. The
+        two halves let :func:`~skbgp.batched_cross_validate` set up every
+        fold's clone exactly as ``fit`` would, optimise all folds' targets as
+        one batch, and finish every clone at its own optimum. Every restart
+        of every target is drawn here, before the targets are cut into
+        chunks, so that a target's starts do not depend on the chunks.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        noise_variance : array-like of shape (n_samples,), default=None
+            As in :meth:`fit`.
 
         Returns
         -------
-        _FitInputs
+        FitProblem
+            Frozen; the estimator is not changed.
         """
         device, dtype = self._check_params()
         X, y = self._validate_fit_data(X, y)
@@ -637,105 +650,102 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 draw = theta0.copy()
                 draw[:, free] = low + (high - low) * u
                 starts.append(draw)
-        return _FitInputs(
+        return FitProblem(
             X=X, y_given=y, observed=observed, empty=empty, mean=mean, std=std, Yn=Yn,
             maskf_np=maskf, alpha_np=alpha, plan=plan, bounds=bounds, starts_np=np.stack(starts),
             device=device, dtype=dtype,
         )
 
-    def _fit_chunks(self, prep, theta=None):
+    def _fit_chunks(self, problem, theta=None):
         """Fit (or, given ``theta``, only factorise) every target, chunk by chunk.
 
         Parameters
         ----------
-        prep : _FitInputs
+        problem : FitProblem
         theta : ndarray of shape (n_targets, P), optional
             Fixed hyperparameters: no optimisation.
 
         Returns
         -------
-        dict of ndarray
-            :func:`~skbgp._chunks.fit_chunk`'s results for all targets; ``"L"``
-            the list of the chunks' factors (Tensors) when they are kept for
-            prediction, else empty.
+        FitResult
+            Of all targets; the factors kept when they fit the cache budget
+            and the fit ran in this process.
         """
-        X, plan, bounds = prep.X, prep.plan, prep.bounds
-        n_targets, P = bounds.shape[:2]
-        starts = prep.starts_np if theta is None else theta[None]
-        optimize = theta is None and self.optimizer is not None
+        X, plan, bounds = problem.X, problem.plan, problem.bounds
+        n_targets = bounds.shape[0]
+        starts = problem.starts_np if theta is None else theta[None]
         batch_size = self.batch_size
         if batch_size is None:
             batch_size = auto_batch_size(
                 X.shape[0], n_targets, starts.shape[0], effective_n_jobs(self.n_jobs),
-                prep.device, prep.dtype.itemsize,
+                problem.device, problem.dtype.itemsize,
             )
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
         # the fit's factors seed the prediction cache when they fit its budget
         # and need not travel back from worker processes
-        keep = (effective_n_jobs(self.n_jobs) == 1 and
-                factors_fit(n_targets, X.shape[0], prep.dtype, self._cache_bytes()))
+        settings = FitSettings(
+            optimize=theta is None and self.optimizer is not None, max_iter=self.max_iter,
+            tol=self.tol, device=problem.device, dtype=problem.dtype, verbose=self.verbose,
+            keep_factors=(effective_n_jobs(self.n_jobs) == 1 and
+                          factors_fit(n_targets, X.shape[0], problem.dtype, self._cache_bytes())),
+        )
         jobs = (
             delayed(fit_chunk)(
-                plan, np.arange(sl.start, sl.stop), X, prep.Yn[:, sl].T, prep.maskf_np[:, sl].T,
-                prep.alpha_np, starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1],
-                optimize=optimize, max_iter=self.max_iter, tol=self.tol,
-                device=prep.device, dtype=prep.dtype, verbose=self.verbose, keep_factors=keep,
-                label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
+                Chunk(plan, np.arange(sl.start, sl.stop), X, problem.Yn[:, sl].T,
+                      problem.maskf_np[:, sl].T, problem.alpha_np, starts[:, sl],
+                      bounds[sl, :, 0], bounds[sl, :, 1]),
+                settings, label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
             )
             for k, sl in enumerate(chunks)
         )
-        out = {
-            "theta": np.empty((n_targets, P)),
-            "n_iter": np.empty(n_targets, dtype=np.int64),
-            "n_evaluations": np.empty(n_targets, dtype=np.int64),
-            "converged": np.empty(n_targets, dtype=bool),
-            "lml": np.empty(n_targets),
-            "alpha": np.empty((n_targets, X.shape[0])),
-            "jitter": np.empty(n_targets),
-            "failed": np.empty(n_targets, dtype=bool),
-            "log_prior": np.empty(n_targets),
-        }
-        factors = []
-        progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
+        results = []
+        progress = Progress(n_targets, len(chunks), self.verbose if settings.optimize else 0)
         try:
-            # results arrive in order; each is copied out as soon as it comes
+            # results arrive in order
             for sl, result in zip(chunks, Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)):
-                if keep:
-                    factors.append(result.pop("L"))
-                for key, value in result.items():
-                    out[key][sl] = value
-                progress.update(sl.stop - sl.start, int(result["converged"].sum()))
+                results.append(result)
+                progress.update(sl.stop - sl.start, int(result.converged.sum()))
         finally:
             progress.close()
-        out["L"] = factors
-        return out
+        return FitResult.concatenate(results)
 
-    def _finish_fit(self, prep, theta, n_iter, converged, n_evaluations=None):
-        """Factorise at hyperparameters found elsewhere, store and warn.
-
-        Used by the batched cross-validation, which optimises the targets of
-        all folds in one batch.
+    def finish_fit(self, problem, optimum=None):
+        """Fit, or factorise at hyperparameters found elsewhere, then store and warn: the second half of ``fit``.
 
         Parameters
         ----------
-        prep : _FitInputs
-        theta : Tensor of shape (n_targets, P)
-        n_iter, converged, n_evaluations : Tensor of shape (n_targets,) or None
-            ``None`` when nothing was optimised.
-        """
-        out = self._fit_chunks(prep, theta=to_numpy(theta))  # factorised only: 0 evaluations
-        if n_iter is not None:
-            out["n_iter"] = to_numpy(n_iter, np.int64)
-            out["converged"] = to_numpy(converged, bool)
-            out["n_evaluations"] = to_numpy(n_evaluations, np.int64)
-        return self._store_fit(prep, out)
+        problem : FitProblem
+            From :meth:`prepare_fit` of this estimator (or of a clone).
+        optimum : Optimum, optional
+            ``None`` optimises every target chunk by chunk, as ``fit`` does.
+            Otherwise every target is factorised at ``optimum.theta`` (shape
+            (n_targets, P)) and its record (``n_iter_``, ``converged_``,
+            ``n_evaluations_``) is the optimum's; with ``optimum.n_iter`` None
+            nothing was optimised.
 
-    def _store_fit(self, prep, out):
-        """Set the fitted attributes from the per-target results, and warn."""
-        X, y, plan, bounds, empty = prep.X, prep.y_given, prep.plan, prep.bounds, prep.empty
+        Returns
+        -------
+        self : BatchedGaussianProcessRegressor
+            The fitted estimator.
+        """
+        if optimum is None:
+            return self._store_fit(problem, self._fit_chunks(problem))
+        result = self._fit_chunks(problem, theta=to_numpy(optimum.theta))  # 0 evaluations
+        if optimum.n_iter is not None:
+            result = replace(
+                result, n_iter=to_numpy(optimum.n_iter, np.int64),
+                converged=to_numpy(optimum.converged, bool),
+                n_evaluations=to_numpy(optimum.n_evaluations, np.int64),
+            )
+        return self._store_fit(problem, result)
+
+    def _store_fit(self, problem, result):
+        """Set the fitted attributes from the per-target results (a FitResult), and warn."""
+        X, y, plan, bounds, empty = (problem.X, problem.y_given, problem.plan,
+                                      problem.bounds, problem.empty)
         n_targets = bounds.shape[0]
-        failed = out["failed"] | empty
-        singular = out["failed"] & ~empty
+        failed = result.failed | empty
+        singular = result.failed & ~empty
         if singular.all() or failed.all():
             raise ValueError(
                 f"The training covariance is not positive definite for target(s) "
@@ -752,7 +762,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 ConvergenceWarning,
             )
 
-        theta = out["theta"]
+        theta = result.theta
         theta[failed] = np.nan  # not fitted: no hyperparameters
         self.X_train_ = np.copy(X) if self.copy_X_train else X
         self.y_train_ = np.copy(y) if self.copy_X_train else y
@@ -767,23 +777,22 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             self.kernels_ = plan.sklearn_kernels(theta, bounds)
         for t in np.flatnonzero(failed):
             self.kernels_[t] = None
-        lml = out["lml"]
+        lml = result.lml
         lml[failed] = np.nan
         self.log_marginal_likelihood_value_ = lml
-        self.log_prior_value_ = out["log_prior"]
-        self.n_iter_ = out["n_iter"]
-        self.n_evaluations_ = out["n_evaluations"]
-        self.converged_ = out["converged"] & ~failed
-        self.jitter_ = out["jitter"]
+        self.log_prior_value_ = result.log_prior
+        self.n_iter_ = result.n_iter
+        self.n_evaluations_ = result.n_evaluations
+        self.converged_ = result.converged & ~failed
+        self.jitter_ = result.jitter
         self.failed_targets_ = np.flatnonzero(failed)
         self.gps_ = FittedGPs(
-            plan.kernel, theta, self.X_train_, prep.observed, prep.mean, prep.std,
-            out["alpha"], self.jitter_, prep.alpha_np, failed, prep.device, prep.dtype,
+            plan.kernel, theta, self.X_train_, problem.observed, problem.mean, problem.std,
+            result.alpha, self.jitter_, problem.alpha_np, failed, problem.device, problem.dtype,
             self._cache_bytes(),
         )
-        if out["L"]:
-            L = out["L"][0] if len(out["L"]) == 1 else torch.cat(out["L"])
-            self.gps_.keep_factors(L, prep.device, prep.dtype)
+        if result.L is not None:
+            self.gps_.keep_factors(result.L, problem.device, problem.dtype)
 
         self._warn_after_fit(plan, bounds)
         return self

@@ -169,8 +169,10 @@ def to_tensor(array, dtype, device):
 
 
 def to_numpy(tensor, dtype=np.float64):
-    """A tensor as a numpy array on the CPU (float64 unless told otherwise)."""
-    return tensor.detach().cpu().numpy().astype(dtype, copy=False)
+    """A tensor (or an array) as a numpy array on the CPU (float64 unless told otherwise)."""
+    if isinstance(tensor, torch.Tensor):
+        tensor = tensor.detach().cpu().numpy()
+    return np.asarray(tensor).astype(dtype, copy=False)
 
 
 def torch_generator(random_state):

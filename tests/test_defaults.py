@@ -123,10 +123,10 @@ def test_more_restarts_never_end_lower(dataset, seed):
     # the starts with fewer restarts are a prefix of those with more
     for kernel in (None, ConstantKernel() * RBF(np.ones(X.shape[1])) + WhiteKernel()):
         most = BatchedGaussianProcessRegressor(kernel, n_restarts_optimizer=6, random_state=seed)
-        starts = most._prepare_fit(X, Y).starts_np
+        starts = most.prepare_fit(X, Y).starts_np
         for k in range(6):
             fewer = BatchedGaussianProcessRegressor(kernel, n_restarts_optimizer=k, random_state=seed)
-            assert_array_equal(fewer._prepare_fit(X, Y).starts_np, starts[:k + 1])
+            assert_array_equal(fewer.prepare_fit(X, Y).starts_np, starts[:k + 1])
 
 
 def test_sklearn_kernel_restarts_are_sklearns_own_draws(scaled_targets):
@@ -142,7 +142,7 @@ def test_sklearn_kernel_restarts_are_sklearns_own_draws(scaled_targets):
         GaussianProcessRegressor(kernel, optimizer=record, n_restarts_optimizer=4,
                                  random_state=seed).fit(X, Y[:, 3])
         ours = BatchedGaussianProcessRegressor(kernel, n_restarts_optimizer=4, random_state=seed)
-        starts = ours._prepare_fit(X, Y).starts_np  # (5 starts, 6 targets, 5 hyperparameters)
+        starts = ours.prepare_fit(X, Y).starts_np  # (5 starts, 6 targets, 5 hyperparameters)
         for t in range(Y.shape[1]):  # every target starts where sklearn would
             assert_array_equal(starts[:, t], np.array(seen))
 

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import load_linnerud, make_friedman2
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -16,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skbgp import BatchedGaussianProcessRegressor
+from skbgp._chunks import Optimum
 
 from .conftest import KERNEL_IDS, sklearn_kernel
 
@@ -99,6 +100,39 @@ def test_batched_fit_equals_fitting_each_target_alone():
         assert_allclose(batched.log_marginal_likelihood_value_[t],
                         alone.log_marginal_likelihood_value_[0], rtol=1e-8)
         assert batched.n_iter_[t] == alone.n_iter_[0]
+
+
+def test_prepare_and_finish_fit_are_fit_and_finish_at_given_hyperparameters_like_sklearn():
+    rng = np.random.RandomState(4)
+    X = rng.uniform(0, 2, size=(30, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), X[:, 1] ** 2]) + 0.1 * rng.randn(30, 2)
+    Xq = rng.uniform(0, 2, size=(6, 2))
+    params = dict(n_restarts_optimizer=1, random_state=0)
+    fitted = BatchedGaussianProcessRegressor(**params).fit(X, Y)
+    halves = BatchedGaussianProcessRegressor(**params)
+    problem = halves.prepare_fit(X, Y)
+    assert not hasattr(halves, "gps_")  # preparing changes nothing
+    halves.finish_fit(problem)
+    assert_allclose(halves.theta_, fitted.theta_, rtol=1e-12)
+    assert_array_equal(halves.n_iter_, fitted.n_iter_)
+    # finished at hyperparameters found elsewhere: scikit-learn's GPR at them
+    record = np.array([7, 9]), np.array([True, False]), np.array([40, 50])
+    other = BatchedGaussianProcessRegressor(**params).finish_fit(
+        problem, Optimum(fitted.gps_.theta, *record))
+    assert_array_equal(other.n_iter_, record[0])
+    assert_array_equal(other.converged_, record[1])
+    assert_array_equal(other.n_evaluations_, record[2])
+    mean, std = other.predict(Xq, return_std=True)
+    for t in range(2):
+        ref = GaussianProcessRegressor(fitted.kernels_[t], optimizer=None, normalize_y=True)
+        ref_mean, ref_std = ref.fit(X, Y[:, t]).predict(Xq, return_std=True)
+        assert_allclose(mean[:, t], ref_mean, rtol=1e-10, atol=1e-10)
+        assert_allclose(std[:, t], ref_std, rtol=1e-8, atol=1e-10)
+    # nothing optimised: a fresh record (0 iterations, converged)
+    plain = BatchedGaussianProcessRegressor(**params).finish_fit(problem, Optimum(fitted.gps_.theta))
+    assert_array_equal(plain.n_iter_, [0, 0])
+    assert plain.converged_.all()
+    assert_allclose(plain.predict(Xq), mean, rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- optimisation quality vs sklearn
