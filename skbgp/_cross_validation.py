@@ -29,7 +29,7 @@ from ._core.folds import fold_objective, loo_from_factor, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms
 from ._core.threads import on_member_threads
-from ._regressor import BatchedGaussianProcessRegressor
+from ._regressor import BatchedGaussianProcessRegressor, observed_r2_score
 from ._validation import (
     num_samples,
     safe_indexing,
@@ -63,6 +63,10 @@ class _TargetView(RegressorMixin, BaseEstimator):
         out = self.cache[key]
         column = lambda a: np.asarray(a)[..., self.target]  # noqa: E731 - (n, m) or (n, n, m)
         return tuple(column(a) for a in out) if isinstance(out, tuple) else column(out)
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 on the rows where ``y`` is observed (the estimator's own score)."""
+        return observed_r2_score(y, self.predict(X), sample_weight)
 
 
 def _final_regressor(estimator):

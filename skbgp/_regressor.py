@@ -13,18 +13,19 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import Kernel
 from sklearn.utils import check_random_state
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+from sklearn.metrics import r2_score
+from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, validate_data
 
 from ._chunks import Chunk, FitResult, FitSettings, Progress, auto_batch_size, fit_chunk
 from ._core.exact import sample_mvn
 from ._core.priors import log_prior
 from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, factors_fit, format_targets
 from ._sklearn_kernels import plan_default, plan_from_kernel
-from ._validation import (column_sums, compute_device, log_mean_square, reject_grad_tensors,
+from ._validation import (check_sample_weight, column_sums, compute_device, log_mean_square, reject_grad_tensors,
                           resolve_device, resolve_dtype, to_numpy, to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
-__all__ = ["BatchedGaussianProcessRegressor"]
+__all__ = ["BatchedGaussianProcessRegressor", "observed_r2_score"]
 
 @dataclass(frozen=True)
 class FitProblem:
@@ -110,6 +111,40 @@ def _check_noise_variance(noise_variance, n_samples):
     if not np.all(np.isfinite(noise)) or np.any(noise < 0):
         raise ValueError("noise_variance must be finite and non-negative.")
     return noise
+
+
+def observed_r2_score(y_true, y_pred, sample_weight=None):
+    """R^2 of every target on the rows where it is observed (not NaN), averaged over targets.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or (n_samples, n_targets)
+        NaN marks a missing value.
+    y_pred : array-like of the same shape
+    sample_weight : array-like of shape (n_samples,), default=None
+
+    Returns
+    -------
+    float
+        ``r2_score`` of each target on its observed rows, uniformly averaged
+        over the targets with at least one observed row.
+    """
+    Y = check_array(y_true, ensure_2d=False, ensure_all_finite="allow-nan", input_name="y")
+    P = np.asarray(y_pred, dtype=float)
+    if P.shape != Y.shape:
+        raise ValueError(f"y has shape {Y.shape} but the predictions have shape {P.shape}.")
+    Y, P = Y.reshape(Y.shape[0], -1), P.reshape(P.shape[0], -1)
+    if sample_weight is not None:
+        sample_weight = check_sample_weight(sample_weight, Y)
+    scores = []
+    for t in range(Y.shape[1]):
+        rows = ~np.isnan(Y[:, t])
+        if rows.any():
+            weight = None if sample_weight is None else sample_weight[rows]
+            scores.append(r2_score(Y[rows, t], P[rows, t], sample_weight=weight))
+    if not scores:
+        raise ValueError("y has no observed value (all NaN); there is nothing to score.")
+    return float(np.mean(scores))
 
 
 def restart_design(kind, random_state, n_restarts, n_free):
@@ -289,6 +324,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         (with its bounds; an :mod:`skbgp.kernels` object becomes its
         scikit-learn twin, priors dropped), to inspect as ``kernel_`` of
         scikit-learn's GPR; ``None`` for the targets in ``failed_targets_``.
+    kernel_ : sklearn.gaussian_process.kernels.Kernel
+        ``kernels_[0]``, scikit-learn's attribute, on a model of a single
+        target (1-D ``y`` or one column); a model of several targets has none
+        (use ``kernels_``).
     length_scales_ : ndarray of shape (n_targets, n_features)
         Fitted length scale of every feature (repeated for an isotropic
         kernel); NaN when the kernel has several or no length-scale parts.
@@ -896,6 +935,41 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     def _single_output(self):
         return self.y_train_.ndim == 1 or self.y_train_.shape[1] == 1
+
+    @property
+    def kernel_(self):
+        """The fitted kernel of a single-target model: ``kernels_[0]`` (see Attributes)."""
+        check_is_fitted(self)
+        if self.n_targets_ != 1:
+            raise AttributeError(
+                f"kernel_ is defined for a model of one target; this one has {self.n_targets_} "
+                "targets, each with its own fitted kernel: use kernels_[t]."
+            )
+        return self.kernels_[0]
+
+    def score(self, X, y, sample_weight=None):
+        """Coefficient of determination R^2 of every target on its observed rows, averaged.
+
+        scikit-learn's :meth:`~sklearn.base.RegressorMixin.score` (its
+        ``r2_score`` with ``multioutput="uniform_average"``), except that a
+        NaN in ``y`` is a missing value of that target: each target is scored
+        on the rows where it is observed. Without NaN it equals scikit-learn's.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Test inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            True values; NaN where missing.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+            The mean over targets of each target's R^2 (targets without any
+            observed row are left out).
+        """
+        return observed_r2_score(y, self.predict(X), sample_weight)
 
     def predict(self, X, return_std=False, return_cov=False):
         """Predict with every target's GP.

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import torch
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils.validation import _num_samples
+from sklearn.utils.validation import _check_sample_weight, _num_samples
 
 __all__ = [
     "resolve_device",
@@ -21,6 +21,7 @@ __all__ = [
     "torch_generator",
     "safe_indexing",
     "num_samples",
+    "check_sample_weight",
     "column_sums",
     "log_mean_square",
     "reject_grad_tensors",
@@ -204,3 +205,8 @@ def safe_indexing(array, indices):
 def num_samples(array):
     """Number of samples (rows) of an array-like (scikit-learn's helper)."""
     return _num_samples(array)
+
+
+def check_sample_weight(sample_weight, X):
+    """``sample_weight`` as a float array of shape (n_samples,), checked (scikit-learn's helper)."""
+    return _check_sample_weight(sample_weight, X)

@@ -192,6 +192,34 @@ def test_missing_values_are_masked_per_fold():
         _assert_same_predictions(pred[test], ref.predict(X[test]), y)
 
 
+def _r2_on_observed(y, pred):
+    """numpy's R^2 of every column on its non-NaN rows, averaged: the oracle of NaN-aware scores."""
+    scores = []
+    for t in range(y.shape[1]):
+        rows = ~np.isnan(y[:, t])
+        resid = np.sum((y[rows, t] - pred[rows, t]) ** 2)
+        scores.append(1.0 - resid / np.sum((y[rows, t] - y[rows, t].mean()) ** 2))
+    return np.mean(scores), scores
+
+
+def test_targets_with_missing_values_are_scored_on_their_observed_rows():
+    X, y = _data(45)
+    y[::4, 1] = np.nan
+    y[1::7, 2] = np.nan
+    splits = list(KFold(3).split(X))
+    est = BatchedGaussianProcessRegressor(random_state=0, n_restarts_optimizer=0)
+    batched = batched_cross_validate(est, X, y, cv=splits)
+    looped = cross_validate(est, X, y, cv=splits)
+    search = GridSearchCV(est, {"alpha": [1e-10]}, cv=splits).fit(X, y)
+    for f, (train, test) in enumerate(splits):
+        pred = clone(est).fit(X[train], y[train]).predict(X[test])
+        mean, per_target = _r2_on_observed(y[test], pred)
+        assert_allclose(batched["test_score"][f], mean, rtol=1e-6)
+        assert_allclose(batched["test_score_per_target"][f], per_target, rtol=1e-6)
+        assert_allclose(looped["test_score"][f], mean, rtol=1e-6)
+        assert_allclose(search.cv_results_[f"split{f}_test_score"][0], mean, rtol=1e-6)
+
+
 # ------------------------------------------------------------------ oracle: cross_val_predict
 @pytest.mark.parametrize("est_name", ["plain", "pipeline"])
 @pytest.mark.parametrize("split_name", ["kfold_equal", "kfold_unequal", "group_kfold"])

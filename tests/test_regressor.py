@@ -11,6 +11,7 @@ from sklearn.datasets import load_linnerud, make_friedman2
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, PairwiseKernel, WhiteKernel
+from sklearn.metrics import r2_score
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -133,6 +134,45 @@ def test_prepare_and_finish_fit_are_fit_and_finish_at_given_hyperparameters_like
     assert_array_equal(plain.n_iter_, [0, 0])
     assert plain.converged_.all()
     assert_allclose(plain.predict(Xq), mean, rtol=1e-12)
+
+
+def test_score_is_sklearns_r2_and_counts_only_observed_rows(multi_target_data):
+    X, y = multi_target_data
+    est = BatchedGaussianProcessRegressor(random_state=0, n_restarts_optimizer=0).fit(X, y)
+    Xt = X[::-1] * 1.01  # not the training points
+    pred = est.predict(Xt)
+    weight = np.linspace(0.5, 2.0, X.shape[0])
+    assert_allclose(est.score(Xt, y), r2_score(y, pred), rtol=1e-12)
+    assert_allclose(est.score(Xt, y, sample_weight=weight), r2_score(y, pred, sample_weight=weight),
+                    rtol=1e-12)
+    missing = y.copy()
+    missing[::3, 1] = np.nan
+    missing[1::5, 3] = np.nan
+    expected = []
+    for t in range(y.shape[1]):  # numpy's R^2 on each target's observed rows
+        rows = ~np.isnan(missing[:, t])
+        resid = np.sum((y[rows, t] - pred[rows, t]) ** 2)
+        expected.append(1.0 - resid / np.sum((y[rows, t] - y[rows, t].mean()) ** 2))
+    assert_allclose(est.score(Xt, missing), np.mean(expected), rtol=1e-12)
+    with pytest.raises(ValueError, match="no observed value"):
+        est.score(Xt, np.full_like(y, np.nan))
+
+
+def test_kernel_is_the_single_targets_fitted_kernel(multi_target_data):
+    X, y = multi_target_data
+    est = BatchedGaussianProcessRegressor(random_state=0, n_restarts_optimizer=0)
+    with pytest.raises(NotFittedError):
+        est.kernel_
+    for target in (y[:, 0], y[:, :1]):
+        est.fit(X, target)
+        assert est.kernel_ is est.kernels_[0]
+        # scikit-learn's GPR with that kernel fixed predicts what this model predicts
+        ref = GaussianProcessRegressor(est.kernel_, optimizer=None, normalize_y=True).fit(X, y[:, 0])
+        assert_allclose(np.ravel(est.predict(X[:5])), ref.predict(X[:5]), rtol=1e-10)
+    est.fit(X, y)
+    assert not hasattr(est, "kernel_")
+    with pytest.raises(AttributeError, match="use kernels_"):
+        est.kernel_
 
 
 # --------------------------------------------------------------------------- optimisation quality vs sklearn
