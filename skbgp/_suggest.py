@@ -3,13 +3,15 @@
 import math
 import numbers
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import qmc
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 from torch.distributions import LogNormal
 
 from ._core.acquisition import (
@@ -23,10 +25,10 @@ from ._core.acquisition import (
 from ._core.exact import StationaryKernel
 from ._core.optimize import maximize_acquisition
 from ._regressor import BatchedGaussianProcessRegressor
-from ._validation import resolve_device, to_numpy, to_tensor
+from ._validation import resolve_device, to_numpy, to_tensor, torch_generator
 from .kernels import ConstantKernel, Matern, WhiteKernel
 
-__all__ = ["QBatchSuggester"]
+__all__ = ["QBatchSuggester", "Incumbent", "incumbent"]
 
 _ACQUISITIONS = MONTE_CARLO + ANALYTIC
 
@@ -61,6 +63,64 @@ def _check_int(name, value, low):
     return int(value)
 
 
+@dataclass(frozen=True)
+class Incumbent:
+    """Outcome of :func:`incumbent`.
+
+    Attributes
+    ----------
+    index : int or None
+        The row; ``None`` when no row has every objective target observed.
+    value : float or None
+        Its objective ``y @ weights`` (not sign-flipped).
+    feasible : bool
+        Whether the row satisfies every constraint.
+    """
+
+    index: int | None
+    value: float | None
+    feasible: bool
+
+
+def incumbent(Y, weights, constraints, maximize):
+    """The best feasible observed row; the worst one if no row is feasible.
+
+    The rule of the suggester's ``best_index_`` and of the ``best_f`` of its
+    acquisition functions (and of ``benchmarks/bench_bo.py``'s regret).
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n_samples, n_targets)
+        Observed targets (NaN: not observed).
+    weights : ndarray of shape (n_targets,)
+        The objective is ``Y @ weights`` over the targets of non-zero weight;
+        a row with one of those targets unobserved has none.
+    constraints : dict of {int: float}
+        A row is feasible when ``Y[:, t] <= threshold`` for every item.
+    maximize : bool
+        Whether the objective is maximised (else minimised).
+
+    Returns
+    -------
+    Incumbent
+    """
+    weights = np.asarray(weights, dtype=float)
+    used = weights != 0
+    obj = Y[:, used] @ weights[used]
+    signed = obj if maximize else -obj
+    finite = np.isfinite(obj)
+    feasible = finite.copy()
+    for t, thr in constraints.items():
+        feasible &= Y[:, t] <= thr
+    if feasible.any():
+        index = int(np.argmax(np.where(feasible, signed, -np.inf)))
+    elif finite.any():
+        index = int(np.argmin(np.where(finite, signed, np.inf)))
+    else:
+        return Incumbent(None, None, False)
+    return Incumbent(index, float(obj[index]), bool(feasible[index]))
+
+
 class QBatchSuggester(BaseEstimator):
     """Bayesian optimisation that suggests ``q`` points to evaluate jointly.
 
@@ -69,6 +129,7 @@ class QBatchSuggester(BaseEstimator):
     a q-batch acquisition function (Monte-Carlo, with fixed quasi-random base
     samples, or analytic for ``q = 1``) is maximised over ``q`` points at once
     with batched random restarts and a per-restart L-BFGS inside the bounds.
+    Before any evaluation, :meth:`ask` hands out a scrambled Sobol' design.
 
     Parameters
     ----------
@@ -77,9 +138,15 @@ class QBatchSuggester(BaseEstimator):
         unit cube ``[0, 1]^d`` by ``bounds``. ``None`` selects
         ``ConstantKernel * Matern(nu=2.5, ARD) + WhiteKernel`` with
         ``normalize_y=True`` (see Notes).
-    bounds : array-like of shape (2, n_features)
-        Lower bounds (first row) and upper bounds (second row) of the search
-        box, BoTorch's layout. Required.
+    bounds : array-like of shape (n_features, 2)
+        The search box as one ``(low, high)`` pair per feature, the layout of
+        ``scipy.optimize.minimize`` and scikit-optimize:
+        ``bounds=[(-5, 10), (0, 15)]`` means ``-5 <= x0 <= 10`` and
+        ``0 <= x1 <= 15``. Required; finite, with ``low < high``. BoTorch's
+        ``bounds`` tensor is the transpose, shape ``(2, n_features)`` (a row
+        of lows, a row of highs): pass ``bounds.T``. Such an array is rejected
+        when ``n_features != 2``, but a 2 x 2 array cannot be told apart and
+        is always read as two ``(low, high)`` rows.
     acquisition : str, default="qLogNEI"
         Monte-Carlo: ``"qEI"``, ``"qLogEI"``, ``"qNEI"``, ``"qLogNEI"``,
         ``"qUCB"``, ``"qPI"``, ``"qSimpleRegret"``; analytic (``q = 1``, no
@@ -112,15 +179,19 @@ class QBatchSuggester(BaseEstimator):
     max_iter : int, default=200
         L-BFGS iterations per restart.
     random_state : int, RandomState instance or None, default=None
-        Seeds the GP fit (when the estimator's own ``random_state`` is
-        ``None``), the quasi-random candidates and base samples and the choice
-        of restarts. An int gives identical suggestions for identical data.
+        Seeds the initial design, the GP fit (when the estimator's own
+        ``random_state`` is ``None``), the quasi-random candidates and base
+        samples and the choice of restarts. An int gives identical
+        suggestions for identical data.
 
     Attributes
     ----------
     estimator_ : BatchedGaussianProcessRegressor
-        The GP fitted to the data, on unit-cube inputs.
-    bounds_ : ndarray of shape (2, n_features)
+        The GP fitted to the data, on unit-cube inputs (set by the first
+        observation).
+    bounds_ : ndarray of shape (n_features, 2)
+        The checked ``bounds``: ``bounds_[:, 0]`` the lows, ``bounds_[:, 1]``
+        the highs.
     X_ : ndarray of shape (n_samples, n_features)
         Inputs evaluated so far.
     y_ : ndarray of shape (n_samples,) or (n_samples, n_targets)
@@ -147,11 +218,26 @@ class QBatchSuggester(BaseEstimator):
     candidate sets (a t-batch of ``b`` q-batches) and returns ``b`` values;
     :meth:`suggest` always returns an array of shape ``(q, n_features)``.
 
+    **Initial design.** Before any observation (no :meth:`fit`, no
+    :meth:`tell` yet) :meth:`ask` and :meth:`suggest` return the next points
+    of a scrambled Sobol' sequence scaled to the box, as scikit-optimize's
+    ``Optimizer`` hands out its initial points: with an int
+    ``random_state``, the first ``n`` points are
+    ``qmc.scale(qmc.Sobol(d, scramble=True, rng=random_state).random(n), low,
+    high)`` (``seed=np.random.default_rng(random_state)`` in place of ``rng``
+    before scipy 1.15; integer features rounded), and each :meth:`ask`
+    continues the sequence. Ask for the whole design at once (``ask(n_points=n_init)``)
+    to keep Sobol's balance.
+
     **Pending points** (being evaluated, not yet observed) are appended to
     every candidate set of a Monte-Carlo acquisition function, so their joint
     posterior with the candidates counts: a candidate close to a pending point
     adds little. :meth:`ask` registers its points as pending until
     :meth:`tell` receives them.
+
+    **Observations outside the box** are modelled (the GP sees them outside
+    the unit cube) but suggestions stay inside it; :meth:`fit` and
+    :meth:`tell` warn about them.
 
     **Noise.** The acquisition functions use the latent function (no
     observation noise). ``qNEI`` and ``qLogNEI`` take the incumbent as the best
@@ -179,12 +265,13 @@ class QBatchSuggester(BaseEstimator):
     >>> from skbgp import QBatchSuggester
     >>> def f(X):
     ...     return ((X - 0.3) ** 2).sum(axis=1)
-    >>> rng = np.random.RandomState(0)
-    >>> X = rng.uniform(0, 1, size=(6, 2))
-    >>> opt = QBatchSuggester(bounds=[[0, 0], [1, 1]], q=2, num_restarts=2,
+    >>> opt = QBatchSuggester(bounds=[(0, 1), (0, 2)], q=2, num_restarts=2,
     ...                       raw_samples=32, mc_samples=32, random_state=0)
-    >>> opt = opt.fit(X, f(X))
-    >>> opt.suggest().shape
+    >>> X = opt.ask(n_points=6)  # before any observation: a Sobol' design
+    >>> X.shape
+    (6, 2)
+    >>> opt = opt.tell(X, f(X))
+    >>> opt.ask().shape
     (2, 2)
     """
 
@@ -244,21 +331,28 @@ class QBatchSuggester(BaseEstimator):
             raise ValueError(f"beta must be a non-negative number; got {self.beta!r}.")
 
     def _check_bounds(self):
+        """ndarray of shape (n_features, 2): ``bounds`` checked, a (low, high) row per feature."""
+        layout = ("bounds must have shape (n_features, 2), one (low, high) pair per feature "
+                  "as in scipy.optimize.minimize, e.g. bounds=[(-5, 10), (0, 15)]")
         if self.bounds is None:
+            raise ValueError(f"bounds is required: {layout}.")
+        try:
+            bounds = np.asarray(self.bounds, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{layout}; got {self.bounds!r}.") from exc
+        if bounds.ndim != 2 or bounds.shape[1] != 2 or bounds.shape[0] < 1:
+            hint = (" It looks like BoTorch's (2, n_features) layout, a row of lows and a row of "
+                    "highs: pass its transpose, bounds.T." if bounds.ndim == 2
+                    and bounds.shape[0] == 2 else "")
+            raise ValueError(f"{layout}; got shape {bounds.shape}.{hint}")
+        bad = [j for j, (low, high) in enumerate(bounds)
+               if not (np.isfinite(low) and np.isfinite(high) and low < high)]
+        if bad:
             raise ValueError(
-                "bounds is required: pass bounds=[lower, upper], an array of shape "
-                "(2, n_features)."
+                f"{layout}, finite with low < high; the rows of feature(s) {bad} are "
+                f"{[(float(bounds[j, 0]), float(bounds[j, 1])) for j in bad]}. (A row of lows "
+                "and a row of highs is BoTorch's layout: pass its transpose.)"
             )
-        bounds = np.asarray(self.bounds, dtype=float)
-        if bounds.ndim != 2 or bounds.shape[0] != 2:
-            hint = (" It looks like (n_features, 2) (scikit-optimize's layout); pass its "
-                    "transpose." if bounds.ndim == 2 and bounds.shape[1] == 2 else "")
-            raise ValueError(
-                f"bounds must have shape (2, n_features): a row of lower and a row of "
-                f"upper bounds; got shape {bounds.shape}.{hint}"
-            )
-        if not np.all(np.isfinite(bounds)) or not np.all(bounds[0] < bounds[1]):
-            raise ValueError("bounds must be finite with every lower bound below its upper bound.")
         return bounds
 
     def _check_objective(self, n_targets):
@@ -303,24 +397,33 @@ class QBatchSuggester(BaseEstimator):
             )
         return idx
 
-    # ---------------------------------------------------------------- fitting
-    def fit(self, X, y):
-        """Fit the GP to the evaluations so far.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Evaluated inputs.
-        y : array-like of shape (n_samples,) or (n_samples, n_targets)
-            Their targets (NaN marks a target that was not observed).
-
-        Returns
-        -------
-        self : QBatchSuggester
-            The fitted suggester.
-        """
+    # ----------------------------------------------------------------- state
+    def _start(self):
+        """Check the parameters and bounds and start with no observations."""
         self._check_params()
         bounds = self._check_bounds()
+        d = bounds.shape[0]
+        ints = self._check_integer_features(d)
+        low, high = bounds[ints, 0], bounds[ints, 1]
+        empty = [int(j) for j, lo, hi in zip(ints, low, high) if np.ceil(lo) > np.floor(hi)]
+        if empty:
+            raise ValueError(
+                f"Integer feature(s) {empty} have bounds that hold no integer "
+                f"({[(float(bounds[j, 0]), float(bounds[j, 1])) for j in empty]}); widen the "
+                "bounds to include one, or drop the feature from integer_features."
+            )
+        self.bounds_ = bounds
+        self.n_features_in_ = d
+        self._rng = check_random_state(self.random_state)
+        # the initial design: a scrambled Sobol' sequence, of which _n_design points are out
+        self._design_seed = (int(self.random_state)
+                             if isinstance(self.random_state, numbers.Integral)
+                             else int(self._rng.randint(np.iinfo(np.int32).max)))
+        self._n_design = 0
+        self.X_pending_ = np.empty((0, d))
+
+    def _check_observations(self, X, y):
+        """The first observations, checked as :meth:`fit` checks them."""
         X, y = validate_data(
             self, X, y,
             validate_separately=(
@@ -334,21 +437,14 @@ class QBatchSuggester(BaseEstimator):
             )
         if y.ndim > 2:
             raise ValueError(f"y must be 1-D or 2-D; got an array of shape {y.shape}.")
-        if X.shape[1] != bounds.shape[1]:
+        d = self.bounds_.shape[0]
+        if X.shape[1] != d:
             raise ValueError(
-                f"X has {X.shape[1]} features but bounds has {bounds.shape[1]} columns; "
-                "bounds must have shape (2, n_features)."
+                f"X has {X.shape[1]} features but bounds has {d} (low, high) pairs; bounds "
+                "must have shape (n_features, 2), one row per feature."
             )
         n_targets = 1 if y.ndim == 1 else y.shape[1]
         weights, constraints = self._check_objective(n_targets)
-        ints = self._check_integer_features(X.shape[1])
-        empty = [int(j) for j in ints if np.ceil(bounds[0, j]) > np.floor(bounds[1, j])]
-        if empty:
-            raise ValueError(
-                f"Integer feature(s) {empty} have bounds that hold no integer "
-                f"({[(float(bounds[0, j]), float(bounds[1, j])) for j in empty]}); widen the "
-                "bounds to include one, or drop the feature from integer_features."
-            )
         Y = y.reshape(y.shape[0], -1)
         used = sorted(set(np.flatnonzero(weights)) | set(constraints))
         unobserved = [int(t) for t in used if np.isnan(Y[:, t]).all()]
@@ -358,10 +454,41 @@ class QBatchSuggester(BaseEstimator):
                 "observed value (all NaN), so the acquisition is undefined; evaluate them at "
                 "some points first, or leave them out of weights and constraints."
             )
-        self.bounds_ = bounds
         self.n_targets_ = n_targets
-        self._rng = check_random_state(self.random_state)
-        self.X_pending_ = np.empty((0, X.shape[1]))
+        return X, y
+
+    def _warn_outside(self, X):
+        """Warn about rows of ``X`` (n_new, n_features) outside the box."""
+        low, high = self.bounds_[:, 0], self.bounds_[:, 1]
+        outside = np.any((X < low) | (X > high), axis=1)
+        if outside.any():
+            box = [(float(lo), float(hi)) for lo, hi in self.bounds_]
+            warnings.warn(
+                f"{int(outside.sum())} of the {X.shape[0]} observed points lie outside the "
+                f"bounds {box} ((low, high) per feature). The GP models them, but suggestions "
+                "stay inside the box; widen bounds if the search should reach them.",
+                UserWarning, stacklevel=3,
+            )
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, X, y):
+        """Fit the GP to the evaluations so far, forgetting any earlier state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Evaluated inputs; a UserWarning counts those outside ``bounds``.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Their targets (NaN marks a target that was not observed).
+
+        Returns
+        -------
+        self : QBatchSuggester
+            The fitted suggester, with no pending points.
+        """
+        self._start()
+        X, y = self._check_observations(X, y)
+        self._warn_outside(X)
         self._fit_model(X, y)
         return self
 
@@ -370,13 +497,12 @@ class QBatchSuggester(BaseEstimator):
         est = default_estimator(X.shape[1]) if default else clone(self.estimator)
         if est.random_state is None:
             est.set_params(random_state=int(self._rng.randint(np.iinfo(np.int32).max)))
-        U = (X - self.bounds_[0]) / (self.bounds_[1] - self.bounds_[0])
         with warnings.catch_warnings():
             if default:
                 # documented: bound warnings of the default GP are expected with few points
                 warnings.filterwarnings("ignore", message=".*close to the specified",
                                         category=ConvergenceWarning)
-            est.fit(U, y)
+            est.fit(self._to_unit(X), y)
         if not isinstance(est.gps_.kernel, StationaryKernel):
             raise ValueError(
                 "QBatchSuggester's acquisition functions need an estimator whose kernel is "
@@ -389,16 +515,11 @@ class QBatchSuggester(BaseEstimator):
         self.X_ = X
         self.y_ = y
         weights, constraints = self._check_objective(self.n_targets_)
-        Y = y.reshape(y.shape[0], -1)
-        obj = Y[:, weights != 0] @ weights[weights != 0]
-        feasible = np.isfinite(obj)
-        for t, thr in constraints.items():
-            feasible &= Y[:, t] <= thr
-        if feasible.any():
-            signed = np.where(feasible, obj if self.maximize else -obj, -np.inf)
-            self.best_index_ = int(np.argmax(signed))
-            self.X_best_ = X[self.best_index_].copy()
-            self.y_best_ = float(obj[self.best_index_])
+        best = incumbent(y.reshape(y.shape[0], -1), weights, constraints, self.maximize)
+        if best.feasible:
+            self.best_index_ = best.index
+            self.X_best_ = X[best.index].copy()
+            self.y_best_ = best.value
         else:
             self.best_index_ = self.X_best_ = self.y_best_ = None
 
@@ -427,7 +548,14 @@ class QBatchSuggester(BaseEstimator):
             thresholds=as_t(np.array([constraints[t] for t in targets], dtype=float)),
             eta=as_t(np.array([1e-3 * gps.y_std[t] for t in targets], dtype=float)),
         )
-        best_f = self._incumbent(weights, constraints, sign)
+        best = incumbent(self.y_.reshape(self.y_.shape[0], -1), weights, constraints,
+                         self.maximize)
+        if best.index is None:
+            raise ValueError(
+                "No row of y has every objective target observed; cannot find an incumbent. "
+                "Evaluate every target of the objective at one point at least."
+            )
+        best_f = sign * best.value  # the acquisition functions maximise
         name = self.acquisition
         if name in ANALYTIC:
             if q != 1:
@@ -448,23 +576,31 @@ class QBatchSuggester(BaseEstimator):
             X_baseline=model.X_train, beta=self.beta,
         )
 
-    def _incumbent(self, weights, constraints, sign):
-        """Best feasible signed objective observed; the worst one if none is feasible."""
-        Y = self.y_.reshape(self.y_.shape[0], -1)
-        used = weights != 0
-        obj = sign * (Y[:, used] @ weights[used])
-        finite = np.isfinite(obj)
-        if not finite.any():
-            raise ValueError(
-                "No row of y has every objective target observed; cannot find an incumbent."
-            )
-        feasible = finite.copy()
-        for t, thr in constraints.items():
-            feasible &= Y[:, t] <= thr
-        return float(obj[feasible].max()) if feasible.any() else float(obj[finite].min())
-
     def _to_unit(self, X):
-        return (X - self.bounds_[0]) / (self.bounds_[1] - self.bounds_[0])
+        """Inputs (n, n_features) mapped to the unit cube by the bounds."""
+        low, high = self.bounds_[:, 0], self.bounds_[:, 1]
+        return (X - low) / (high - low)
+
+    def _to_box(self, U):
+        """Unit-cube points (n, n_features) mapped into the box, integer features rounded."""
+        low, high = self.bounds_[:, 0], self.bounds_[:, 1]
+        X = np.clip(low + U.clip(0.0, 1.0) * (high - low), low, high)
+        ints = self._check_integer_features(self.n_features_in_)
+        if ints.size:
+            lo, hi = np.ceil(low[ints]), np.floor(high[ints])
+            X[:, ints] = np.clip(np.round(X[:, ints]), lo, np.maximum(lo, hi))
+        return X
+
+    def _initial_design(self, n_points):
+        """Points ``_n_design`` to ``_n_design + n_points`` of the scrambled Sobol' sequence."""
+        engine = qmc.Sobol(self.n_features_in_, scramble=True,
+                           seed=np.random.default_rng(self._design_seed))
+        with warnings.catch_warnings():
+            # a design of any size is wanted; the balance of 2^k points is a nicety
+            warnings.filterwarnings("ignore", message="The balance properties",
+                                    category=UserWarning)
+            U = engine.random(self._n_design + n_points)[self._n_design:]
+        return self._to_box(U)
 
     def _check_points(self, X, name):
         X = np.asarray(X, dtype=float)
@@ -479,45 +615,55 @@ class QBatchSuggester(BaseEstimator):
     def suggest(self, n_points=None, X_pending=None):
         """Suggest points to evaluate next, chosen jointly.
 
+        Before any observation, the next points of the initial design (a
+        scrambled Sobol' sequence in the box; see Notes).
+
         Parameters
         ----------
         n_points : int or None, default=None
             Number of points; ``None`` means ``q``.
         X_pending : array-like of shape (n_pending, n_features) or None, default=None
             Points being evaluated whose results are not known yet, in
-            addition to those registered by :meth:`ask`.
+            addition to those registered by :meth:`ask`. Not accepted before
+            any observation (the initial design does not depend on them).
 
         Returns
         -------
         X_next : ndarray of shape (n_points, n_features)
             Inside the bounds (integer features rounded).
         """
-        check_is_fitted(self)
+        if not hasattr(self, "bounds_"):
+            self._start()
         q = self.q if n_points is None else _check_int("n_points", n_points, 1)
+        if not hasattr(self, "X_"):
+            if X_pending is not None:
+                raise ValueError(
+                    "X_pending is not used before any observation: the initial design "
+                    "continues a Sobol' sequence past the points ask() handed out. Call "
+                    "suggest() without X_pending, or tell() some evaluations first."
+                )
+            return self._initial_design(q)
         pending = self.X_pending_
         if X_pending is not None:
             pending = np.vstack([pending, self._check_points(X_pending, "X_pending")])
-        generator = torch.Generator()
-        generator.manual_seed(int(self._rng.randint(np.iinfo(np.int32).max)))
+        generator = torch_generator(self._rng)
         acq = self._acquisition_function(q, self._to_unit(pending), generator)
-        d = self.n_features_in_
         result = maximize_acquisition(
-            acq, q, d, num_restarts=self.num_restarts, raw_samples=self.raw_samples,
-            generator=generator, max_iter=self.max_iter,
+            acq, q, self.n_features_in_, num_restarts=self.num_restarts,
+            raw_samples=self.raw_samples, generator=generator, max_iter=self.max_iter,
             device=resolve_device(self.estimator_.device),
         )
-        U = to_numpy(result.X).clip(0.0, 1.0)
-        lower, upper = self.bounds_
-        X_next = lower + U * (upper - lower)
-        X_next = np.clip(X_next, lower, upper)
-        ints = self._check_integer_features(d)
-        if ints.size:
-            lo, hi = np.ceil(lower[ints]), np.floor(upper[ints])
-            X_next[:, ints] = np.clip(np.round(X_next[:, ints]), lo, np.maximum(lo, hi))
-        return X_next
+        return self._to_box(to_numpy(result.X))
 
     def ask(self, n_points=None):
         """Suggest points and register them as pending until :meth:`tell`.
+
+        Before any observation (no :meth:`fit` or :meth:`tell` yet), the next
+        points of a scrambled Sobol' design in the box: ``ask(n_points=n)`` on
+        a new suggester with an int ``random_state`` returns
+        ``qmc.scale(qmc.Sobol(d, scramble=True, rng=random_state).random(n),
+        low, high)`` (integer features rounded), and later calls continue the
+        sequence (see Notes).
 
         Parameters
         ----------
@@ -529,16 +675,22 @@ class QBatchSuggester(BaseEstimator):
         X_next : ndarray of shape (n_points, n_features)
         """
         X_next = self.suggest(n_points)
+        if not hasattr(self, "X_"):
+            self._n_design += X_next.shape[0]
         self.X_pending_ = np.vstack([self.X_pending_, X_next])
         return X_next
 
     def tell(self, X, y):
         """Add evaluations, drop them from the pending points and refit the GP.
 
+        The first :meth:`tell` (after :meth:`ask`, or on a new suggester)
+        checks its data as :meth:`fit` does and fixes the number of targets.
+
         Parameters
         ----------
         X : array-like of shape (n_new, n_features) or (n_features,)
-            Evaluated inputs; one point may be given as a 1-D array.
+            Evaluated inputs; one point may be given as a 1-D array. A
+            UserWarning counts those outside ``bounds``.
         y : array-like of shape (n_new,) or (n_new, n_targets), or a number
             Their targets; one point's as a number (one target) or a 1-D
             array of its targets.
@@ -547,25 +699,36 @@ class QBatchSuggester(BaseEstimator):
         -------
         self : QBatchSuggester
         """
-        check_is_fitted(self)
+        if not hasattr(self, "bounds_"):
+            self._start()
         one = np.ndim(X) == 1
-        X = self._check_points(np.atleast_2d(np.asarray(X, dtype=float)) if one else X, "X")
-        y = np.asarray(y, dtype=float)
-        per_point = int(np.prod(self.y_.shape[1:], dtype=int))  # 1, or the number of targets
-        if one and y.size == per_point:  # one point: its target, or its targets
-            y = y.reshape((1,) + self.y_.shape[1:])
-        if y.shape[0] != X.shape[0] or y.ndim != self.y_.ndim or y.shape[1:] != self.y_.shape[1:]:
-            raise ValueError(
-                f"y must have shape {(X.shape[0],) + self.y_.shape[1:]} to match X and the "
-                f"targets seen in fit; got {y.shape}."
-            )
-        if np.isinf(y).any():
-            raise ValueError("y contains infinity.")
+        if not hasattr(self, "X_"):  # the first observations
+            if one:
+                X = np.reshape(X, (1, -1))
+                y = np.reshape(y, (1, -1) if np.size(y) > 1 else (1,))
+            X, y = self._check_observations(X, y)
+            X_all, y_all = X, y
+        else:
+            X = self._check_points(np.atleast_2d(np.asarray(X, dtype=float)) if one else X, "X")
+            y = np.asarray(y, dtype=float)
+            per_point = int(np.prod(self.y_.shape[1:], dtype=int))  # 1, or the number of targets
+            if one and y.size == per_point:  # one point: its target, or its targets
+                y = y.reshape((1,) + self.y_.shape[1:])
+            if (y.shape[:1] != X.shape[:1] or y.ndim != self.y_.ndim
+                    or y.shape[1:] != self.y_.shape[1:]):
+                raise ValueError(
+                    f"y must have shape {(X.shape[0],) + self.y_.shape[1:]} to match X and the "
+                    f"targets seen in fit; got {y.shape}."
+                )
+            if np.isinf(y).any():
+                raise ValueError("y contains infinity.")
+            X_all, y_all = np.vstack([self.X_, X]), np.concatenate([self.y_, y])
+        self._warn_outside(X)
         keep = np.ones(self.X_pending_.shape[0], dtype=bool)
         for row in X:
             match = keep & np.all(np.isclose(self.X_pending_, row, rtol=0, atol=1e-12), axis=1)
             if match.any():
                 keep[np.flatnonzero(match)[0]] = False
         self.X_pending_ = self.X_pending_[keep]
-        self._fit_model(np.vstack([self.X_, X]), np.concatenate([self.y_, y]))
+        self._fit_model(X_all, y_all)
         return self

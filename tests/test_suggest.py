@@ -1,17 +1,18 @@
-"""QBatchSuggester: bounds, determinism, pending points, constraints, bad input, and
-optimisation loops against quasi-random search."""
+"""QBatchSuggester: bounds as (low, high) pairs, the initial design, determinism, pending
+points, constraints, bad input, and optimisation loops against quasi-random search."""
 
 import warnings
 
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import qmc
 from sklearn.base import clone
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import LinearRegression
 
 from skbgp import BatchedGaussianProcessRegressor, QBatchSuggester
+from skbgp._suggest import incumbent
 
 SMALL = dict(num_restarts=3, raw_samples=64, mc_samples=32)
 
@@ -22,7 +23,8 @@ def branin(X):
             + 10 * (1 - 1 / (8 * np.pi)) * np.cos(x1) + 10)
 
 
-BRANIN_BOUNDS = np.array([[-5.0, 0.0], [10.0, 15.0]])
+BRANIN_BOUNDS = np.array([(-5.0, 10.0), (0.0, 15.0)])  # (low, high) per feature; not square
+BRANIN_LOW, BRANIN_HIGH = np.array([-5.0, 0.0]), np.array([10.0, 15.0])
 
 _A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
                [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
@@ -38,7 +40,7 @@ def hartmann6(X):
 def _sobol(n, bounds, seed):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The balance properties")  # n not a power of 2
-        return qmc.scale(qmc.Sobol(bounds.shape[1], seed=seed).random(n), bounds[0], bounds[1])
+        return qmc.scale(qmc.Sobol(len(bounds), seed=seed).random(n), bounds[:, 0], bounds[:, 1])
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ def test_suggestions_inside_bounds_and_distinct(branin_data, acquisition):
     assert opt.fit(X, y) is opt
     Xn = opt.suggest()
     assert Xn.shape == (q, 2)
-    assert np.all(Xn >= BRANIN_BOUNDS[0]) and np.all(Xn <= BRANIN_BOUNDS[1])
+    assert np.all(Xn >= BRANIN_LOW) and np.all(Xn <= BRANIN_HIGH)
     gaps = np.linalg.norm(Xn[:, None] - Xn[None], axis=-1)[np.triu_indices(q, 1)]
     assert np.all(gaps > 1e-3)
     assert opt.suggest(n_points=2).shape == (2, 2) if q > 1 else True
@@ -77,7 +79,7 @@ def test_pending_points_move_the_suggestion_away(branin_data):
     first = opt.suggest()
     # the same seed again, now with the first suggestion pending
     again = clone(opt).fit(X, y).suggest(X_pending=first)
-    scale = BRANIN_BOUNDS[1] - BRANIN_BOUNDS[0]
+    scale = BRANIN_HIGH - BRANIN_LOW
     assert np.linalg.norm((again - first) / scale) > 0.05
     # without the pending point the same seed gives the first suggestion back
     assert_allclose(clone(opt).fit(X, y).suggest(), first)
@@ -115,9 +117,9 @@ def test_constraint_keeps_suggestions_feasible(acquisition):
     rng = np.random.RandomState(0)
     X = rng.uniform(size=(12, 2))
     Y = np.column_stack([X.sum(1), 0.6 - X[:, 0]])
-    opt = QBatchSuggester(bounds=[[0, 0], [1, 1]], acquisition=acquisition, constraints={1: 0.0},
+    opt = QBatchSuggester(bounds=[(0, 1), (0, 1)], acquisition=acquisition, constraints={1: 0.0},
                           random_state=0, **SMALL).fit(X, Y)
-    free = QBatchSuggester(bounds=[[0, 0], [1, 1]], acquisition=acquisition, random_state=0,
+    free = QBatchSuggester(bounds=[(0, 1), (0, 1)], acquisition=acquisition, random_state=0,
                            **SMALL).fit(X, Y)
     assert opt.suggest()[0, 0] > 0.5
     assert free.suggest()[0, 0] < 0.3
@@ -129,7 +131,7 @@ def test_weighted_objective_and_multi_target_y():
     rng = np.random.RandomState(1)
     X = rng.uniform(size=(10, 2))
     Y = np.column_stack([X[:, 0], X[:, 1]])
-    opt = QBatchSuggester(bounds=[[0, 0], [1, 1]], objective_weights=[1.0, -1.0], random_state=0,
+    opt = QBatchSuggester(bounds=[(0, 1), (0, 1)], objective_weights=[1.0, -1.0], random_state=0,
                           **SMALL).fit(X, Y)
     assert opt.y_best_ == pytest.approx((Y[:, 0] - Y[:, 1]).min())
     x = opt.suggest()[0]
@@ -138,7 +140,7 @@ def test_weighted_objective_and_multi_target_y():
 
 def test_integer_features_are_rounded_inside_bounds(branin_data):
     X, y = branin_data
-    opt = QBatchSuggester(bounds=[[-5.0, 0.5], [10.0, 14.5]], q=3, integer_features=[1],
+    opt = QBatchSuggester(bounds=[(-5.0, 10.0), (0.5, 14.5)], q=3, integer_features=[1],
                           random_state=0, **SMALL).fit(X, y)
     Xn = opt.suggest()
     assert_allclose(Xn[:, 1], np.round(Xn[:, 1]))
@@ -151,7 +153,7 @@ def test_custom_estimator_is_cloned_and_used(branin_data):
     opt = QBatchSuggester(est, bounds=BRANIN_BOUNDS, random_state=0, **SMALL).fit(X, y)
     assert opt.estimator_ is not est and not hasattr(est, "L_")
     assert opt.estimator_.n_restarts_optimizer == 0
-    U = (X - BRANIN_BOUNDS[0]) / (BRANIN_BOUNDS[1] - BRANIN_BOUNDS[0])
+    U = (X - BRANIN_LOW) / (BRANIN_HIGH - BRANIN_LOW)
     assert_allclose(opt.estimator_.X_train_, U)
 
 
@@ -159,8 +161,6 @@ def test_custom_estimator_is_cloned_and_used(branin_data):
     "params, fit_args, error, match",
     [
         (dict(), None, ValueError, "bounds is required"),
-        (dict(bounds=np.zeros((3, 2))), None, ValueError, "transpose"),
-        (dict(bounds=[[0, 1], [0, 1]]), None, ValueError, "below its upper"),
         (dict(bounds=BRANIN_BOUNDS, acquisition="EIx"), None, ValueError, "acquisition must be"),
         (dict(bounds=BRANIN_BOUNDS, q=0), None, ValueError, "q must be"),
         (dict(bounds=BRANIN_BOUNDS, estimator=LinearRegression()), None, TypeError,
@@ -169,7 +169,6 @@ def test_custom_estimator_is_cloned_and_used(branin_data):
         (dict(bounds=BRANIN_BOUNDS, constraints=[(0, 1.0)]), None, TypeError, "dict"),
         (dict(bounds=BRANIN_BOUNDS, objective_weights=[1, 2]), None, ValueError, "one per target"),
         (dict(bounds=BRANIN_BOUNDS, integer_features=[2]), None, ValueError, "integer_features"),
-        (dict(bounds=np.zeros((2, 3)) + [[0], [1]]), None, ValueError, "bounds has 3 columns"),
         (dict(bounds=BRANIN_BOUNDS, estimator=BatchedGaussianProcessRegressor(
             RBF() * ConstantKernel() + WhiteKernel())), None, ValueError,
          "scaled stationary kernel"),
@@ -179,6 +178,145 @@ def test_bad_input_raises(branin_data, params, fit_args, error, match):
     X, y = branin_data
     with pytest.raises(error, match=match):
         QBatchSuggester(**params).fit(X, y)
+
+
+def test_bounds_are_low_high_pairs_per_feature(branin_data):
+    # Branin's box written as scipy writes it; read as (2, n_features) it would be
+    # lows (-5, 10) and highs (0, 15), the box [-5, 0] x [10, 15]
+    X, y = branin_data
+    opt = QBatchSuggester(bounds=[(-5, 10), (0, 15)], random_state=0, **SMALL).fit(X, y)
+    assert_array_equal(opt.bounds_, [[-5.0, 10.0], [0.0, 15.0]])
+    # the GP's inputs, mapped to the unit cube by the pairs, written out
+    assert_allclose(opt.estimator_.X_train_, np.column_stack([(X[:, 0] + 5) / 15, X[:, 1] / 15]),
+                    rtol=1e-15, atol=1e-15)
+    Xn = opt.suggest(n_points=3)
+    assert np.all((Xn >= [-5, 0]) & (Xn <= [10, 15]))
+    # the initial design spans the whole box, beyond the transposed reading's corner
+    design = clone(opt).ask(n_points=16)
+    assert np.all((design >= [-5, 0]) & (design <= [10, 15]))
+    assert np.any(design[:, 0] > 0) and np.any(design[:, 1] < 10)
+
+
+@pytest.mark.parametrize(
+    "bounds, match",
+    [
+        (np.array([[-5.0, 0.0, 0.0], [10.0, 15.0, 1.0]]), r"BoTorch's \(2, n_features\) layout"),
+        ([[0.0], [1.0]], r"BoTorch's \(2, n_features\) layout.*bounds\.T"),
+        ([0.0, 1.0], r"shape \(n_features, 2\).*got shape \(2,\)"),
+        (np.zeros((0, 2)), r"shape \(n_features, 2\).*got shape \(0, 2\)"),
+        ([[0.0, 0.0], [1.0, 1.0]], r"feature\(s\) \[0, 1\] are \[\(0\.0, 0\.0\), \(1\.0, 1\.0\)\]"
+         r".*transpose"),
+        ([(0.0, 1.0), (2.0, 1.0)], r"low < high; the rows of feature\(s\) \[1\]"),
+        ([(0.0, np.inf), (0.0, 1.0)], r"finite with low < high; the rows of feature\(s\) \[0\]"),
+        ([(0.0, 1.0), (0.0, np.nan)], r"feature\(s\) \[1\]"),
+        ([(0, 1), (0, 1), (0, 1)], r"X has 2 features but bounds has 3 \(low, high\) pairs"),
+        ("box", r"shape \(n_features, 2\)"),
+    ],
+    ids=["botorch-layout-3d", "botorch-layout-1d", "flat", "empty", "botorch-layout-2x2",
+         "low-above-high", "infinite", "nan", "wrong-n-features", "not-numbers"],
+)
+def test_bad_bounds_raise_naming_the_layout(branin_data, bounds, match):
+    X, y = branin_data
+    with pytest.raises(ValueError, match=match):
+        QBatchSuggester(bounds=bounds, **SMALL).fit(X, y)
+    if bounds is not None and np.ndim(bounds) == 2 and np.shape(bounds)[0] != 3:
+        with pytest.raises(ValueError, match=match):  # ask before observations checks them too
+            QBatchSuggester(bounds=bounds, **SMALL).ask()
+
+
+def _outside_warnings(record):
+    return [str(w.message) for w in record if "outside the bounds" in str(w.message)]
+
+
+def test_observations_outside_the_box_warn(branin_data):
+    X, y = branin_data
+    Xo = X.copy()
+    Xo[0] = [-6.0, 5.0]    # below the low of feature 0
+    Xo[3] = [2.0, 15.5]    # above the high of feature 1
+    Xo[5] = [10.0, 0.0]    # on the boundary: inside
+    with pytest.warns(UserWarning, match=r"^2 of the 8 observed points lie outside the bounds "
+                      r"\[\(-5\.0, 10\.0\), \(0\.0, 15\.0\)\]"):
+        opt = QBatchSuggester(bounds=BRANIN_BOUNDS, random_state=0, **SMALL).fit(Xo, branin(Xo))
+    with pytest.warns(UserWarning, match=r"^1 of the 2 observed points lie outside"):
+        opt.tell([[11.0, 1.0], [0.0, 1.0]], [1.0, 2.0])
+    with pytest.warns(UserWarning, match=r"^1 of the 1 observed points lie outside"):
+        opt.tell([0.0, -1.0], 3.0)
+    with warnings.catch_warnings(record=True) as record:  # inside, or on the faces: nothing
+        warnings.simplefilter("always")
+        opt = QBatchSuggester(bounds=BRANIN_BOUNDS, random_state=0, **SMALL).fit(X, y)
+        opt.tell([[-5.0, 15.0]], [1.0])
+        opt.tell(opt.ask(), [2.0])
+    assert _outside_warnings(record) == []
+
+
+def test_ask_before_observations_is_a_scaled_scrambled_sobol_design():
+    opt = QBatchSuggester(bounds=BRANIN_BOUNDS, q=4, random_state=3, **SMALL)
+    first = opt.ask()
+    second = opt.ask(n_points=3)  # continues the sequence
+    # the oracle: scipy's scrambled Sobol' points (rng=3 in scipy >= 1.15), scaled
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The balance properties")
+        U = qmc.Sobol(2, scramble=True, seed=np.random.default_rng(3)).random(7)
+    expected = qmc.scale(U, BRANIN_LOW, BRANIN_HIGH)
+    assert_allclose(np.vstack([first, second]), expected, rtol=0, atol=1e-12)
+    assert first.shape == (4, 2) and second.shape == (3, 2)
+    assert_array_equal(opt.X_pending_, np.vstack([first, second]))
+    assert not hasattr(opt, "X_")
+    # suggest before observations shows the next points without handing them out
+    assert_allclose(opt.suggest(n_points=2), opt.suggest(n_points=2), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="X_pending is not used before any observation"):
+        opt.suggest(X_pending=first)
+    # the same random_state gives the same design, another one another design
+    assert_array_equal(QBatchSuggester(bounds=BRANIN_BOUNDS, q=4, random_state=3).ask(), first)
+    assert not np.allclose(QBatchSuggester(bounds=BRANIN_BOUNDS, q=4, random_state=4).ask(),
+                           first)
+    # telling the design fits the GP; the untold points stay pending
+    opt.tell(first, branin(first))
+    assert_array_equal(opt.X_, first)
+    assert_array_equal(opt.X_pending_, second)
+    Xn = opt.ask()
+    assert Xn.shape == (4, 2) and np.all((Xn >= BRANIN_LOW) & (Xn <= BRANIN_HIGH))
+
+
+def test_initial_design_rounds_integer_features():
+    opt = QBatchSuggester(bounds=[(-5.0, 10.0), (0.5, 14.5)], integer_features=[1], random_state=0)
+    design = opt.ask(n_points=16)
+    assert_allclose(design[:, 1], np.round(design[:, 1]), rtol=0, atol=0)
+    assert np.all((design[:, 1] >= 1) & (design[:, 1] <= 14))
+    assert len(np.unique(design[:, 0])) == 16
+
+
+def test_tell_on_a_new_suggester_starts_from_one_point_and_a_scalar():
+    a = QBatchSuggester(bounds=BRANIN_BOUNDS, random_state=0, **SMALL)
+    a.tell(np.array([1.0, 2.0]), 5.0)
+    b = QBatchSuggester(bounds=BRANIN_BOUNDS, random_state=0, **SMALL).fit([[1.0, 2.0]], [5.0])
+    assert_array_equal(a.X_, [[1.0, 2.0]])
+    assert_array_equal(a.y_, [5.0])
+    assert a.n_targets_ == 1 and a.y_best_ == 5.0
+    assert_allclose(a.suggest(), b.suggest(), rtol=0, atol=0)
+    # one point's two targets as a 1-D array
+    c = QBatchSuggester(bounds=BRANIN_BOUNDS, random_state=0, **SMALL).tell([1.0, 2.0], [5.0, 1.0])
+    assert c.y_.shape == (1, 2) and c.n_targets_ == 2
+
+
+@pytest.mark.parametrize(
+    "Y, constraints, maximize, index, feasible",
+    [
+        ([[3.0, 1.0], [1.0, 1.0], [2.0, -1.0]], {}, False, 1, True),
+        ([[3.0, 1.0], [1.0, 1.0], [2.0, -1.0]], {}, True, 0, True),
+        ([[3.0, 1.0], [1.0, 1.0], [2.0, -1.0]], {1: 0.0}, False, 2, True),
+        ([[3.0, 1.0], [1.0, 1.0], [np.nan, -1.0]], {1: 0.0}, False, 0, False),  # worst
+        ([[3.0, 1.0], [1.0, 1.0], [2.0, -1.0]], {1: -5.0}, True, 1, False),
+        ([[np.nan, 1.0]], {}, False, None, False),
+    ],
+    ids=["min", "max", "constrained", "none-feasible-min", "none-feasible-max", "unobserved"],
+)
+def test_incumbent_is_the_best_feasible_row_else_the_worst(Y, constraints, maximize, index,
+                                                           feasible):
+    Y = np.array(Y)
+    best = incumbent(Y, np.array([1.0, 0.0]), constraints, maximize)
+    assert best.index == index and best.feasible is feasible
+    assert best.value == (None if index is None else Y[index, 0])
 
 
 def test_bad_suggest_input_raises(branin_data):
@@ -199,7 +337,7 @@ def test_bad_suggest_input_raises(branin_data):
 
 @pytest.mark.parametrize(
     "problem, bounds, n_init, n_iter",
-    [(branin, BRANIN_BOUNDS, 6, 4), (hartmann6, np.array([[0.0] * 6, [1.0] * 6]), 8, 5)],
+    [(branin, BRANIN_BOUNDS, 6, 4), (hartmann6, np.array([(0.0, 1.0)] * 6), 8, 5)],
     ids=["branin", "hartmann6"],
 )
 def test_q4_loop_beats_quasi_random_search(problem, bounds, n_init, n_iter):
