@@ -33,6 +33,7 @@ import torch
 from torch.quasirandom import SobolEngine
 
 from .exact import StationaryKernel
+from .kernels import correlation
 
 __all__ = [
     "GPModel",
@@ -137,21 +138,14 @@ def lift_t_batch(X):
     return X
 
 
-def _correlation(nu, r2):
-    """Stationary correlation from squared scaled distances (R&W eq. 4.14, 4.17).
+def _correlation(nu, r2, slope=False):
+    """:func:`~skbgp._core.kernels.correlation` and, with ``slope``, ``d rho / d r2``.
 
-    The Matern forms take ``a = sqrt(2 nu r^2)`` of a clamped ``r^2``, so the
-    gradient at zero distance is zero instead of ``nan``.
+    With ``r2`` clamped at 1e-30 (a zero gradient at zero distance) and no
+    exponent floor: the acquisition's numbers, which the fit's floors would
+    change below 1e-150 and, for nu = 1/2, at zero distance by 1e-15.
     """
-    if nu == math.inf:
-        return torch.exp(-0.5 * r2)
-    a = torch.sqrt(2.0 * nu * r2.clamp_min(1e-30))
-    E = torch.exp(-a)
-    if nu == 0.5:
-        return E
-    if nu == 1.5:
-        return (1.0 + a) * E
-    return (1.0 + a + a * a / 3.0) * E
+    return correlation(nu, r2, slope, r2_floor=1e-30, exp_floor=-math.inf)
 
 
 def _scaled(model, X):
@@ -165,14 +159,14 @@ def _cross_covariance(model, Xs, Zs):
     # |x - z|^2 = |x|^2 + |z|^2 - 2 x.z, one matrix product per member
     r2 = Xs.square().sum(-1).unsqueeze(-1) + Zs.square().sum(-1).unsqueeze(-2) - 2.0 * Xs @ Zs.mT
     s = model.kernel.outputscale(model.theta)[:, None, None]
-    return s * _correlation(model.kernel.nu, r2.clamp_min(0.0))
+    return s * _correlation(model.kernel.nu, r2.clamp_min(0.0))[0]
 
 
 def _self_covariance(model, Xs):
     """``sigma^2 rho`` within a scaled set, from exact differences: (..., m, q, q)."""
     r2 = (Xs.unsqueeze(-2) - Xs.unsqueeze(-3)).square().sum(-1)
     s = model.kernel.outputscale(model.theta)[:, None, None]
-    return s * _correlation(model.kernel.nu, r2)
+    return s * _correlation(model.kernel.nu, r2)[0]
 
 
 def _train_terms(model, Xs):
@@ -505,28 +499,6 @@ def _best_feasible(objective, f, lower):
     return obj.amax(-1), obj
 
 
-def _correlation_and_slope(nu, r2):
-    """:func:`_correlation` and its derivative ``d rho / d r2`` at the same ``r2``.
-
-    The derivative is zero where the correlation's own clamp is active
-    (``r2 <= 1e-30``, where autograd through the clamp gives zero too);
-    elsewhere R&W eq. 4.17 differentiated: ``-1/2 exp(-r2/2)`` (RBF),
-    ``-exp(-a) / (2a)`` (nu = 1/2), ``-3/2 exp(-a)`` (nu = 3/2) and
-    ``-5/6 (1 + a) exp(-a)`` (nu = 5/2) with ``a = sqrt(2 nu r2)``.
-    """
-    if nu == math.inf:
-        rho = torch.exp(-0.5 * r2)
-        return rho, -0.5 * rho
-    a = torch.sqrt(2.0 * nu * r2.clamp_min(1e-30))
-    E = torch.exp(-a)
-    if nu == 0.5:
-        return E, torch.where(r2 > 1e-30, -0.5 * E / a, 0.0)
-    if nu == 1.5:
-        return (1.0 + a) * E, -1.5 * E
-    t = (1.0 + a) * E
-    return t + a * a * E / 3.0, (-5.0 / 6.0) * t
-
-
 @dataclass(frozen=True)
 class _Cache:
     """Quantities of an :class:`MCAcquisition` that are fixed while it is optimised.
@@ -699,12 +671,8 @@ class MCAcquisition:
         # |x - z|^2 = |x|^2 + |z|^2 - 2 x.z, one matrix product per member
         r2 = Xs.square().sum(-1, keepdim=True) + c.Z_sq - 2.0 * (Xs @ c.Zt)
         r2s = (Xs.unsqueeze(-2) - Xs.unsqueeze(-3)).square().sum(-1)
-        if slopes:
-            rho, slope = _correlation_and_slope(nu, r2.clamp_min(0.0))
-            rho_s, slope_s = _correlation_and_slope(nu, r2s)
-        else:
-            rho, rho_s, slope, slope_s = _correlation(nu, r2.clamp_min(0.0)), \
-                _correlation(nu, r2s), None, None
+        rho, slope = _correlation(nu, r2.clamp_min(0.0), slopes)
+        rho_s, slope_s = _correlation(nu, r2s, slopes)
         out = rho @ c.B  # (b, m, q', n + k + 1)
         U, mean = out[..., :-1], out[..., -1]
         A = c.scale * rho_s - U @ U.mT

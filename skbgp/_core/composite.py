@@ -36,7 +36,7 @@ from .exact import (
     member_blocks,
     posterior_from,
 )
-from .kernels import exp_floored, row_product, squared_differences
+from .kernels import correlation, exp_floored, row_product, squared_differences
 from .threads import run_blocks
 
 __all__ = [
@@ -159,16 +159,6 @@ class _RowProduct(torch.autograd.Function):
         return _weighted_sums(grad.contiguous(), B), None
 
 
-def _safe_sqrt(r2):
-    """``sqrt(r2)`` whose gradient is 0, not NaN, where ``r2 == 0``.
-
-    Where ``r2`` is 0 the squared differences are 0 too, so the exact
-    derivative of the kernel with respect to a length scale is 0 there.
-    """
-    positive = r2 > 0
-    return torch.where(positive, torch.where(positive, r2, 1.0).sqrt(), 0.0)
-
-
 def _column(theta, index):
     """Tensor of shape (b, 1, 1): ``exp(theta[:, index])``."""
     return theta[:, index].exp()[:, None, None]
@@ -187,7 +177,8 @@ class RBFNode:
 
     def covariance(self, theta, geom):
         """Tensor of shape (b, n, p)."""
-        return exp_floored(-0.5 * _scaled_sqdist(theta, self.start, self.n_lengthscales, geom))
+        r2 = _scaled_sqdist(theta, self.start, self.n_lengthscales, geom)
+        return correlation(math.inf, r2)[0]
 
     def diag(self, theta, X):
         """Tensor of shape (b, n): ``k(x, x) = 1``."""
@@ -196,12 +187,10 @@ class RBFNode:
 
 @dataclass(frozen=True)
 class MaternNode:
-    r"""Matern kernel in closed form, :math:`a = \sqrt{2\nu}\, r`:
+    r"""Matern kernel: :math:`k = \rho_\nu(r)`, closed forms in :func:`.kernels.correlation`.
 
-    .. math::
-
-        k_{1/2} = e^{-a},\quad k_{3/2} = (1 + a)\, e^{-a},\quad
-        k_{5/2} = (1 + a + a^2/3)\, e^{-a},\quad k_\infty = e^{-r^2/2}.
+    ``theta[:, start:start + n_lengthscales]`` are the log length scales;
+    ``nu`` is 0.5, 1.5, 2.5 or ``math.inf``.
     """
 
     start: int
@@ -211,15 +200,7 @@ class MaternNode:
     def covariance(self, theta, geom):
         """Tensor of shape (b, n, p)."""
         r2 = _scaled_sqdist(theta, self.start, self.n_lengthscales, geom)
-        if self.nu == math.inf:
-            return exp_floored(-0.5 * r2)
-        a = _safe_sqrt(2.0 * self.nu * r2)
-        e = exp_floored(-a)
-        if self.nu == 0.5:
-            return e
-        if self.nu == 1.5:
-            return (1.0 + a) * e
-        return (1.0 + a + a.square() / 3.0) * e
+        return correlation(self.nu, r2)[0]
 
     def diag(self, theta, X):
         """Tensor of shape (b, n): ones."""

@@ -17,6 +17,7 @@ __all__ = [
     "signal_covariance",
     "covariance_coefficients",
     "signal_from_coefficients",
+    "correlation",
     "exp_floored",
     "row_product",
 ]
@@ -53,6 +54,87 @@ def row_product(A, B):
 def exp_floored(x):
     """``exp(max(x, -345))``, out of place (differentiable; zero gradient below)."""
     return torch.exp(x.clamp_min(-_EXP_FLOOR))
+
+
+def _safe_sqrt(x):
+    """``sqrt(x)`` whose gradient is 0, not NaN, where ``x == 0``.
+
+    Where the scaled distance is 0 the squared differences are 0 too, so the
+    exact derivative of the kernel with respect to a length scale is 0 there.
+    """
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
+
+
+def _exp(x, floor):
+    """``exp(max(x, floor))``; no clamp for a floor of ``-inf``."""
+    return torch.exp(x) if floor == -math.inf else torch.exp(x.clamp_min(floor))
+
+
+def correlation(nu, r2, slope=False, r2_floor=0.0, exp_floor=-_EXP_FLOOR):
+    r"""Stationary correlation from squared scaled distances, and its slope.
+
+    With :math:`a = \sqrt{2 \nu r^2}` (R&W eq. 4.14, 4.16-4.17):
+
+    .. math::
+
+        \rho_\infty = e^{-r^2/2},\quad
+        \rho_{1/2} = e^{-a},\quad
+        \rho_{3/2} = (1 + a)\, e^{-a},\quad
+        \rho_{5/2} = (1 + a + a^2/3)\, e^{-a},
+
+    and their slopes :math:`d\rho / d r^2`
+
+    .. math::
+
+        -\tfrac12 \rho_\infty,\quad
+        -\frac{e^{-a}}{2a},\quad
+        -\tfrac32 e^{-a},\quad
+        -\tfrac56 (1 + a)\, e^{-a}.
+
+    Out of place, so autograd (reverse and forward mode) flows through it;
+    :func:`signal_from_coefficients` computes the same forms in place.
+
+    Parameters
+    ----------
+    nu : float
+        One of ``SUPPORTED_NU``; ``math.inf`` for the RBF correlation.
+    r2 : Tensor of any shape
+        Squared scaled distances :math:`r^2 = \sum_j (x_j - z_j)^2 / \ell_j^2`
+        (non-negative).
+    slope : bool
+        Also return :math:`d\rho / d r^2`.
+    r2_floor : float
+        Matern only. 0: ``a`` is exactly 0 where ``r2`` is, through a guarded
+        square root with zero gradient there. Positive: ``r2`` is clamped at
+        it before the root (the acquisition functions pass 1e-30).
+    exp_floor : float
+        Exponents are floored here (default -345, see ``_EXP_FLOOR``);
+        ``-math.inf`` for none.
+
+    Returns
+    -------
+    rho : Tensor of the shape of ``r2``
+    drho : Tensor of the shape of ``r2``, or None
+        :math:`d\rho / d r^2` of the formulas above (floors ignored) when
+        ``slope`` is True. For :math:`\nu = 1/2` it is infinite at
+        :math:`r^2 = 0` and given as 0 where ``r2 <= r2_floor``, as autograd
+        through the clamp or the guarded root gives.
+    """
+    if nu == math.inf:
+        rho = _exp(-0.5 * r2, exp_floor)
+        return rho, (-0.5 * rho if slope else None)
+    if r2_floor > 0:
+        a = torch.sqrt(2.0 * nu * r2.clamp_min(r2_floor))
+    else:
+        a = _safe_sqrt(2.0 * nu * r2)
+    E = _exp(-a, exp_floor)
+    if nu == 0.5:
+        return E, (torch.where(r2 > r2_floor, -0.5 * E / a, 0.0) if slope else None)
+    if nu == 1.5:
+        return (1.0 + a) * E, (-1.5 * E if slope else None)
+    # nu == 2.5
+    return (1.0 + a + a * a / 3.0) * E, ((-5.0 / 6.0) * ((1.0 + a) * E) if slope else None)
 
 
 def squared_differences(X1, X2):
@@ -111,6 +193,9 @@ def covariance_coefficients(kernel, theta, d):
 def signal_from_coefficients(kernel, coef, s, D2aug, n, p):
     """:func:`signal_covariance` from :func:`covariance_coefficients`.
 
+    The forms of :func:`correlation`, written in place for the fit's hot path,
+    with ``2 nu`` (or ``-1/2`` and ``log sigma^2``) folded into ``coef``.
+
     Parameters
     ----------
     kernel : StationaryKernel
@@ -147,17 +232,10 @@ def signal_from_coefficients(kernel, coef, s, D2aug, n, p):
 def signal_covariance(kernel, theta, D2aug, n, p):
     r"""``sigma^2 rho(r)`` and the gradient factor ``sigma^2 G`` of every member.
 
-    With :math:`a = \sqrt{2\nu}\, r` (R&W eq. 4.14, 4.16-4.17):
-
-    .. math::
-
-        \rho_\infty = e^{-r^2/2},\quad
-        \rho_{1/2} = e^{-a},\quad
-        \rho_{3/2} = (1 + a)\, e^{-a},\quad
-        \rho_{5/2} = (1 + a + a^2/3)\, e^{-a},
-
-    and :math:`G = -\rho'(r)/r` is :math:`\rho_\infty`, :math:`e^{-r}/r`,
-    :math:`3 e^{-a}` and :math:`\tfrac53 (1 + a) e^{-a}` respectively, so that
+    :math:`\rho` is the correlation of :func:`correlation`, and
+    :math:`G = -\rho'(r)/r = -2\, d\rho / d r^2` is :math:`\rho_\infty`,
+    :math:`e^{-r}/r`, :math:`3 e^{-a}` and :math:`\tfrac53 (1 + a) e^{-a}`
+    respectively (:math:`a = \sqrt{2\nu}\, r`), so that
     :math:`\partial k / \partial \log \ell_j = \sigma^2 G\, (x_j - z_j)^2 / \ell_j^2`.
 
     Parameters
