@@ -12,11 +12,14 @@ ordinary fitted estimators, scored and used for prediction as in
 :func:`sklearn.model_selection.cross_validate`.
 """
 
+import numbers
 import time
+import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
@@ -134,25 +137,36 @@ def _check_mode(mode):
     return mode
 
 
-def _batched_fit(estimator, X, y, splits, params, mode):
+def _check_error_score(error_score):
+    if isinstance(error_score, str) and error_score == "raise":
+        return error_score
+    if isinstance(error_score, numbers.Real) and not isinstance(error_score, bool):
+        return float(error_score)
+    raise ValueError(
+        f"error_score must be the string 'raise' or a numeric value; got {error_score!r}."
+    )
+
+
+def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise"):
     """Fit a clone of ``estimator`` on the training rows of every split, as one batch.
 
     Returns
     -------
-    fitted : list of estimators
-        One fitted clone per split.
+    fitted : list of estimators or None
+        One fitted clone per split; ``None`` where its fit failed.
     fit_times : ndarray of shape (n_splits,)
         Each clone's own preparation and finishing time plus an equal share of
         the batched optimisation (and of the full-data fit in the modes
         ``"warm_start"`` and ``"full_data"``).
+    errors : list of Exception or None
+        Why each failed fit failed (only with a numeric ``error_score``; with
+        ``"raise"`` the first failure is raised).
     """
-    _final_regressor(estimator)
-    n_samples = num_samples(X)
-    params = _check_params(params, n_samples)
-    k = len(splits)
     reg = _final_regressor(estimator)
+    params = _check_params(params, num_samples(X))
+    k = len(splits)
     t_shared = 0.0
-    warm = None
+    warm = full_problem = None
     if mode != "exact" and reg.optimizer is not None:
         # one fit on all rows; its optimum starts (or is) every fold's
         t0 = time.perf_counter()
@@ -164,17 +178,64 @@ def _batched_fit(estimator, X, y, splits, params, mode):
             full_problem = full_reg.prepare_fit(Xt_full, y, **params)
         t_shared += time.perf_counter() - t0
 
-    clones, problems, times = [], [], np.zeros(k)
-    for f, (train, _) in enumerate(splits):
-        t0 = time.perf_counter()
-        est = clone(estimator)
-        y_tr = safe_indexing(y, train)
-        Xt_tr = _fit_transformers(est, safe_indexing(X, train), y_tr)
-        problem = _final_regressor(est).prepare_fit(Xt_tr, y_tr, **_split_params(params, train))
-        clones.append(est)
-        problems.append(problem)
-        times[f] += time.perf_counter() - t0
+    clones, problems, errors, times = [None] * k, [None] * k, [None] * k, np.zeros(k)
 
+    def guarded(f, step):
+        t0 = time.perf_counter()
+        try:
+            return step()
+        except Exception as exc:
+            if error_score == "raise":
+                raise
+            errors[f], clones[f] = exc, None
+        finally:
+            times[f] += time.perf_counter() - t0
+
+    for f, (train, _) in enumerate(splits):
+        def prepare(train=train):
+            est = clone(estimator)
+            y_tr = safe_indexing(y, train)
+            Xt_tr = _fit_transformers(est, safe_indexing(X, train), y_tr)
+            return est, _final_regressor(est).prepare_fit(Xt_tr, y_tr, **_split_params(params, train))
+
+        clones[f], problems[f] = guarded(f, prepare) or (None, None)
+    live = [f for f in range(k) if errors[f] is None]
+    if not live:
+        raise ValueError(
+            f"All the {k} fits failed; the first failure: {errors[0]!r}. Set "
+            "error_score='raise' to see its traceback."
+        ) from errors[0]
+
+    t0 = time.perf_counter()
+    optima = _optimise_folds(reg, [problems[f] for f in live], mode, warm, full_problem)
+    t_shared += time.perf_counter() - t0
+    for f, optimum in zip(live, optima):
+        guarded(f, lambda f=f, optimum=optimum: _final_regressor(clones[f]).finish_fit(
+            problems[f], optimum))
+    return clones, times + t_shared / k, errors
+
+
+def _optimise_folds(reg, problems, mode, warm=None, full_problem=None):
+    """The hyperparameters of every fold's targets, optimised as one batch.
+
+    Parameters
+    ----------
+    reg : BatchedGaussianProcessRegressor
+        The estimator's regressor (its optimiser settings).
+    problems : list of FitProblem
+        One per fold, each of ``m`` targets.
+    mode : {"exact", "warm_start", "full_data"}
+    warm : ndarray of shape (m, P), optional
+        The full-data optimum (modes ``"warm_start"`` and ``"full_data"``).
+    full_problem : FitProblem, optional
+        Of the full data (mode ``"warm_start"``: its curvature seeds L-BFGS).
+
+    Returns
+    -------
+    list of Optimum
+        One per fold.
+    """
+    k = len(problems)
     kernel = problems[0].plan.kernel
     m = problems[0].y.shape[0]
     shapes = sorted({(p.Xt.shape[1], p.plan.kernel) for p in problems}, key=str)
@@ -185,51 +246,41 @@ def _batched_fit(estimator, X, y, splits, params, mode):
             "different columns in different folds. The batched cross-validation needs the same "
             "kernel in every fold; use sklearn.model_selection.cross_validate instead."
         )
-    t0 = time.perf_counter()
-    if reg.optimizer is not None:
-        lower = torch.cat([p.lower for p in problems])  # (k * m, P), fold-major
-        upper = torch.cat([p.upper for p in problems])
-        if warm is not None:
-            # member f * m + t starts at target t's full-data optimum, without restarts
-            start = to_tensor(warm, lower.dtype, lower.device).repeat(k, 1)
-            starts = torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
-        else:
-            starts = torch.cat([p.starts for p in problems], dim=1)  # (r, k * m, P)
-    if reg.optimizer is not None and mode == "full_data":
-        # no optimisation: every fold keeps the full-data hyperparameters
-        per_fold = [Optimum(starts[0, f * m:(f + 1) * m]) for f in range(k)]
-    elif reg.optimizer is not None:
-        batch = pack_folds([p.Xt for p in problems], [p.y for p in problems],
-                           [p.maskf for p in problems], [p.alpha for p in problems])
-        # member f * m + t is target t: its rows of any per-target prior
-        priors = concatenate_terms(
-            [p.plan.prior_terms(lower.dtype, lower.device, targets=np.arange(m)) for p in problems],
-            [m] * k)
-
-        def work():
-            memory = None
-            if warm is not None:
-                memory = _full_data_curvature(full_problem, starts[0, :m])
-                memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
-            return fit_hyperparameters(
-                with_priors(fold_objective(kernel, batch), priors), starts, lower, upper,
-                problems[0].free, max_iter=reg.max_iter, gtol=reg.tol,
-                race_iter=problems[0].plan.race_iter(reg.max_iter), memory=memory,
-            )
-
-        result = on_member_threads(lower.device, work)
-        per_fold = [Optimum(result.theta[f * m:(f + 1) * m], result.n_iter[f * m:(f + 1) * m],
-                            result.converged[f * m:(f + 1) * m],
-                            result.member_evaluations[f * m:(f + 1) * m]) for f in range(k)]
+    if reg.optimizer is None:
+        return [Optimum(p.starts[0]) for p in problems]
+    lower = torch.cat([p.lower for p in problems])  # (k * m, P), fold-major
+    upper = torch.cat([p.upper for p in problems])
+    if warm is not None:
+        # member f * m + t starts at target t's full-data optimum, without restarts
+        start = to_tensor(warm, lower.dtype, lower.device).repeat(k, 1)
+        starts = torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
     else:
-        per_fold = [Optimum(p.starts[0]) for p in problems]
-    t_shared += time.perf_counter() - t0
+        starts = torch.cat([p.starts for p in problems], dim=1)  # (r, k * m, P)
+    if mode == "full_data":
+        # no optimisation: every fold keeps the full-data hyperparameters
+        return [Optimum(starts[0, f * m:(f + 1) * m]) for f in range(k)]
+    batch = pack_folds([p.Xt for p in problems], [p.y for p in problems],
+                       [p.maskf for p in problems], [p.alpha for p in problems])
+    # member f * m + t is target t: its rows of any per-target prior
+    priors = concatenate_terms(
+        [p.plan.prior_terms(lower.dtype, lower.device, targets=np.arange(m)) for p in problems],
+        [m] * k)
 
-    for f, (est, problem) in enumerate(zip(clones, problems)):
-        t0 = time.perf_counter()
-        _final_regressor(est).finish_fit(problem, per_fold[f])
-        times[f] += time.perf_counter() - t0
-    return clones, times + t_shared / k
+    def work():
+        memory = None
+        if full_problem is not None:
+            memory = _full_data_curvature(full_problem, starts[0, :m])
+            memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
+        return fit_hyperparameters(
+            with_priors(fold_objective(kernel, batch), priors), starts, lower, upper,
+            problems[0].free, max_iter=reg.max_iter, gtol=reg.tol,
+            race_iter=problems[0].plan.race_iter(reg.max_iter), memory=memory,
+        )
+
+    result = on_member_threads(lower.device, work)
+    return [Optimum(result.theta[f * m:(f + 1) * m], result.n_iter[f * m:(f + 1) * m],
+                    result.converged[f * m:(f + 1) * m],
+                    result.member_evaluations[f * m:(f + 1) * m]) for f in range(k)]
 
 
 def _full_data_curvature(problem, theta):
@@ -285,7 +336,7 @@ def _scores(scorer, est, X, y):
 
 def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, params=None,
                            return_train_score=False, return_estimator=False,
-                           return_indices=False, mode="exact"):
+                           return_indices=False, mode="exact", error_score=np.nan):
     """Evaluate independent GPs by cross-validation, fitting all folds as one batch.
 
     The counterpart of :func:`sklearn.model_selection.cross_validate` for a
@@ -349,6 +400,11 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
 
         See the "Cross-validation" page of the documentation for measured
         speed and scores.
+    error_score : "raise" or numeric, default=np.nan
+        As in ``cross_validate``: the score of a split whose fit (or scoring)
+        fails, with a :class:`~sklearn.exceptions.FitFailedWarning` (a
+        ``UserWarning`` for scoring) that says why; ``"raise"`` raises the
+        error instead. If every fit fails, a ``ValueError`` says so.
 
     Returns
     -------
@@ -382,25 +438,47 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
     ((4,), (4, 2))
     """
     mode = _check_mode(mode)
+    error_score = _check_error_score(error_score)
     X, y, splits = _resolve_splits(estimator, X, y, groups, cv)
     scorer = check_scoring(estimator, scoring)
-    fitted, fit_times = _batched_fit(estimator, X, y, splits, params, mode)
+    fitted, fit_times, errors = _batched_fit(estimator, X, y, splits, params, mode, error_score)
 
-    results = {"fit_time": fit_times, "score_time": np.zeros(len(splits))}
-    collected = {}
+    k = len(splits)
+    results = {"fit_time": fit_times, "score_time": np.zeros(k)}
+    collected = {}  # name -> {fold: score}
     for f, ((train, test), est) in enumerate(zip(splits, fitted)):
+        if est is None:
+            continue
         t0 = time.perf_counter()
         parts = [("test", test)] + ([("train", train)] if return_train_score else [])
         for prefix, rows in parts:
-            agg, per_target = _scores(scorer, est, safe_indexing(X, rows), safe_indexing(y, rows))
+            try:
+                agg, per_target = _scores(scorer, est, safe_indexing(X, rows),
+                                          safe_indexing(y, rows))
+            except Exception:
+                if error_score == "raise":
+                    raise
+                warnings.warn(
+                    f"Scoring failed on split {f}; its {prefix} scores are set to "
+                    f"{error_score}. Set error_score='raise' to see the error.", UserWarning)
+                continue
             for name, value in agg.items():
-                collected.setdefault(f"{prefix}_{name}", []).append(value)
+                collected.setdefault(f"{prefix}_{name}", {})[f] = value
             for name, value in per_target.items():
-                collected.setdefault(f"{prefix}_{name}_per_target", []).append(value)
+                collected.setdefault(f"{prefix}_{name}_per_target", {})[f] = value
             if prefix == "test":
                 results["score_time"][f] = time.perf_counter() - t0
+    n_targets = y.shape[1] if np.ndim(y) == 2 else 0
     for key, values in collected.items():
-        results[key] = np.asarray(values, dtype=float)
+        missing = np.full(n_targets, error_score) if key.endswith("_per_target") else error_score
+        results[key] = np.asarray([values.get(f, missing) for f in range(k)], dtype=float)
+    failed = [f for f in range(k) if errors[f] is not None]
+    if failed:
+        details = "\n".join(f"split {f}: {errors[f]!r}" for f in failed)
+        warnings.warn(
+            f"{len(failed)} fits failed out of a total of {k}. The score on these train-test "
+            f"partitions is set to {error_score}. If these failures are not expected, set "
+            f"error_score='raise' to see them.\n{details}", FitFailedWarning)
     if return_estimator:
         results["estimator"] = fitted
     if return_indices:
@@ -471,7 +549,7 @@ def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None
             "exactly one test set (use KFold, GroupKFold or LeaveOneOut, or "
             "batched_cross_validate for other splitters)."
         )
-    fitted, _ = _batched_fit(estimator, X, y, splits, params, mode)
+    fitted, _, _ = _batched_fit(estimator, X, y, splits, params, mode)
     mean = std = None
     for (_, test), est in zip(splits, fitted):
         out = est.predict(safe_indexing(X, test), return_std=return_std)

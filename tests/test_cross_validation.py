@@ -6,11 +6,11 @@ import warnings
 import numpy as np
 import pytest
 import sklearn
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import norm
 from sklearn.base import clone
 from sklearn.compose import TransformedTargetRegressor
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning, NotFittedError
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
@@ -28,7 +28,7 @@ from sklearn.model_selection import (
     cross_validate,
 )
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from skbgp import (
     BatchedGaussianProcessRegressor,
@@ -218,6 +218,36 @@ def test_targets_with_missing_values_are_scored_on_their_observed_rows():
         assert_allclose(batched["test_score_per_target"][f], per_target, rtol=1e-6)
         assert_allclose(looped["test_score"][f], mean, rtol=1e-6)
         assert_allclose(search.cv_results_[f"split{f}_test_score"][0], mean, rtol=1e-6)
+
+
+def _fails_on(n_rows):
+    """A transformer whose fit fails on exactly ``n_rows`` rows (one fold's training set)."""
+
+    def check(X):
+        if X.shape[0] == n_rows:
+            raise ValueError("this fold cannot be fitted")
+        return X
+
+    return FunctionTransformer(check)
+
+
+def test_a_failed_fold_gets_error_score_as_in_cross_validate():
+    X, y = _data(31)  # KFold(3): training sets of 20, 21 and 21 rows
+    est = make_pipeline(_fails_on(20), BatchedGaussianProcessRegressor(random_state=0))
+    with pytest.warns(FitFailedWarning, match="1 fits failed out of a total of 3"):
+        ours = batched_cross_validate(est, X, y, cv=KFold(3), error_score=-7.0)
+    with pytest.warns(FitFailedWarning):
+        ref = cross_validate(est, X, y, cv=KFold(3), error_score=-7.0)
+    assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-6)
+    assert ours["test_score"][0] == -7.0
+    assert_array_equal(ours["test_score_per_target"][0], [-7.0] * 3)
+    with pytest.raises(ValueError, match="this fold cannot be fitted"):
+        batched_cross_validate(est, X, y, cv=KFold(3), error_score="raise")
+    with pytest.raises(ValueError, match="All the 3 fits failed"):
+        batched_cross_validate(make_pipeline(_fails_on(20), _fails_on(21), _plain()), X, y,
+                               cv=KFold(3))
+    with pytest.raises(ValueError, match="error_score must be"):
+        batched_cross_validate(est, X, y, cv=KFold(3), error_score="nan")
 
 
 # ------------------------------------------------------------------ oracle: cross_val_predict
