@@ -209,12 +209,15 @@ def latent_posterior(model, X):
     return model.y_mean[:, None] + std * mean, cov * (std * std).unsqueeze(-1)
 
 
+# Not exact._jittered_cholesky: a joint posterior of q points is often singular, so every member
+# gets a base jitter, and sampling needs a factor even where no jitter helps (the diagonal).
 def _cholesky(A, prior_var):
     """Lower Cholesky factor of a batch of covariances, with jitter where needed.
 
     ``_BASE_JITTER * prior_var`` is always added to the diagonal; members that
-    still fail get ten times more, up to ``1e-4 * prior_var``, and a member that
-    fails even then falls back to its diagonal (independent points).
+    still fail get ten times more, up to six times (``1e-3 * prior_var``), and
+    a member that fails even then falls back to its diagonal (independent
+    points).
 
     Parameters
     ----------
@@ -224,19 +227,18 @@ def _cholesky(A, prior_var):
 
     Returns
     -------
-    Tensor of shape (..., m, q, q)
+    L : Tensor of shape (..., m, q, q)
+    diagonal : bool
+        Whether a member fell back to its diagonal.
     """
-    return _cholesky_ex(A, prior_var)[0]
-
-
-def _cholesky_ex(A, prior_var):
-    """:func:`_cholesky`, and whether a member fell back to its diagonal."""
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
     unit = prior_var[:, None, None] * eye
     L, info = torch.linalg.cholesky_ex(A + _BASE_JITTER * unit)
     jitter = _BASE_JITTER
     failed = bool(info.any())
-    while failed and jitter < 1e-4:
+    for _ in range(6):
+        if not failed:
+            break
         jitter *= 10.0
         bad = (info != 0)[..., None, None]
         L2, info2 = torch.linalg.cholesky_ex(A + jitter * unit)
@@ -472,7 +474,7 @@ def _baseline_samples(model, objective, X_base, z):
     Xs = _scaled(model, X_base)  # (m, k, d)
     mean, Vt = _train_terms(model, Xs)
     cov = _self_covariance(model, Xs) - Vt @ Vt.mT
-    L = _cholesky(cov, model.kernel.outputscale(model.theta))
+    L, _ = _cholesky(cov, model.kernel.outputscale(model.theta))
     f = mean + torch.einsum("mij,smj->smi", L, z)
     return model.y_mean[:, None] + model.y_std[:, None] * f, Vt, L
 
@@ -676,10 +678,11 @@ class MCAcquisition:
         out = rho @ c.B  # (b, m, q', n + k + 1)
         U, mean = out[..., :-1], out[..., -1]
         A = c.scale * rho_s - U @ U.mT
+        # _cholesky's first try, its base jitter cached; the rest only where that fails
         L, info = torch.linalg.cholesky_ex(A + c.jitter)
         diagonal = False
-        if bool(info.any()):  # more jitter, as _cholesky
-            L, diagonal = _cholesky_ex(A, c.scale[:, 0, 0])
+        if bool(info.any()):
+            L, diagonal = _cholesky(A, c.scale[:, 0, 0])
         CL = torch.cat([U[..., c.n:], L], dim=-1) if c.k else L
         f = c.y_mean + c.y_std * (mean.unsqueeze(-1) + CL @ c.zt)  # (b, m, q', s)
         mean = c.y_mean[..., 0] + c.y_std[..., 0] * mean

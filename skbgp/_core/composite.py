@@ -475,6 +475,7 @@ def _nlml_block(kernel, theta, geom, y, maskf, alpha, loss_out, grad_out):
         th = theta.detach().requires_grad_(grad_out is not None)
         K_graph = kernel.covariance(th, geom)
     K = _training_covariance(K_graph.detach(), maskf, alpha)
+    # no jitter, as in exact._nlml_block: a member that is not positive definite scores inf
     U, info = torch.linalg.cholesky_ex(K, upper=True)
     L = U.mT
     ok = info == 0

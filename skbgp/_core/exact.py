@@ -451,6 +451,7 @@ def _nlml_block(kernel, D2aug, twice_upper, n, coef, s, diag, y, maskf, const, s
         # the upper factor of a row-major matrix is LAPACK's lower one: no transposes
         U, info = torch.linalg.cholesky_ex(Kf, upper=True)
         Kd.copy_(kf_diag)  # back to the signal part
+    # no jitter: a member that is not positive definite scores inf (scikit-learn's -inf)
     ok = None
     if bool(info.any()):
         ok = info == 0
@@ -530,6 +531,8 @@ class Factor:
     failed: torch.Tensor
 
 
+# Not acquisition._cholesky: the fit jitters only failing members, from zero, recording the
+# jitter (refactorize repeats it), and marks a member that no jitter helps as failed.
 def _jittered_cholesky(K, maskf, max_tries):
     """Lower Cholesky factors of ``K``, adding jitter only to failing members.
 
@@ -539,7 +542,7 @@ def _jittered_cholesky(K, maskf, max_tries):
     Parameters
     ----------
     K : Tensor of shape (b, n, n)
-        Masked training covariances (modified in place for failing members).
+        Masked training covariances (not modified: a failing member's is copied).
     maskf : Tensor of shape (b, n)
     max_tries : int
 
