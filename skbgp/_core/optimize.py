@@ -138,10 +138,9 @@ def initial_conditions(X, values, num_restarts, generator, eta=1.0):
     return X[idx]
 
 
-def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, generator=None,
+def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, *, generator,
                          max_iter=200, gtol=1e-5, ftol=1e-7, race_iter=50, batch_limit=256,
-                         dtype=torch.float64,
-                         device=None):
+                         dtype=torch.float64, device=None):
     """Maximise an acquisition function over ``q`` points in the unit cube.
 
     Parameters
@@ -156,8 +155,10 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
         Number of starting points optimised together.
     raw_samples : int
         Number of quasi-random candidate sets scored to choose the starts.
-    generator : torch.Generator or None
-        Seeds the Sobol candidates and the choice of starts.
+    generator : torch.Generator
+        Seeds the Sobol candidates and the choice of starts (the caller's
+        ``random_state`` made local; the global generator is never used).
+        Keyword-only and required.
     max_iter : int
         L-BFGS iterations per restart.
     gtol : float
@@ -180,8 +181,6 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, ge
     -------
     OptimizeResult
     """
-    if generator is None:
-        generator = torch.Generator()
     device = torch.device("cpu") if device is None else device
     X_raw = raw_candidates(raw_samples, q, d, generator, dtype, device)
     values = _evaluate(acquisition, X_raw, batch_limit)
