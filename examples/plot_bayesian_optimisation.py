@@ -31,7 +31,7 @@ def branin(X):
             + 10 * (1 - 1 / (8 * np.pi)) * np.cos(x1) + 10)
 
 
-bounds = np.array([[-5.0, 0.0], [10.0, 15.0]])  # (2, n_features): lower, upper
+bounds = np.array([(-5.0, 10.0), (0.0, 15.0)])  # (n_features, 2): (low, high) per feature
 optimum = 0.397887
 n_init, budget, seeds = 6, 16, range(3)
 
@@ -39,7 +39,7 @@ n_init, budget, seeds = 6, 16, range(3)
 def sobol(n, seed):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The balance properties")
-        return qmc.scale(qmc.Sobol(2, seed=seed).random(n), bounds[0], bounds[1])
+        return qmc.scale(qmc.Sobol(2, seed=seed).random(n), bounds[:, 0], bounds[:, 1])
 
 
 def best_so_far(y):
