@@ -615,7 +615,7 @@ def loo_predictive(estimator):
             "loo_predictive needs a fitted BatchedGaussianProcessRegressor; for a Pipeline "
             f"pass its last step. Got {type(estimator).__name__}."
         )
-    check_is_fitted(estimator)
+    check_is_fitted(estimator, "gps_")
     gps = estimator.gps_
     observed, std_y, mean_y = gps.observed, gps.y_std, gps.y_mean
     y_n = gps.standardize(np.asarray(estimator.y_train_).reshape(observed.shape))

@@ -10,7 +10,7 @@ import torch
 from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process.kernels import Kernel
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 from sklearn.utils import check_random_state
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.metrics import r2_score
@@ -299,6 +299,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         0 is silent; 1 reports every fitted chunk (a progress bar when ``tqdm``
         is installed, else a line with the targets done, how many converged
         and the time elapsed); 2 also prints a line per optimiser iteration.
+    n_targets : int or None, default=None
+        Number of targets of the prior that ``predict`` and ``sample_y`` use
+        before ``fit`` (``None``: one, with 1-D outputs), as in scikit-learn;
+        ``fit`` checks that a 2-D ``y`` has this many columns.
 
     Attributes
     ----------
@@ -478,6 +482,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         n_jobs=None,
         cache_size=DEFAULT_CACHE_MIB,
         verbose=0,
+        n_targets=None,
     ):
         self.kernel = kernel
         self.alpha = alpha
@@ -494,6 +499,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.n_jobs = n_jobs
         self.cache_size = cache_size
         self.verbose = verbose
+        self.n_targets = n_targets
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):
@@ -526,6 +532,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             raise ValueError(f"n_jobs must be None or a non-zero integer; got {self.n_jobs!r}.")
         if not (isinstance(self.normalize_y, (bool, np.bool_)) or self.normalize_y == "auto"):
             raise ValueError(f"normalize_y must be True, False or 'auto'; got {self.normalize_y!r}.")
+        if self.n_targets is not None and (
+            not isinstance(self.n_targets, numbers.Integral) or isinstance(self.n_targets, bool)
+            or self.n_targets < 1
+        ):
+            raise ValueError(f"n_targets must be None or an integer >= 1; got {self.n_targets!r}.")
         if not isinstance(self.tol, numbers.Real) or not self.tol > 0:
             raise ValueError(f"tol must be a positive number; got {self.tol!r}.")
         self._cache_bytes()
@@ -632,6 +643,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             alpha = alpha + _check_noise_variance(noise_variance, X.shape[0])
         Y = y.reshape(y.shape[0], -1)
         n_targets = Y.shape[1]
+        if self.n_targets is not None and y.ndim == 2 and n_targets != self.n_targets:
+            raise ValueError(
+                "The number of targets seen in `y` is different from the parameter `n_targets`. "
+                f"Got {n_targets} != {self.n_targets}; pass n_targets=None or a y with "
+                f"{self.n_targets} columns."
+            )
         observed = ~np.isnan(Y)
         empty = ~observed.any(axis=0)
         if empty.all():
@@ -922,7 +939,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         columns at its missing observations), from the cache (see
         ``cache_size``) or computed from the fitted hyperparameters when read.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "gps_")
         gps, where = self._gps()
         with torch.no_grad():
             return to_numpy(gps.factors(**where))
@@ -930,7 +947,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     @property
     def alpha_(self):
         """ndarray of shape (n_samples, n_targets): dual coefficients ``K^-1 y`` (0 if missing)."""
-        check_is_fitted(self)
+        check_is_fitted(self, "gps_")
         return self.gps_.dual.T
 
     def _single_output(self):
@@ -939,7 +956,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     @property
     def kernel_(self):
         """The fitted kernel of a single-target model: ``kernels_[0]`` (see Attributes)."""
-        check_is_fitted(self)
+        check_is_fitted(self, "gps_")
         if self.n_targets_ != 1:
             raise AttributeError(
                 f"kernel_ is defined for a model of one target; this one has {self.n_targets_} "
@@ -971,8 +988,50 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         """
         return observed_r2_score(y, self.predict(X), sample_weight)
 
+    def _fitted(self):
+        return hasattr(self, "gps_")
+
+    def _prior_kernels(self, n_features):
+        """scikit-learn kernels of the prior before ``fit``: one, or one per target.
+
+        ``kernel=None`` gives scikit-learn's prior, ``1.0 * RBF(1.0)`` (the
+        default model's initial values come from the data, which the prior
+        has not seen); an :mod:`skbgp.kernels` object gives every target its
+        own initial values.
+        """
+        if self.kernel is None:
+            return [ConstantKernel(1.0, constant_value_bounds="fixed")
+                    * RBF(1.0, length_scale_bounds="fixed")]
+        if isinstance(self.kernel, Kernel):
+            return [self.kernel]
+        m = self.n_targets or 1
+        plan = plan_from_kernel(self.kernel, n_features, m)
+        P = plan.free.shape[0]
+        return plan.sklearn_kernels(np.broadcast_to(plan.theta0, (m, P)),
+                                    np.broadcast_to(plan.bounds, (m, P, 2)))
+
+    def _prior(self, X, full_cov):
+        """Mean (m, p) and variance (m, p) or covariance (m, p, p) of the prior at ``X``."""
+        m = self.n_targets or 1
+        kernels = self._prior_kernels(X.shape[1])
+        moments = [k(X) if full_cov else k.diag(X) for k in kernels]
+        var = np.stack(moments if len(moments) == m else moments * m)
+        return np.zeros((m, X.shape[0])), var
+
+    def _predict_prior(self, X, return_std, return_cov):
+        """``predict`` before ``fit``: the prior (mean 0), in scikit-learn's shapes."""
+        self._check_params()
+        mean, var = self._prior(X, full_cov=return_cov)
+        single = (self.n_targets or 1) == 1
+        out = lambda a: a[0] if single else np.moveaxis(a, 0, -1)  # noqa: E731 - targets last
+        if return_cov:
+            return out(mean), out(var)
+        if return_std:
+            return out(mean), out(np.sqrt(var))
+        return out(mean)
+
     def predict(self, X, return_std=False, return_cov=False):
-        """Predict with every target's GP.
+        """Predict with every target's GP (or with the prior, before ``fit``).
 
         Parameters
         ----------
@@ -987,6 +1046,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         -------
         y_mean : ndarray of shape (n_samples,) or (n_samples, n_targets)
             Predictive mean (NaN for the targets in ``failed_targets_``).
+            Before ``fit``, the prior's: mean 0 and the kernel's covariance,
+            for ``n_targets`` targets, as scikit-learn's GPR (see
+            ``n_targets``; ``kernel=None`` is ``1.0 * RBF(1.0)`` there).
         y_std : ndarray of shape (n_samples,) or (n_samples, n_targets)
             Predictive standard deviation; only with ``return_std=True``.
         y_cov : ndarray of shape (n_samples, n_samples) or (n_samples, n_samples, n_targets)
@@ -996,9 +1058,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             raise RuntimeError(
                 "At most one of return_std or return_cov can be requested."
             )
-        check_is_fitted(self)
         reject_grad_tensors(X=X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
+        if not self._fitted():
+            return self._predict_prior(X, return_std, return_cov)
         self._warn_failed()
         gps, where = self._gps()
         mean, var = gps.posterior(X, variance=return_std, full_cov=return_cov, **where)
@@ -1037,15 +1100,20 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         -------
         y_samples : ndarray of shape (n_samples_X, n_samples) or (n_samples_X, n_targets, n_samples)
             Samples, in scikit-learn's layout (NaN for the targets in
-            ``failed_targets_``).
+            ``failed_targets_``); before ``fit``, from the prior (see
+            :meth:`predict`).
         """
         if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
-        check_is_fitted(self)
         reject_grad_tensors(X=X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        self._warn_failed()
         generator = torch_generator(random_state)
+        if not self._fitted():
+            device, dtype = self._check_params()
+            mean, cov = (to_tensor(a, dtype, device) for a in self._prior(X, full_cov=True))
+            draws = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
+            return draws[0] if (self.n_targets or 1) == 1 else np.moveaxis(draws, 0, 1)
+        self._warn_failed()
         gps, where = self._gps()
         t = gps.tensors(**where)
         Xq = to_tensor(X, t.X.dtype, t.X.device)
@@ -1083,7 +1151,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         log_likelihood_gradient : ndarray of shape (n_targets, n_free)
             Only with ``eval_gradient=True``.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "gps_")
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
@@ -1125,7 +1193,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         log_prior_gradient : ndarray of shape (n_targets, n_free)
             Only with ``eval_gradient=True``.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "gps_")
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
@@ -1158,4 +1226,6 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.single_output = True
+        # predict and sample_y before fit use the prior, as scikit-learn's GPR does
+        tags.requires_fit = False
         return tags

@@ -16,7 +16,7 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skbgp import BatchedGaussianProcessRegressor
+from skbgp import BatchedGaussianProcessRegressor, loo_predictive
 from skbgp._chunks import Optimum
 
 from .conftest import KERNEL_IDS, sklearn_kernel
@@ -402,10 +402,46 @@ def test_bad_input_is_a_clear_error(X, y, error, match):
         BatchedGaussianProcessRegressor().fit(X, y)
 
 
+@pytest.mark.parametrize("n_targets", [None, 1, 3])
+@pytest.mark.parametrize("kernel", [None, ConstantKernel(2.0) * Matern([0.5, 1.0, 2.0], nu=1.5)
+                                    + WhiteKernel(0.1)], ids=["default", "matern"])
+def test_before_fit_predict_and_sample_y_use_the_prior_as_sklearn(multi_target_data, kernel, n_targets):
+    X, _ = multi_target_data
+    Xq = X[:6]
+    ours = BatchedGaussianProcessRegressor(kernel, n_targets=n_targets)
+    ref = GaussianProcessRegressor(kernel, n_targets=n_targets)
+    assert_allclose(ours.predict(Xq), ref.predict(Xq), atol=0)
+    for call in (dict(return_std=True), dict(return_cov=True)):
+        for a, b in zip(ours.predict(Xq, **call), ref.predict(Xq, **call)):
+            assert a.shape == b.shape
+            assert_allclose(a, b, rtol=1e-12)
+    draws = ours.sample_y(Xq, n_samples=4000, random_state=0)
+    assert draws.shape == ref.sample_y(Xq, n_samples=4000).shape
+    _, cov = ref.predict(Xq, return_cov=True)
+    cov = cov.reshape(6, 6, -1)
+    flat = draws.reshape(6, -1, 4000)
+    for t in range(flat.shape[1]):  # moments of the draws: mean 0, the prior's covariance
+        assert_allclose(flat[:, t].mean(-1), 0.0, atol=4 * np.sqrt(cov[..., t].diagonal().max() / 4000))
+        assert_allclose(np.cov(flat[:, t]), cov[..., t], atol=0.1 * cov[..., t].max())
+    assert not hasattr(ours, "n_features_in_")  # nothing stored before fit
+
+
+def test_n_targets_must_match_a_2d_y(multi_target_data):
+    X, y = multi_target_data
+    with pytest.raises(ValueError, match=r"The number of targets seen in `y`.*Got 4 != 2"):
+        BatchedGaussianProcessRegressor(n_targets=2).fit(X, y)
+    BatchedGaussianProcessRegressor(n_targets=4, optimizer=None).fit(X, y)
+    with pytest.raises(ValueError, match="n_targets must be None or an integer >= 1"):
+        BatchedGaussianProcessRegressor(n_targets=0).predict(X)
+
+
 def test_predict_errors(multi_target_data):
     X, y = multi_target_data
-    with pytest.raises(NotFittedError):
-        BatchedGaussianProcessRegressor().predict(X)
+    unfitted = BatchedGaussianProcessRegressor()
+    for read in (lambda: unfitted.L_, lambda: unfitted.alpha_, lambda: unfitted.kernel_,
+                 unfitted.log_marginal_likelihood, lambda: loo_predictive(unfitted)):
+        with pytest.raises(NotFittedError):
+            read()
     ours = BatchedGaussianProcessRegressor(optimizer=None).fit(X, y)
     with pytest.raises(ValueError, match="X has 2 features, but BatchedGaussianProcessRegressor is expecting 3"):
         ours.predict(X[:, :2])
