@@ -129,9 +129,11 @@ def test_equals_sklearn_cross_validate_fold_by_fold(est_name, split_name):
         assert_allclose(ours["test_score_per_target"][f], per_target, rtol=1e-6)
         _assert_same_optimum(e_ours, e_ref)
         _assert_same_predictions(e_ours.predict(X[test]), e_ref.predict(X[test]), y)
-    # the estimator passed in is left unfitted
+    # the estimator passed in is left unfitted (its predict would use the prior)
+    reg = est.steps[-1][1] if isinstance(est, Pipeline) else est
+    assert not hasattr(reg, "gps_") and not hasattr(reg, "n_features_in_")
     with pytest.raises(NotFittedError):
-        est.predict(X)
+        reg.L_
 
 
 @pytest.mark.parametrize("cv", [ShuffleSplit(4, test_size=0.3, random_state=0), TimeSeriesSplit(4),
