@@ -134,7 +134,8 @@ def correlation(nu, r2, slope=False, r2_floor=0.0, exp_floor=-_EXP_FLOOR):
     if nu == 1.5:
         return (1.0 + a) * E, (-1.5 * E if slope else None)
     # nu == 2.5
-    return (1.0 + a + a * a / 3.0) * E, ((-5.0 / 6.0) * ((1.0 + a) * E) if slope else None)
+    one_plus_a = 1.0 + a
+    return (one_plus_a + a.square() / 3.0) * E, ((-5.0 / 6.0) * (one_plus_a * E) if slope else None)
 
 
 def squared_differences(X1, X2):
