@@ -287,6 +287,16 @@ def test_sample_y_is_reproducible_and_leaves_global_seed_alone(multi_target_data
 
 
 # --------------------------------------------------------------------------- attributes, warnings, numerics
+def test_sample_y_of_a_target_is_the_same_alone_and_among_others(multi_target_data):
+    X, y = multi_target_data
+    kernel = sklearn_kernel("rbf", [0.5, 1.0, 0.3])
+    fit = lambda Y: BatchedGaussianProcessRegressor(kernel, optimizer=None).fit(X, Y)  # noqa: E731
+    Xq = X[:7] + 0.01
+    together = fit(y).sample_y(Xq, n_samples=5, random_state=3)
+    assert_allclose(fit(y[:, 0]).sample_y(Xq, n_samples=5, random_state=3), together[:, 0],
+                    rtol=1e-10, atol=1e-12)
+
+
 def test_fitted_attributes_are_per_target(multi_target_data):
     X, y = multi_target_data
     ours = BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
@@ -529,5 +539,6 @@ def test_irrelevant_feature_gets_a_long_length_scale_without_warning_for_default
     assert ours.length_scales_[0, 1] > 5.0 * span[1]
     # a scikit-learn kernel keeps scikit-learn's warning
     kernel = ConstantKernel() * RBF([1.0, 1.0], length_scale_bounds=(1e-2, 10.0)) + WhiteKernel()
-    with pytest.warns(ConvergenceWarning, match=r"length_scale\[1\] is close to the specified upper"):
+    with pytest.warns(ConvergenceWarning, match=r"dimension 1 of parameter k1__k2__length_scale is "
+                                                 r"close to the specified upper bound 10.0\."):
         BatchedGaussianProcessRegressor(kernel, random_state=0).fit(X, y)

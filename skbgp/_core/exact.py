@@ -824,12 +824,17 @@ def sample_mvn(mean, cov, n_samples, generator=None):
     Tensor of shape (b, p, n_samples)
     """
     evals, evecs = torch.linalg.eigh(cov)
-    root = evecs * evals.clamp_min(0.0).sqrt().unsqueeze(-2)  # (b, p, p)
-    # drawn where the generator lives (a CPU generator serves every device)
-    z = torch.randn(
-        (*mean.shape, n_samples), dtype=mean.dtype,
-        device=generator.device if generator is not None else mean.device, generator=generator,
-    ).to(mean.device)
+    # V diag(sqrt(lambda)) V^T does not depend on the signs LAPACK gives the eigenvectors,
+    # which differ between a member alone and in a batch: the same draws either way
+    root = (evecs * evals.clamp_min(0.0).sqrt().unsqueeze(-2)) @ evecs.mT  # (b, p, p)
+    # drawn where the generator lives (a CPU generator serves every device), member after
+    # member: torch fills one large draw in blocks whose tail depends on its size, so a
+    # member's numbers would depend on its batch
+    where = generator.device if generator is not None else mean.device
+    z = torch.stack([
+        torch.randn((mean.shape[-1], n_samples), dtype=mean.dtype, device=where, generator=generator)
+        for _ in range(mean.shape[0])
+    ]).to(mean.device)
     return mean.unsqueeze(-1) + root @ z
 
 
