@@ -803,10 +803,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         failed = result.failed | empty
         singular = result.failed & ~empty
         if singular.all() or failed.all():
-            raise ValueError(
-                f"The training covariance is not positive definite for target(s) "
-                f"{format_targets(np.flatnonzero(singular))}, even with added jitter. "
-                "Try increasing `alpha`, adding a WhiteKernel, or removing duplicate rows."
+            first = np.flatnonzero(singular)[0]
+            with np.errstate(over="ignore"):
+                kernel = plan.sklearn_kernels(result.theta[first:first + 1], bounds[first:first + 1])[0]
+            # scikit-learn's error and text (a LinAlgError is a ValueError), then the targets
+            raise np.linalg.LinAlgError(
+                f"The kernel, {kernel}, is not returning a positive definite matrix. Try "
+                "gradually increasing the 'alpha' parameter of your GaussianProcessRegressor "
+                f"estimator. The training covariance of target(s) "
+                f"{format_targets(np.flatnonzero(singular))} is not positive definite even with "
+                "added jitter; adding a WhiteKernel or removing duplicate rows also helps."
             )
         if singular.any():
             warnings.warn(
@@ -877,20 +883,28 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if self.optimizer is None:
             return
         for j in np.flatnonzero(plan.free):
+            # scikit-learn's name and dimension: "k2__length_scale[1]" is dimension 1
+            name, _, dim = plan.names[j].partition("[")
+            dim = dim.rstrip("]") or "0"
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
                 if (side == 1 and not plan.warn_at_upper[j]) or plan.prior_bounded[j, side]:
                     continue
                 near = np.isclose(bounds[:, j, side], self.gps_.theta[:, j]) & fitted
-                if near.any():
-                    warnings.warn(
-                        f"The optimal value found for {plan.names[j]} is close to the "
-                        f"specified {word} bound for target(s) "
-                        f"{format_targets(np.flatnonzero(near))}. {verb} the bound and "
-                        "calling fit again may find a better value; so may more restarts "
-                        "(n_restarts_optimizer), when the fit ended in a local optimum that "
-                        "explains the data as noise.",
-                        ConvergenceWarning,
+                for log_bound in np.unique(bounds[near, j, side]):
+                    # scikit-learn's text (its tests match it), then which targets
+                    bound = float(f"{np.exp(log_bound):.12g}")  # 0.001, not 0.0010000000000000002
+                    message = (
+                        f"The optimal value found for dimension {dim} of parameter {name} is "
+                        f"close to the specified {word} bound {bound}. "
+                        f"{verb} the bound and calling fit again may find a better value."
                     )
+                    if self.n_targets_ > 1:
+                        on = np.flatnonzero(near & (bounds[:, j, side] == log_bound))
+                        message += f" Target(s): {format_targets(on)}."
+                    if self.kernel is None:
+                        message += (" So may more restarts (n_restarts_optimizer), when the fit "
+                                    "ended in a local optimum that explains the data as noise.")
+                    warnings.warn(message, ConvergenceWarning)
 
     # ------------------------------------------------------------- prediction
     def _compute_device(self):

@@ -76,7 +76,7 @@ def test_batched_cross_validation_and_loo_on_gpu_equal_cpu(data):
 
 def test_suggester_on_gpu(data):
     X, y = data
-    bounds = np.array([[0.0, 0.0], [3.0, 3.0]])
+    bounds = np.array([(0.0, 3.0), (0.0, 3.0)])
     est = BatchedGaussianProcessRegressor(
         kernels.ConstantKernel(1.0) * kernels.Matern([0.5, 0.5], nu=2.5) + kernels.WhiteKernel(1e-3),
         normalize_y=True, device="cuda",
@@ -85,5 +85,5 @@ def test_suggester_on_gpu(data):
                             mc_samples=32, random_state=0).fit(X, y[:, 0]).suggest()
             for _ in range(2)]
     assert runs[0].shape == (3, 2)
-    assert np.all(runs[0] >= bounds[0]) and np.all(runs[0] <= bounds[1])
+    assert np.all(runs[0] >= bounds[:, 0]) and np.all(runs[0] <= bounds[:, 1])
     assert_allclose(runs[0], runs[1])  # same random_state, same suggestion

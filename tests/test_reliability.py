@@ -166,10 +166,10 @@ def test_suggester_refuses_integer_bounds_without_an_integer_and_unobserved_cons
     y = np.column_stack([X.sum(axis=1), np.full(len(X), np.nan)])
     params = dict(q=1, raw_samples=16, num_restarts=2, random_state=0)
     with pytest.raises(ValueError, match=r"Integer feature\(s\) \[0\] have bounds that hold no integer"):
-        QBatchSuggester(bounds=np.array([[0.2, 0.0], [0.8, 1.0]]), integer_features=[0],
+        QBatchSuggester(bounds=np.array([(0.2, 0.8), (0.0, 1.0)]), integer_features=[0],
                         **params).fit(X, y[:, 0])
     with pytest.raises(ValueError, match=r"Target\(s\) \[1\] enter the objective or a constraint"):
-        QBatchSuggester(bounds=np.array([[0.0, 0.0], [1.0, 1.0]]), constraints={1: 0.5},
+        QBatchSuggester(bounds=np.array([(0.0, 1.0), (0.0, 1.0)]), constraints={1: 0.5},
                         **params).fit(X, y)
 
 
@@ -205,7 +205,7 @@ def test_tell_takes_one_point_with_a_scalar_y_like_the_same_point_as_arrays():
     from skbgp import QBatchSuggester
 
     X, y = _small()
-    params = dict(bounds=np.array([[0.0, 0.0], [1.0, 1.0]]), q=1, raw_samples=16, num_restarts=2,
+    params = dict(bounds=np.array([(0.0, 1.0), (0.0, 1.0)]), q=1, raw_samples=16, num_restarts=2,
                   random_state=0)
     a = QBatchSuggester(**params).fit(X, y).tell(np.array([0.5, 0.25]), 0.3)
     b = QBatchSuggester(**params).fit(X, y).tell(np.array([[0.5, 0.25]]), np.array([0.3]))
