@@ -21,7 +21,7 @@ from ._core.priors import log_prior
 from ._core.threads import on_member_threads
 from ._validation import to_numpy, to_tensor
 
-__all__ = ["auto_batch_size", "Chunk", "FitResult", "FitSettings", "Optimum", "fit_chunk", "Progress"]
+__all__ = ["MIN_WORKER_WORK", "worker_jobs", "auto_batch_size", "Chunk", "FitResult", "FitSettings", "Optimum", "fit_chunk", "Progress"]
 
 # Memory budget of one chunk on the CPU. What grows with the number of targets
 # in a chunk is its final Cholesky factors (one n x n matrix per target); the
@@ -32,6 +32,33 @@ _CPU_CHUNK_BYTES = 2**30
 _GPU_FREE_FRACTION = 0.25
 # n x n matrices per member held at once by a likelihood evaluation on a GPU.
 _GPU_COPIES = 6
+
+
+# Work of a fit (targets x starts x n_samples^2) below which it runs in this process
+# whatever n_jobs says: one process already spreads its members over every core torch
+# has threads for, and starting worker processes (each imports torch) costs seconds
+# (doc/scale.rst has the measurements).
+MIN_WORKER_WORK = 2**29
+
+
+def worker_jobs(n_jobs, n_targets, n_starts, n_samples):
+    """The ``n_jobs`` a fit uses: 1 when its work is too small for workers to pay.
+
+    Parameters
+    ----------
+    n_jobs : int or None
+        The estimator's ``n_jobs``.
+    n_targets, n_starts, n_samples : int
+
+    Returns
+    -------
+    int or None
+        ``n_jobs``, or 1 when ``n_targets * n_starts * n_samples**2`` is below
+        ``MIN_WORKER_WORK``.
+    """
+    if n_targets * n_starts * n_samples**2 < MIN_WORKER_WORK:
+        return 1
+    return n_jobs
 
 
 def auto_batch_size(n_samples, n_targets, n_starts, n_workers, device, itemsize):

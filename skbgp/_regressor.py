@@ -16,7 +16,7 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, validate_data
 
-from ._chunks import Chunk, FitResult, FitSettings, Progress, auto_batch_size, fit_chunk
+from ._chunks import Chunk, FitResult, FitSettings, Progress, auto_batch_size, fit_chunk, worker_jobs
 from ._core.exact import sample_mvn
 from ._core.priors import log_prior
 from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, factors_fit, format_targets
@@ -284,7 +284,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         (:class:`sklearn.utils.parallel.Parallel`); ``None`` means 1 unless in
         a :func:`joblib.parallel_config` context, ``-1`` all processors. Under
         ``joblib.parallel_config(backend="dask")`` the chunks run on the
-        workers of a Dask cluster.
+        workers of a Dask cluster. A fit of fewer than ``2**29`` numbers
+        (``n_targets * (n_restarts_optimizer + 1) * n_samples**2``, about a
+        minute of work) runs in this process whatever ``n_jobs`` says: one
+        process already uses every core, and starting workers costs seconds.
     cache_size : float, default=1024
         Memory, in MiB, for the Cholesky factors kept between predictions
         (as the kernel cache of scikit-learn's SVR). When the factors of all
@@ -730,10 +733,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         X, plan, bounds = problem.X, problem.plan, problem.bounds
         n_targets = bounds.shape[0]
         starts = problem.starts_np if theta is None else theta[None]
+        n_jobs = worker_jobs(self.n_jobs, n_targets, starts.shape[0], X.shape[0])
         batch_size = self.batch_size
         if batch_size is None:
             batch_size = auto_batch_size(
-                X.shape[0], n_targets, starts.shape[0], effective_n_jobs(self.n_jobs),
+                X.shape[0], n_targets, starts.shape[0], effective_n_jobs(n_jobs),
                 problem.device, problem.dtype.itemsize,
             )
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
@@ -742,7 +746,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         settings = FitSettings(
             optimize=theta is None and self.optimizer is not None, max_iter=self.max_iter,
             tol=self.tol, device=problem.device, dtype=problem.dtype, verbose=self.verbose,
-            keep_factors=(effective_n_jobs(self.n_jobs) == 1 and
+            keep_factors=(effective_n_jobs(n_jobs) == 1 and
                           factors_fit(n_targets, X.shape[0], problem.dtype, self._cache_bytes())),
         )
         jobs = (
@@ -758,7 +762,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         progress = Progress(n_targets, len(chunks), self.verbose if settings.optimize else 0)
         try:
             # results arrive in order
-            for sl, result in zip(chunks, Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)):
+            for sl, result in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
                 results.append(result)
                 progress.update(sl.stop - sl.start, int(result.converged.sum()))
         finally:

@@ -13,6 +13,7 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
+import skbgp._chunks
 from skbgp import BatchedGaussianProcessRegressor
 from skbgp._chunks import auto_batch_size
 
@@ -55,11 +56,27 @@ def test_chunked_fit_equals_one_chunk(many_targets, whole, batch_size):
     assert_same_fit(fit_quietly(*many_targets, batch_size=batch_size), whole)
 
 
-def test_loky_workers_give_the_single_process_result(many_targets, whole):
+@pytest.fixture
+def workers_for_any_fit(monkeypatch):
+    """Workers even for the small fits of these tests (which n_jobs otherwise runs in-process)."""
+    monkeypatch.setattr(skbgp._chunks, "MIN_WORKER_WORK", 0)
+
+
+def test_loky_workers_give_the_single_process_result(many_targets, whole, workers_for_any_fit):
     assert_same_fit(fit_quietly(*many_targets, batch_size=3, n_jobs=2), whole)
 
 
-def test_dask_cluster_gives_the_single_process_result(many_targets, whole):
+def test_small_fits_stay_in_this_process_whatever_n_jobs(many_targets, whole, monkeypatch):
+    ours = fit_quietly(*many_targets, batch_size=3, n_jobs=2)
+    assert ours.gps_.cached  # the fit's own factors: it ran here, not on workers
+    assert_same_fit(ours, whole)
+    X, y = many_targets
+    monkeypatch.setattr(skbgp._chunks, "MIN_WORKER_WORK", y.shape[1] * 3 * X.shape[0] ** 2)
+    assert not fit_quietly(*many_targets, batch_size=3, n_jobs=2).gps_.cached  # just enough work
+    assert fit_quietly(*many_targets, batch_size=3, n_jobs=1).gps_.cached
+
+
+def test_dask_cluster_gives_the_single_process_result(many_targets, whole, workers_for_any_fit):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
@@ -228,7 +245,8 @@ def _map_composite_estimator(n_targets, **params):
     return BatchedGaussianProcessRegressor(kernel, random_state=0, normalize_y=True, **params)
 
 
-def test_chunks_and_workers_keep_per_target_priors_and_composite_kernels(many_targets):
+def test_chunks_and_workers_keep_per_target_priors_and_composite_kernels(many_targets,
+                                                                         workers_for_any_fit):
     X, y = many_targets
     y = y[:, :5]
     with warnings.catch_warnings():
