@@ -18,15 +18,17 @@ import warnings
 
 import numpy as np
 import torch
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
-from ._chunks import Optimum
+from ._chunks import Optimum, worker_jobs
 from ._core.fit import finite_difference_hessian, fit_hyperparameters, with_priors
 from ._core.folds import fold_objective, loo_from_factor, pack_folds
 from ._core.lbfgs import hessian_pairs
@@ -147,7 +149,7 @@ def _check_error_score(error_score):
     )
 
 
-def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise"):
+def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise", n_jobs=None):
     """Fit a clone of ``estimator`` on the training rows of every split, as one batch.
 
     Returns
@@ -207,7 +209,7 @@ def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise"):
         ) from errors[0]
 
     t0 = time.perf_counter()
-    optima = _optimise_folds(reg, [problems[f] for f in live], mode, warm, full_problem)
+    optima = _optimise_folds(reg, [problems[f] for f in live], mode, warm, full_problem, n_jobs)
     t_shared += time.perf_counter() - t0
     for f, optimum in zip(live, optima):
         guarded(f, lambda f=f, optimum=optimum: _final_regressor(clones[f]).finish_fit(
@@ -215,7 +217,7 @@ def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise"):
     return clones, times + t_shared / k, errors
 
 
-def _optimise_folds(reg, problems, mode, warm=None, full_problem=None):
+def _optimise_folds(reg, problems, mode, warm=None, full_problem=None, n_jobs=None):
     """The hyperparameters of every fold's targets, optimised as one batch.
 
     Parameters
@@ -229,6 +231,10 @@ def _optimise_folds(reg, problems, mode, warm=None, full_problem=None):
         The full-data optimum (modes ``"warm_start"`` and ``"full_data"``).
     full_problem : FitProblem, optional
         Of the full data (mode ``"warm_start"``: its curvature seeds L-BFGS).
+    n_jobs : int or None
+        joblib workers over which the targets are split (every worker
+        optimises all folds of its targets), for a batch large enough to pay
+        (see :func:`~skbgp._chunks.worker_jobs`).
 
     Returns
     -------
@@ -236,7 +242,6 @@ def _optimise_folds(reg, problems, mode, warm=None, full_problem=None):
         One per fold.
     """
     k = len(problems)
-    kernel = problems[0].plan.kernel
     m = problems[0].y.shape[0]
     shapes = sorted({(p.Xt.shape[1], p.plan.kernel) for p in problems}, key=str)
     if len(shapes) > 1:
@@ -248,42 +253,73 @@ def _optimise_folds(reg, problems, mode, warm=None, full_problem=None):
         )
     if reg.optimizer is None:
         return [Optimum(p.starts[0]) for p in problems]
-    lower = torch.cat([p.lower for p in problems])  # (k * m, P), fold-major
-    upper = torch.cat([p.upper for p in problems])
-    if warm is not None:
-        # member f * m + t starts at target t's full-data optimum, without restarts
-        start = to_tensor(warm, lower.dtype, lower.device).repeat(k, 1)
-        starts = torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
-    else:
-        starts = torch.cat([p.starts for p in problems], dim=1)  # (r, k * m, P)
     if mode == "full_data":
         # no optimisation: every fold keeps the full-data hyperparameters
-        return [Optimum(starts[0, f * m:(f + 1) * m]) for f in range(k)]
-    batch = pack_folds([p.Xt for p in problems], [p.y for p in problems],
-                       [p.maskf for p in problems], [p.alpha for p in problems])
-    # member f * m + t is target t: its rows of any per-target prior
+        return [Optimum(_clipped_starts(p, warm, np.arange(m))[0]) for p in problems]
+    n_starts = 1 if warm is not None else problems[0].starts_np.shape[0]
+    n_jobs = worker_jobs(n_jobs, k * m, n_starts, max(p.X.shape[0] for p in problems))
+    size = m if effective_n_jobs(n_jobs) == 1 else -(-m // (2 * effective_n_jobs(n_jobs)))
+    parts = Parallel(n_jobs=n_jobs)(
+        delayed(_optimise_targets)(reg.max_iter, reg.tol, problems, np.arange(i, min(i + size, m)),
+                                   warm, full_problem)
+        for i in range(0, m, size)
+    )
+    # parts[c][f] holds fold f's record for chunk c's targets
+    return [Optimum(*(torch.cat([getattr(part[f], name) for part in parts])
+                      for name in ("theta", "n_iter", "converged", "n_evaluations")))
+            for f in range(k)]
+
+
+def _clipped_starts(problem, warm, targets):
+    """Tensor of shape (r, t, P): the starts of ``targets``, or their full-data optimum clipped."""
+    if warm is None:
+        return problem.starts[:, targets]
+    lower, upper = problem.lower[targets], problem.upper[targets]
+    start = to_tensor(warm[targets], lower.dtype, lower.device)
+    return torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
+
+
+def _optimise_targets(max_iter, tol, problems, targets, warm=None, full_problem=None):
+    """Optimise the members (fold, target) of ``targets`` in every fold, as one batch.
+
+    Module-level (numpy and tensors in and out) so that joblib can ship it to
+    a worker; a member's result does not depend on the others in its batch.
+
+    Returns
+    -------
+    list of Optimum
+        One per fold, of the ``t = len(targets)`` targets.
+    """
+    k, t = len(problems), targets.size
+    kernel = problems[0].plan.kernel
+    lower = torch.cat([p.lower[targets] for p in problems])  # (k * t, P), fold-major
+    upper = torch.cat([p.upper[targets] for p in problems])
+    starts = torch.cat([_clipped_starts(p, warm, targets) for p in problems], dim=1)  # (r, k t, P)
+    batch = pack_folds([p.Xt for p in problems], [p.y[targets] for p in problems],
+                       [p.maskf[targets] for p in problems], [p.alpha for p in problems])
+    # member f * t + j is target targets[j]: its rows of any per-target prior
     priors = concatenate_terms(
-        [p.plan.prior_terms(lower.dtype, lower.device, targets=np.arange(m)) for p in problems],
-        [m] * k)
+        [p.plan.prior_terms(lower.dtype, lower.device, targets=targets) for p in problems],
+        [t] * k)
 
     def work():
         memory = None
         if full_problem is not None:
-            memory = _full_data_curvature(full_problem, starts[0, :m])
+            memory = _full_data_curvature(full_problem, starts[0, :t], targets)
             memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
         return fit_hyperparameters(
             with_priors(fold_objective(kernel, batch), priors), starts, lower, upper,
-            problems[0].free, max_iter=reg.max_iter, gtol=reg.tol,
-            race_iter=problems[0].plan.race_iter(reg.max_iter), memory=memory,
+            problems[0].free, max_iter=max_iter, gtol=tol,
+            race_iter=problems[0].plan.race_iter(max_iter), memory=memory,
         )
 
     result = on_member_threads(lower.device, work)
-    return [Optimum(result.theta[f * m:(f + 1) * m], result.n_iter[f * m:(f + 1) * m],
-                    result.converged[f * m:(f + 1) * m],
-                    result.member_evaluations[f * m:(f + 1) * m]) for f in range(k)]
+    return [Optimum(result.theta[f * t:(f + 1) * t], result.n_iter[f * t:(f + 1) * t],
+                    result.converged[f * t:(f + 1) * t],
+                    result.member_evaluations[f * t:(f + 1) * t]) for f in range(k)]
 
 
-def _full_data_curvature(problem, theta):
+def _full_data_curvature(problem, theta, targets):
     """Curvature pairs of every target's full-data objective at its optimum.
 
     The Hessian of the full-data objective (negative log marginal likelihood
@@ -298,21 +334,22 @@ def _full_data_curvature(problem, theta):
     ----------
     problem : FitProblem
         Of the full data.
-    theta : Tensor of shape (m, P)
-        The full-data optimum of every target (clipped to the bounds).
+    theta : Tensor of shape (t, P)
+        The full-data optimum of each of ``targets`` (clipped to the bounds).
+    targets : ndarray of shape (t,), int
 
     Returns
     -------
-    S, Y : Tensor of shape (m, P, P)
+    S, Y : Tensor of shape (t, P, P)
     """
-    m = theta.shape[0]
-    batch = pack_folds([problem.Xt], [problem.y], [problem.maskf], [problem.alpha])
-    targets = torch.arange(m, device=theta.device)
-    priors = problem.plan.prior_terms(theta.dtype, theta.device, targets=np.arange(m))
+    batch = pack_folds([problem.Xt], [problem.y[targets]], [problem.maskf[targets]],
+                       [problem.alpha])
+    priors = problem.plan.prior_terms(theta.dtype, theta.device, targets=targets)
     fun = with_priors(fold_objective(problem.plan.kernel, batch), priors)
     finite = torch.isfinite(theta).all(-1)
     x = torch.where(finite[:, None], theta, 0.0)
-    H = finite_difference_hessian(fun, x, targets, problem.upper, problem.free)
+    members = torch.arange(theta.shape[0], device=theta.device)
+    H = finite_difference_hessian(fun, x, members, problem.upper[targets], problem.free)
     H[~finite] = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
     return hessian_pairs(H, problem.free)
 
@@ -336,7 +373,7 @@ def _scores(scorer, est, X, y):
 
 def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, params=None,
                            return_train_score=False, return_estimator=False,
-                           return_indices=False, mode="exact", error_score=np.nan):
+                           return_indices=False, mode="exact", n_jobs=None, error_score=np.nan):
     """Evaluate independent GPs by cross-validation, fitting all folds as one batch.
 
     The counterpart of :func:`sklearn.model_selection.cross_validate` for a
@@ -400,6 +437,13 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
 
         See the "Cross-validation" page of the documentation for measured
         speed and scores.
+    n_jobs : int or None, default=None
+        As in ``cross_validate``: joblib workers that share the work. The
+        (fold, target) pairs are split by target, every worker optimising all
+        folds of its targets, with the same results; a batch of fewer than
+        ``2**29`` numbers (pairs x starts x n_samples**2) stays in this
+        process, as in the regressor's ``fit``, since one process already
+        uses every core.
     error_score : "raise" or numeric, default=np.nan
         As in ``cross_validate``: the score of a split whose fit (or scoring)
         fails, with a :class:`~sklearn.exceptions.FitFailedWarning` (a
@@ -441,7 +485,8 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
     error_score = _check_error_score(error_score)
     X, y, splits = _resolve_splits(estimator, X, y, groups, cv)
     scorer = check_scoring(estimator, scoring)
-    fitted, fit_times, errors = _batched_fit(estimator, X, y, splits, params, mode, error_score)
+    fitted, fit_times, errors = _batched_fit(estimator, X, y, splits, params, mode, error_score,
+                                             n_jobs)
 
     k = len(splits)
     results = {"fit_time": fit_times, "score_time": np.zeros(k)}
@@ -487,7 +532,7 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
 
 
 def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None,
-                              return_std=False, mode="exact"):
+                              return_std=False, mode="exact", n_jobs=None):
     """Cross-validated predictions of independent GPs, all folds fitted as one batch.
 
     The counterpart of :func:`sklearn.model_selection.cross_val_predict`:
@@ -512,6 +557,8 @@ def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None
     mode : {"exact", "warm_start", "full_data"}, default="exact"
         How the folds' hyperparameters are found; see
         :func:`batched_cross_validate`.
+    n_jobs : int or None, default=None
+        Workers that share the batch; see :func:`batched_cross_validate`.
 
     Returns
     -------
@@ -549,7 +596,7 @@ def batched_cross_val_predict(estimator, X, y, *, groups=None, cv=5, params=None
             "exactly one test set (use KFold, GroupKFold or LeaveOneOut, or "
             "batched_cross_validate for other splitters)."
         )
-    fitted, _, _ = _batched_fit(estimator, X, y, splits, params, mode)
+    fitted, _, _ = _batched_fit(estimator, X, y, splits, params, mode, n_jobs=n_jobs)
     mean = std = None
     for (_, test), est in zip(splits, fitted):
         out = est.predict(safe_indexing(X, test), return_std=return_std)

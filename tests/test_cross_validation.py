@@ -30,6 +30,7 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+import skbgp._chunks
 from skbgp import (
     BatchedGaussianProcessRegressor,
     batched_cross_val_predict,
@@ -220,6 +221,22 @@ def test_targets_with_missing_values_are_scored_on_their_observed_rows():
         assert_allclose(batched["test_score_per_target"][f], per_target, rtol=1e-6)
         assert_allclose(looped["test_score"][f], mean, rtol=1e-6)
         assert_allclose(search.cv_results_[f"split{f}_test_score"][0], mean, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["exact", "warm_start"])
+def test_workers_split_the_targets_and_change_nothing(mode, monkeypatch):
+    monkeypatch.setattr(skbgp._chunks, "MIN_WORKER_WORK", 0)  # workers even for this small batch
+    X, y = _data(40)
+    est = BatchedGaussianProcessRegressor(random_state=0, n_restarts_optimizer=1)
+    one = batched_cross_validate(est, X, y, cv=KFold(4), mode=mode, return_estimator=True)
+    two = batched_cross_validate(est, X, y, cv=KFold(4), mode=mode, return_estimator=True,
+                                 n_jobs=2)
+    assert_allclose(two["test_score_per_target"], one["test_score_per_target"], rtol=1e-8)
+    for a, b in zip(two["estimator"], one["estimator"]):
+        _assert_same_optimum(a, b)
+        assert_allclose(a.theta_, b.theta_, rtol=1e-6, atol=1e-8)
+    pred = batched_cross_val_predict(est, X, y, cv=KFold(4), mode=mode, n_jobs=2)
+    assert_allclose(pred, batched_cross_val_predict(est, X, y, cv=KFold(4), mode=mode), rtol=1e-8)
 
 
 def _fails_on(n_rows):
