@@ -273,7 +273,8 @@ class FittedGPs:
             )
 
     # ------------------------------------------------------------- posterior
-    def posterior(self, X, *, variance=False, full_cov=False, device=None, dtype=None):
+    def posterior(self, X, *, variance=False, full_cov=False, observation_noise=True, device=None,
+                  dtype=None):
         """The latent posterior of every target at ``X``, in the fitted (standardised) units.
 
         Parameters
@@ -284,6 +285,9 @@ class FittedGPs:
             scikit-learn counts it).
         full_cov : bool
             The joint covariance instead of the variance.
+        observation_noise : bool
+            False leaves the kernel's white noise out of the variance (the
+            latent function's posterior).
         device, dtype : optional
             Where to compute (the fit's by default).
 
@@ -310,7 +314,8 @@ class FittedGPs:
             for sl, L in chunks:
                 chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
                 mu, v = self.kernel.posterior(t.theta[sl], t.X, Xq, L, t.dual[sl], t.mask[sl],
-                                              full_cov=full_cov, chunk_size=chunk)
+                                              full_cov=full_cov, observation_noise=observation_noise,
+                                              chunk_size=chunk)
                 mean[sl] = to_numpy(mu)
                 if var is not None:
                     var[sl] = to_numpy(v)

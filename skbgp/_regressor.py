@@ -1028,18 +1028,22 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         return plan.sklearn_kernels(np.broadcast_to(plan.theta0, (m, P)),
                                     np.broadcast_to(plan.bounds, (m, P, 2)))
 
-    def _prior(self, X, full_cov):
+    def _prior(self, X, full_cov, observation_noise=True):
         """Mean (m, p) and variance (m, p) or covariance (m, p, p) of the prior at ``X``."""
         m = self.n_targets or 1
         kernels = self._prior_kernels(X.shape[1])
-        moments = [k(X) if full_cov else k.diag(X) for k in kernels]
+        if observation_noise:
+            moments = [k(X) if full_cov else k.diag(X) for k in kernels]
+        else:
+            # k(X, X) with X given twice: a WhiteKernel adds nothing between two sets
+            moments = [k(X, X) if full_cov else np.diagonal(k(X, X)).copy() for k in kernels]
         var = np.stack(moments if len(moments) == m else moments * m)
         return np.zeros((m, X.shape[0])), var
 
-    def _predict_prior(self, X, return_std, return_cov):
+    def _predict_prior(self, X, return_std, return_cov, observation_noise=True):
         """``predict`` before ``fit``: the prior (mean 0), in scikit-learn's shapes."""
         self._check_params()
-        mean, var = self._prior(X, full_cov=return_cov)
+        mean, var = self._prior(X, full_cov=return_cov, observation_noise=observation_noise)
         single = (self.n_targets or 1) == 1
         out = lambda a: a[0] if single else np.moveaxis(a, 0, -1)  # noqa: E731 - targets last
         if return_cov:
@@ -1048,7 +1052,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             return out(mean), out(np.sqrt(var))
         return out(mean)
 
-    def predict(self, X, return_std=False, return_cov=False):
+    def predict(self, X, return_std=False, return_cov=False, observation_noise=True):
         """Predict with every target's GP (or with the prior, before ``fit``).
 
         Parameters
@@ -1059,6 +1063,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             Also return the predictive standard deviation.
         return_cov : bool, default=False
             Also return the joint predictive covariance.
+        observation_noise : bool, default=True
+            Count the kernel's white noise in ``y_std`` and ``y_cov``, as
+            scikit-learn does (the distribution of a new observation). False
+            gives the latent function's (BoTorch's ``posterior(X,
+            observation_noise=False)``, GPflow's ``predict_f``): the white
+            noise left out, ``alpha`` never counted either way.
 
         Returns
         -------
@@ -1079,10 +1089,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         reject_grad_tensors(X=X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         if not self._fitted():
-            return self._predict_prior(X, return_std, return_cov)
+            return self._predict_prior(X, return_std, return_cov, observation_noise)
         self._warn_failed()
         gps, where = self._gps()
-        mean, var = gps.posterior(X, variance=return_std, full_cov=return_cov, **where)
+        mean, var = gps.posterior(X, variance=return_std, full_cov=return_cov,
+                                  observation_noise=observation_noise, **where)
         y_mean = mean.T
         y_var = None if var is None else np.moveaxis(var, 0, -1)
         std_y = gps.y_std
@@ -1102,7 +1113,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             return out_mean, (y_std[:, 0] if single else y_std)
         return out_mean
 
-    def sample_y(self, X, n_samples=1, random_state=0):
+    def sample_y(self, X, n_samples=1, random_state=0, observation_noise=True):
         """Draw joint samples from every target's predictive distribution.
 
         Parameters
@@ -1113,6 +1124,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             Number of joint samples per target.
         random_state : int, RandomState instance or None, default=0
             Seeds a local torch generator; the global torch seed is untouched.
+        observation_noise : bool, default=True
+            Draw new observations (the kernel's white noise included, as
+            scikit-learn does); False draws the latent function.
 
         Returns
         -------
@@ -1128,7 +1142,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         generator = torch_generator(random_state)
         if not self._fitted():
             device, dtype = self._check_params()
-            mean, cov = (to_tensor(a, dtype, device) for a in self._prior(X, full_cov=True))
+            mean, cov = (to_tensor(a, dtype, device)
+                         for a in self._prior(X, full_cov=True, observation_noise=observation_noise))
             draws = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
             return draws[0] if (self.n_targets or 1) == 1 else np.moveaxis(draws, 0, 1)
         self._warn_failed()
@@ -1139,7 +1154,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         with torch.no_grad():
             for sl, L in gps.factor_chunks(2 * X.shape[0] ** 2, **where):
                 mean, cov = gps.kernel.posterior(t.theta[sl], t.X, Xq, L, t.dual[sl], t.mask[sl],
-                                                 full_cov=True)
+                                                 full_cov=True, observation_noise=observation_noise)
                 draws[sl] = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
         with np.errstate(over="ignore", invalid="ignore"):
             draws = draws * gps.y_std[:, None, None] + gps.y_mean[:, None, None]

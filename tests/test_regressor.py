@@ -287,6 +287,39 @@ def test_sample_y_is_reproducible_and_leaves_global_seed_alone(multi_target_data
 
 
 # --------------------------------------------------------------------------- attributes, warnings, numerics
+@pytest.mark.parametrize("kernel", [None, ConstantKernel() * Matern(np.ones(3), nu=2.5) + WhiteKernel()],
+                         ids=["default", "sklearn-matern"])
+def test_latent_predictions_leave_the_white_noise_out(multi_target_data, kernel):
+    X, y = multi_target_data
+    est = BatchedGaussianProcessRegressor(kernel, random_state=0, n_restarts_optimizer=0,
+                                          normalize_y=True).fit(X, y)
+    Xq = X[:6] + 0.05
+    noise = est.noise_levels_ * est.gps_.y_std ** 2  # (n_targets,), in the targets' units
+    mean, std = est.predict(Xq, return_std=True)
+    latent_mean, latent_std = est.predict(Xq, return_std=True, observation_noise=False)
+    assert_allclose(latent_mean, mean, rtol=1e-12)
+    assert_allclose(latent_std, np.sqrt(std ** 2 - noise), rtol=1e-8)
+    _, cov = est.predict(Xq, return_cov=True)
+    _, latent_cov = est.predict(Xq, return_cov=True, observation_noise=False)
+    assert_allclose(latent_cov, cov - np.eye(6)[..., None] * noise, rtol=1e-8, atol=1e-12)
+    if kernel is not None:
+        # oracle: scikit-learn's GPR without the WhiteKernel and with alpha = the noise level,
+        # whose std leaves alpha out
+        for t in range(y.shape[1]):
+            fitted = est.kernels_[t]
+            ref = GaussianProcessRegressor(fitted.k1, alpha=fitted.k2.noise_level, optimizer=None,
+                                           normalize_y=True).fit(X, y[:, t])
+            ref_mean, ref_std = ref.predict(Xq, return_std=True)
+            assert_allclose(latent_mean[:, t], ref_mean, rtol=1e-8)
+            assert_allclose(latent_std[:, t], ref_std, rtol=1e-7)
+    draws = est.sample_y(Xq, n_samples=4000, random_state=1, observation_noise=False)
+    for t in range(y.shape[1]):  # the draws' covariance is the latent one
+        assert_allclose(np.cov(draws[:, t]), latent_cov[..., t], atol=0.1 * latent_cov[..., t].max())
+    prior = BatchedGaussianProcessRegressor(ConstantKernel(2.0) * RBF(1.0) + WhiteKernel(0.3))
+    _, prior_std = prior.predict(Xq, return_std=True, observation_noise=False)
+    assert_allclose(prior_std, np.sqrt(2.0), rtol=1e-12)
+
+
 def test_sample_y_of_a_target_is_the_same_alone_and_among_others(multi_target_data):
     X, y = multi_target_data
     kernel = sklearn_kernel("rbf", [0.5, 1.0, 0.3])

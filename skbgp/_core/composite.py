@@ -553,7 +553,7 @@ def refactorize(kernel, theta, geom, maskf, alpha, jitter):
 
 
 def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
-              full_cov=False, chunk_size=None):
+              full_cov=False, observation_noise=True, chunk_size=None):
     """Posterior mean and variance (or covariance) at query points.
 
     R&W Alg. 2.1 lines 4-6, as scikit-learn computes them: the cross
@@ -572,6 +572,9 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
     factor_alpha : Tensor of shape (b, n)
     maskf : Tensor of shape (b, n)
     full_cov : bool
+    observation_noise : bool
+        False leaves every white-noise node out of the prior variance (the
+        latent function's posterior).
     chunk_size : int or None
         Query points per chunk when ``full_cov`` is False.
 
@@ -581,12 +584,29 @@ def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
     var : Tensor of shape (b, p) or (b, p, p)
         Variances clamped at 0 (or the full covariance).
     """
+    prior = theta if observation_noise else _without_white_noise(kernel, theta)
     return posterior_from(
         lambda Xc: kernel.covariance(theta, geometry(Xc, X_train)),
-        lambda Xc: kernel.diag(theta, Xc),
-        lambda X: kernel.covariance(theta, geometry(X)).clone(),
+        lambda Xc: kernel.diag(prior, Xc),
+        lambda X: kernel.covariance(prior, geometry(X)).clone(),
         X_test, factor_L, factor_alpha, maskf, full_cov, chunk_size,
     )
+
+
+def _white_columns(node):
+    """Columns of ``theta`` that hold a white-noise node's log variance."""
+    if isinstance(node, WhiteNode):
+        return [node.start]
+    return [c for child in (getattr(node, "k1", None), getattr(node, "k2", None),
+                            getattr(node, "k", None)) if child is not None
+            for c in _white_columns(child)]
+
+
+def _without_white_noise(kernel, theta):
+    """``theta`` with every white-noise variance at 0 (its log at -inf), for the latent function."""
+    theta = theta.clone()
+    theta[:, _white_columns(kernel.root)] = -math.inf
+    return theta
 
 
 # KernelMaths's methods call this module's functions, which take the kernel first

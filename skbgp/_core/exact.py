@@ -73,10 +73,14 @@ class KernelMaths:
         return self._maths.refactorize(self, theta, data, maskf, alpha, jitter)
 
     def posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf, full_cov=False,
-                  chunk_size=None):
-        """Posterior mean and variance at ``X_test``; ``factor_L=None`` gives the mean only."""
+                  observation_noise=True, chunk_size=None):
+        """Posterior mean and variance at ``X_test``; ``factor_L=None`` gives the mean only.
+
+        ``observation_noise=False`` leaves the white noise out (the latent function's).
+        """
         return self._maths.posterior(self, theta, X_train, X_test, factor_L, factor_alpha, maskf,
-                                     full_cov=full_cov, chunk_size=chunk_size)
+                                     full_cov=full_cov, observation_noise=observation_noise,
+                                     chunk_size=chunk_size)
 
 
 @dataclass(frozen=True)
