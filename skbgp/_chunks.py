@@ -111,7 +111,8 @@ class Chunk:
         Targets of the chunk (normalised), missing entries 0.
     maskf : ndarray of shape (c, n)
         1.0 where observed.
-    alpha : ndarray of shape (n,) or ()
+    alpha : ndarray of shape (n,), () or (c, n)
+        Added to the observed diagonal (per target when 2-D).
     starts : ndarray of shape (r, c, P)
         Starting points in log space; the first is the initial value.
     lower, upper : ndarray of shape (c, P)

@@ -296,7 +296,8 @@ def _optimise_targets(max_iter, tol, problems, targets, warm=None, full_problem=
     upper = torch.cat([p.upper[targets] for p in problems])
     starts = torch.cat([_clipped_starts(p, warm, targets) for p in problems], dim=1)  # (r, k t, P)
     batch = pack_folds([p.Xt for p in problems], [p.y[targets] for p in problems],
-                       [p.maskf[targets] for p in problems], [p.alpha for p in problems])
+                       [p.maskf[targets] for p in problems],
+                       [p.alpha_of(targets) for p in problems])
     # member f * t + j is target targets[j]: its rows of any per-target prior
     priors = concatenate_terms(
         [p.plan.prior_terms(lower.dtype, lower.device, targets=targets) for p in problems],
@@ -343,7 +344,7 @@ def _full_data_curvature(problem, theta, targets):
     S, Y : Tensor of shape (t, P, P)
     """
     batch = pack_folds([problem.Xt], [problem.y[targets]], [problem.maskf[targets]],
-                       [problem.alpha])
+                       [problem.alpha_of(targets)])
     priors = problem.plan.prior_terms(theta.dtype, theta.device, targets=targets)
     fun = with_priors(fold_objective(problem.plan.kernel, batch), priors)
     finite = torch.isfinite(theta).all(-1)
@@ -678,7 +679,10 @@ def loo_predictive(estimator):
         # missing observations: the ordinary prediction from all observed points
         pm, ps = estimator.predict(estimator.X_train_[rows], return_std=True)
         pm, ps = pm.reshape(rows.size, -1), ps.reshape(rows.size, -1)
-        alpha = np.broadcast_to(gps.alpha, (observed.shape[0],))[rows, None]
+        alpha = np.asarray(gps.alpha, dtype=float)
+        if alpha.ndim == 1:
+            alpha = alpha[:, None]  # per sample: the same for every target
+        alpha = np.broadcast_to(alpha, observed.shape)[rows]
         miss = ~observed[rows]
         mean[rows] = np.where(miss, pm, mean[rows])
         variance[rows] = np.where(miss, ps**2 + alpha * std_y**2, variance[rows])

@@ -62,7 +62,7 @@ class _Tensors:
         self.theta = as_t(np.nan_to_num(gps.theta))  # failed targets: any finite value
         self.dual = as_t(gps.dual)
         self.mask = as_t(gps.observed.T.astype(float))
-        self.alpha = as_t(gps.alpha)
+        self.alpha = as_t(gps.alpha.T if gps.alpha.ndim == 2 else gps.alpha)  # targets first
         self.data = None  # the kernel's training data, built on the first factorisation
         self.L = None  # every target's factor, while it fits the budget
 
@@ -86,9 +86,9 @@ class FittedGPs:
         Dual coefficients ``K^-1 (y - y_mean) / y_std`` (0 where missing).
     jitter : ndarray of shape (n_targets,)
         Diagonal jitter of every target's factorisation in the fit.
-    alpha : ndarray of shape (n_samples,) or ()
+    alpha : ndarray of shape (n_samples,), () or (n_samples, n_targets)
         Added to the diagonal of every training covariance (``alpha`` plus the
-        known noise variance).
+        known noise variance, per target when that was given per target).
     failed : ndarray of shape (n_targets,), bool
         Targets without a fit (no observation, or no positive definite
         covariance); their predictions are NaN.
@@ -186,7 +186,8 @@ class FittedGPs:
                                                                           device=t.X.device)
         recorded = to_tensor(self.jitter[targets], t.X.dtype, t.X.device)
         L, jitter, failed = on_member_threads(t.X.device, lambda: self.kernel.refactorize(
-            t.theta[rows], t.data, t.mask[rows], t.alpha, recorded))  # the fit's arithmetic
+            t.theta[rows], t.data, t.mask[rows], t.alpha[rows] if t.alpha.dim() == 2 else t.alpha,
+            recorded))  # the fit's arithmetic
         self._check_refactorized(np.arange(self.n_targets)[targets], to_numpy(jitter),
                                  to_numpy(failed, bool), t.X.dtype)
         return L

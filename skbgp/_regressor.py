@@ -33,8 +33,9 @@ class FitProblem:
 
     Arrays are numpy, targets last as in scikit-learn: ``Yn`` and ``maskf_np``
     of shape (n_samples, n_targets) (normalised targets, 0 where missing; 1.0
-    where observed), ``alpha_np`` of shape (n_samples,) or () (``alpha`` plus
-    the noise variance passed to ``fit``), ``starts_np`` of shape
+    where observed), ``alpha_np`` of shape (n_samples,), () or
+    (n_samples, n_targets) (``alpha`` plus the noise variance passed to
+    ``fit``), ``starts_np`` of shape
     (n_starts, n_targets, P), ``bounds`` of shape (n_targets, P, 2), ``mean``
     and ``std`` of shape (n_targets,) (the target scaling). ``plan`` is the
     core kernel with its priors and bounds. The properties give the core's
@@ -76,8 +77,13 @@ class FitProblem:
 
     @property
     def alpha(self):
-        """Tensor of shape (n_samples,) or ()."""
-        return self._t(self.alpha_np)
+        """Tensor of shape (n_samples,), () or (n_targets, n_samples)."""
+        return self._t(self.alpha_np.T if self.alpha_np.ndim == 2 else self.alpha_np)
+
+    def alpha_of(self, targets):
+        """Tensor of shape (n_samples,), () or (len(targets), n_samples): ``alpha`` of ``targets``."""
+        alpha = self.alpha
+        return alpha[targets] if alpha.dim() == 2 else alpha
 
     @property
     def starts(self):
@@ -100,17 +106,28 @@ class FitProblem:
         return torch.as_tensor(self.plan.free, device=self.device)
 
 
-def _check_noise_variance(noise_variance, n_samples):
-    """``noise_variance`` as a float array of shape (n_samples,), checked."""
+def _check_noise_variance(noise_variance, observed):
+    """``noise_variance`` as a float array of shape (n_samples,) or (n_samples, n_targets), checked.
+
+    ``observed`` (bool, of shape (n_samples, n_targets)) marks where ``y`` is
+    observed; a per-target variance may be NaN where its target is missing
+    (it is then unused, and set to 0).
+    """
+    n_samples, n_targets = observed.shape
     noise = np.asarray(noise_variance, dtype=float)
-    if noise.ndim != 1 or noise.shape[0] != n_samples:
+    if noise.shape not in ((n_samples,), (n_samples, n_targets)):
         raise ValueError(
             f"noise_variance must have shape ({n_samples},), one variance per training "
-            f"sample; got shape {noise.shape}."
+            f"sample, or ({n_samples}, {n_targets}), one per sample and target; got shape "
+            f"{noise.shape}."
         )
-    if not np.all(np.isfinite(noise)) or np.any(noise < 0):
-        raise ValueError("noise_variance must be finite and non-negative.")
-    return noise
+    used = noise if noise.ndim == 1 else noise[observed]
+    if not np.all(np.isfinite(used)) or np.any(used < 0):
+        raise ValueError(
+            "noise_variance must be finite and non-negative (NaN is allowed only where y is "
+            "missing)."
+        )
+    return noise if noise.ndim == 1 else np.where(observed, noise, 0.0)
 
 
 def observed_r2_score(y_true, y_pred, sample_weight=None):
@@ -595,10 +612,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             Training inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Training targets; NaN marks a missing observation of one target.
-        noise_variance : array-like of shape (n_samples,), default=None
+        noise_variance : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Known noise variance of every training sample, added to ``alpha``
             (the same as a per-sample ``alpha`` array, but a ``fit``
-            argument, so that cross-validation splits it with the samples).
+            argument, so that cross-validation splits it with the samples);
+            of shape (n_samples, n_targets), one per sample and target
+            (BoTorch's ``train_Yvar``), NaN allowed where ``y`` is missing.
             Request it with ``set_fit_request(noise_variance=True)`` when
             scikit-learn's metadata routing is enabled.
 
@@ -631,7 +650,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
-        noise_variance : array-like of shape (n_samples,), default=None
+        noise_variance : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             As in :meth:`fit`.
 
         Returns
@@ -642,8 +661,6 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         device, dtype = self._check_params()
         X, y = self._validate_fit_data(X, y)
         alpha = self._check_alpha(X.shape[0])
-        if noise_variance is not None:
-            alpha = alpha + _check_noise_variance(noise_variance, X.shape[0])
         Y = y.reshape(y.shape[0], -1)
         n_targets = Y.shape[1]
         if self.n_targets is not None and y.ndim == 2 and n_targets != self.n_targets:
@@ -653,6 +670,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 f"{self.n_targets} columns."
             )
         observed = ~np.isnan(Y)
+        if noise_variance is not None:
+            noise = _check_noise_variance(noise_variance, observed)
+            if noise.ndim == 2 and alpha.ndim == 1:
+                alpha = alpha[:, None]  # per sample, then per sample and target
+            alpha = alpha + noise
         empty = ~observed.any(axis=0)
         if empty.all():
             raise ValueError(
@@ -752,8 +774,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         jobs = (
             delayed(fit_chunk)(
                 Chunk(plan, np.arange(sl.start, sl.stop), X, problem.Yn[:, sl].T,
-                      problem.maskf_np[:, sl].T, problem.alpha_np, starts[:, sl],
-                      bounds[sl, :, 0], bounds[sl, :, 1]),
+                      problem.maskf_np[:, sl].T,
+                      problem.alpha_np[:, sl].T if problem.alpha_np.ndim == 2 else problem.alpha_np,
+                      starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1]),
                 settings, label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
             )
             for k, sl in enumerate(chunks)

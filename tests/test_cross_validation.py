@@ -391,9 +391,53 @@ def test_noise_variance_is_split_by_routed_cross_validate_and_by_batched_cv():
         _assert_same_predictions(ours_pipe[test], ref.predict(X[test]), y)
 
 
-@pytest.mark.parametrize("noise, match", [(np.ones(5), r"shape \(30,\)"),
-                                          (-np.ones(30), "non-negative")],
-                         ids=["wrong_length", "negative"])
+def _per_target_noise(y, seed=0):
+    """Noise variances of shape (n, m), different per target, NaN where y is missing."""
+    noise = np.random.RandomState(seed).uniform(1e-3, 0.2, size=y.shape) * np.arange(1, 4)
+    return np.where(np.isnan(y), np.nan, noise)
+
+
+def test_noise_per_sample_and_target_equals_each_target_fitted_alone_with_its_column():
+    X, y = _data(36)
+    y[::5, 1] = np.nan
+    noise = _per_target_noise(y)
+    kernel = ConstantKernel(1.5) * RBF([0.5, 1.0, 0.3]) + WhiteKernel(0.01)
+    fixed = BatchedGaussianProcessRegressor(kernel, optimizer=None, alpha=0.0).fit(
+        X, y, noise_variance=noise)
+    m, s = fixed.predict(X[:7], return_std=True)
+    for t in range(3):  # oracle: scikit-learn's GPR with alpha = that column, observed rows
+        rows = ~np.isnan(y[:, t])
+        ref = GaussianProcessRegressor(kernel, optimizer=None, alpha=noise[rows, t]).fit(
+            X[rows], y[rows, t])
+        m_ref, s_ref = ref.predict(X[:7], return_std=True)
+        assert_allclose(m[:, t], m_ref, rtol=1e-8, atol=1e-12)
+        assert_allclose(s[:, t], s_ref, rtol=1e-8, atol=1e-12)
+    # optimised, chunked: batched == each target alone with its own column
+    batched = BatchedGaussianProcessRegressor(random_state=0, batch_size=2).fit(
+        X, y, noise_variance=noise)
+    Xq = X[:5] + 0.01
+    for t in range(3):
+        alone = BatchedGaussianProcessRegressor(random_state=0).fit(
+            X, y[:, t], noise_variance=np.nan_to_num(noise[:, t]))
+        assert_allclose(batched.theta_[t], alone.theta_[0], rtol=1e-8, atol=1e-10)
+        assert_allclose(batched.predict(Xq, return_std=True)[1][:, t],
+                        alone.predict(Xq, return_std=True)[1], rtol=1e-8)
+        assert_allclose(batched.L_[t], alone.L_[0], rtol=1e-10, atol=1e-14)  # refactorised
+    # the batched CV splits it by rows, as a standalone fit on each fold sees it
+    splits = list(KFold(3).split(X))
+    pred = batched_cross_val_predict(_plain(), X, y, cv=splits, params={"noise_variance": noise})
+    for train, test in splits:
+        ref = _plain().fit(X[train], y[train], noise_variance=noise[train])
+        _assert_same_predictions(pred[test], ref.predict(X[test]), y)
+    mean, var, _ = loo_predictive(fixed)
+    assert np.isfinite(var[np.isnan(y)]).all()  # the missing entries' variance counts its noise
+
+
+@pytest.mark.parametrize("noise, match", [(np.ones(5), r"shape \(30,\).*\(30, 3\)"),
+                                          (np.ones((30, 2)), r"got shape \(30, 2\)"),
+                                          (-np.ones(30), "non-negative"),
+                                          (np.full((30, 3), np.nan), "NaN is allowed only where y")],
+                         ids=["wrong_length", "wrong_targets", "negative", "nan_where_observed"])
 def test_bad_noise_variance_is_a_clear_error(noise, match):
     X, y = _data(30)
     with pytest.raises(ValueError, match=match):

@@ -34,6 +34,7 @@ from .exact import (
     _weighted_sums,
     factor_members,
     member_blocks,
+    member_rows,
     posterior_from,
 )
 from .kernels import correlation, exp_floored, row_product, squared_differences
@@ -445,7 +446,7 @@ def neg_log_marginal_likelihood(kernel, theta, geom, y, maskf, alpha, eval_gradi
     y : Tensor of shape (b, n)
         Targets with missing entries set to 0.
     maskf : Tensor of shape (b, n)
-    alpha : Tensor of shape (n,) or ()
+    alpha : Tensor of shape (n,), () or (b, n)
     eval_gradient : bool
 
     Returns
@@ -461,7 +462,8 @@ def neg_log_marginal_likelihood(kernel, theta, geom, y, maskf, alpha, eval_gradi
     grad = torch.zeros_like(theta) if eval_gradient else None
     # a composite tree holds a few n x n temporaries per node: smaller blocks
     run_blocks(
-        lambda blk: _nlml_block(kernel, theta[blk], geom, y[blk], maskf[blk], alpha,
+        lambda blk: _nlml_block(kernel, theta[blk], geom, y[blk], maskf[blk],
+                                member_rows(alpha, blk),
                                 loss[blk], None if grad is None else grad[blk]),
         member_blocks(b, 2 * n),
     )
@@ -511,7 +513,7 @@ def factorize(kernel, theta, geom, y, maskf, alpha, max_tries=6):
         Of the training inputs with themselves.
     y : Tensor of shape (b, n)
     maskf : Tensor of shape (b, n)
-    alpha : Tensor of shape (n,) or ()
+    alpha : Tensor of shape (n,), () or (b, n)
     max_tries : int
 
     Returns
@@ -519,7 +521,8 @@ def factorize(kernel, theta, geom, y, maskf, alpha, max_tries=6):
     Factor
     """
     L, jitter, failed = factor_members(
-        lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha),
+        lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk],
+                                         member_rows(alpha, blk)),
         maskf, member_blocks(y.shape[0], 2 * y.shape[1]), max_tries,
     )
     lml, a = _lml(L, y, maskf)
@@ -538,7 +541,7 @@ def refactorize(kernel, theta, geom, maskf, alpha, jitter):
     theta : Tensor of shape (b, P)
     geom : Geometry
     maskf : Tensor of shape (b, n)
-    alpha : Tensor of shape (n,) or ()
+    alpha : Tensor of shape (n,), () or (b, n)
     jitter : Tensor of shape (b,)
 
     Returns
@@ -547,7 +550,8 @@ def refactorize(kernel, theta, geom, maskf, alpha, jitter):
         As :func:`skbgp._core.exact.refactorize` returns them.
     """
     return factor_members(
-        lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk], alpha),
+        lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk],
+                                         member_rows(alpha, blk)),
         maskf, member_blocks(maskf.shape[0], 2 * maskf.shape[1]), jitter=jitter.clone(),
     )
 

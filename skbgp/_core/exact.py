@@ -27,6 +27,7 @@ from . import lapack
 from .threads import run_blocks, split_blocks
 
 __all__ = [
+    "member_rows",
     "KernelMaths",
     "StationaryKernel",
     "TrainingDifferences",
@@ -232,6 +233,12 @@ def member_blocks(b, n, device=None):
     return split_blocks(b, numbers // max(1, n * n))
 
 
+def member_rows(alpha, block):
+    """``alpha`` of the members in ``block`` (a slice): per-member rows (b, n) are sliced,
+    a value shared by all members ((n,) or ()) is not."""
+    return alpha[block] if alpha.dim() == 2 else alpha
+
+
 def training_covariance(kernel, theta, D2aug, maskf, alpha):
     """Masked training covariance of every member.
 
@@ -245,7 +252,7 @@ def training_covariance(kernel, theta, D2aug, maskf, alpha):
         (:func:`augmented_differences`, ``TrainingDifferences.full``).
     maskf : Tensor of shape (b, n)
         1.0 where observed, 0.0 where missing.
-    alpha : Tensor of shape (n,) or ()
+    alpha : Tensor of shape (n,), () or (b, n)
         Value added to the observed diagonal (scikit-learn's ``alpha``).
 
     Returns
@@ -378,7 +385,7 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     y : Tensor of shape (b, n)
         Targets with missing entries set to 0.
     maskf : Tensor of shape (b, n)
-    alpha : Tensor of shape (n,) or ()
+    alpha : Tensor of shape (n,), () or (b, n)
     eval_gradient : bool
 
     Returns
@@ -647,7 +654,7 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
         As in :func:`neg_log_marginal_likelihood`.
     y : Tensor of shape (b, n)
     maskf : Tensor of shape (b, n)
-    alpha : Tensor of shape (n,) or ()
+    alpha : Tensor of shape (n,), () or (b, n)
     max_tries : int
 
     Returns
@@ -656,7 +663,8 @@ def factorize(kernel, theta, D2, y, maskf, alpha, max_tries=6):
     """
     D2aug = _training(D2).full
     L, jitter, failed = factor_members(
-        lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
+        lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk],
+                                        member_rows(alpha, blk)),
         maskf, member_blocks(y.shape[0], y.shape[1], theta.device), max_tries,
     )
     lml, a = _lml(L, y, maskf)
@@ -679,7 +687,7 @@ def refactorize(kernel, theta, D2, maskf, alpha, jitter):
     D2 : Tensor of shape (d, n, n) or (d + 1, n * n)
         As in :func:`neg_log_marginal_likelihood`.
     maskf : Tensor of shape (b, n)
-    alpha : Tensor of shape (n,) or ()
+    alpha : Tensor of shape (n,), () or (b, n)
     jitter : Tensor of shape (b,)
         ``Factor.jitter`` of these members.
 
@@ -696,7 +704,8 @@ def refactorize(kernel, theta, D2, maskf, alpha, jitter):
     """
     D2aug = _training(D2).full
     return factor_members(
-        lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk], alpha),
+        lambda blk: training_covariance(kernel, theta[blk], D2aug, maskf[blk],
+                                        member_rows(alpha, blk)),
         maskf, member_blocks(*maskf.shape, theta.device), jitter=jitter.clone(),
     )
 

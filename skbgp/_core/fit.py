@@ -190,7 +190,7 @@ def training_objective(kernel, data, y, maskf, alpha):
         Targets, missing entries set to 0.
     maskf : Tensor of shape (m, n)
         1.0 where observed.
-    alpha : Tensor of shape (n,) or ()
+    alpha : Tensor of shape (n,), () or (m, n)
 
     Returns
     -------
@@ -198,8 +198,11 @@ def training_objective(kernel, data, y, maskf, alpha):
         ``objective(theta, targets) -> (loss, grad)``, as
         :func:`fit_hyperparameters` takes it.
     """
+    per_target = alpha.dim() == 2
+
     def objective(theta, targets):
-        return kernel.nlml(theta, data, y[targets], maskf[targets], alpha)
+        return kernel.nlml(theta, data, y[targets], maskf[targets],
+                           alpha[targets] if per_target else alpha)
 
     return objective
 

@@ -43,8 +43,8 @@ class FoldBatch:
         Targets of every member (fold-major), 0 where masked.
     maskf : Tensor of shape (k * m, n)
         1.0 where the member's target is observed in its fold's training rows.
-    alpha : Tensor of shape (k, n)
-        Value added to the observed diagonal, per fold and row.
+    alpha : Tensor of shape (k * m, n)
+        Value added to the observed diagonal of every member.
     n_targets : int
         ``m``.
     sizes : tuple of int
@@ -70,8 +70,8 @@ def pack_folds(inputs, targets, masks, alphas):
         Targets of fold ``f`` (missing entries set to 0).
     masks : list of k Tensors of shape (m, n_f)
         1.0 where observed.
-    alphas : list of k Tensors of shape (n_f,) or ()
-        Value added to fold ``f``'s observed diagonal.
+    alphas : list of k Tensors of shape (n_f,), () or (m, n_f)
+        Value added to fold ``f``'s observed diagonal (per target when 2-D).
 
     Returns
     -------
@@ -85,16 +85,17 @@ def pack_folds(inputs, targets, masks, alphas):
     X = torch.zeros(k, n, d, dtype=ref.dtype, device=ref.device)
     y = torch.zeros(k, m, n, dtype=ref.dtype, device=ref.device)
     maskf = torch.zeros_like(y)
-    alpha = torch.zeros(k, n, dtype=ref.dtype, device=ref.device)
+    alpha = torch.zeros_like(y)
     for f in range(k):
         n_f = inputs[f].shape[0]
         X[f, :n_f] = inputs[f]
         y[f, :, :n_f] = targets[f]
         maskf[f, :, :n_f] = masks[f]
-        alpha[f, :n_f] = alphas[f]
+        alpha[f, :, :n_f] = alphas[f]
     # (k, m, n) -> (k * m, n): member i is fold i // m, target i % m
-    return FoldBatch(X=X, y=y.reshape(k * m, n), maskf=maskf.reshape(k * m, n), alpha=alpha,
-                     n_targets=m, sizes=tuple(x.shape[0] for x in inputs))
+    return FoldBatch(X=X, y=y.reshape(k * m, n), maskf=maskf.reshape(k * m, n),
+                     alpha=alpha.reshape(k * m, n), n_targets=m,
+                     sizes=tuple(x.shape[0] for x in inputs))
 
 
 def fold_objective(kernel, batch):
@@ -154,7 +155,7 @@ def fold_objective(kernel, batch):
             rows = batch.sizes[f]  # the fold's own rows: a fit on that fold alone computes the same
             loss[sel], grad[sel] = kernel.nlml(
                 theta[sel], fold_data(f), batch.y[mem, :rows], batch.maskf[mem, :rows],
-                batch.alpha[f, :rows],
+                batch.alpha[mem, :rows],
             )
 
         run_blocks(evaluate, work)
