@@ -11,10 +11,12 @@
 3. All ``r x q x d`` starts are optimised together by the per-member
    projected L-BFGS of :mod:`skbgp._core.lbfgs`: each restart keeps its own
    curvature history, line search and convergence test, and the restarts that
-   have converged are no longer evaluated. (BoTorch instead runs scipy's
-   L-BFGS-B on the *sum* of the restarts, which shares one line search and one
-   stopping test among all of them, and moves every tensor through numpy at
-   every step.) After ``race_iter`` iterations only the leading restart may
+   have converged are no longer evaluated. (BoTorch 0.18's
+   ``gen_candidates_scipy`` likewise keeps one scipy L-BFGS-B state per
+   restart when scipy is 1.13-1.17 and there are no parameter constraints,
+   stepping them in Python with a round trip through numpy between batched
+   evaluations; otherwise it runs L-BFGS-B on the *sum* of the restarts,
+   sharing one line search and one stopping test.) After ``race_iter`` iterations only the leading restart may
    continue, if it has not converged.
 4. The best restart is returned.
 
