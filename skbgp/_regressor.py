@@ -16,7 +16,9 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, validate_data
 
-from ._chunks import Chunk, FitResult, FitSettings, Progress, auto_batch_size, fit_chunk, worker_jobs
+from ._chunks import (Chunk, FitResult, FitSettings, Optimum, Progress, auto_batch_size, fit_chunk,
+                      worker_jobs)
+from ._core.fit import training_objective, with_priors
 from ._core.exact import sample_mvn
 from ._core.priors import log_prior
 from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, factors_fit, format_targets
@@ -250,10 +252,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         in scikit-learn: a jitter, or a known noise variance per sample. A
         per-sample array does not follow the rows of a cross-validation split;
         pass known per-sample noise to ``fit`` as ``noise_variance`` instead.
-    optimizer : {"lbfgs", "fmin_l_bfgs_b"} or None, default="lbfgs"
+    optimizer : {"lbfgs", "fmin_l_bfgs_b"}, callable or None, default="lbfgs"
         ``"lbfgs"`` maximises every target's log marginal likelihood with the
         batched L-BFGS (``"fmin_l_bfgs_b"`` is accepted as an alias, for code
         written for scikit-learn). ``None`` keeps the initial hyperparameters.
+        A callable is scikit-learn's interface,
+        ``optimizer(obj_func, initial_theta, bounds) -> (theta_opt, func_min)``
+        with ``obj_func(theta, eval_gradient=True) -> (-lml, -gradient)`` (the
+        negative log posterior with priors), called once per start of every
+        target, one target after the other (no batching), in log space over
+        the free hyperparameters (``bounds`` of shape (n_free, 2)).
     n_restarts_optimizer : int, default=2
         Number of extra starting points per target, log-uniform in a box:
         scikit-learn's own draws within the bounds for a user's kernel (the
@@ -529,14 +537,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 "ConstantKernel() * RBF() + WhiteKernel(), or an skbgp.kernels object; "
                 f"got {type(self.kernel).__name__}."
             )
-        if self.optimizer not in ("lbfgs", "fmin_l_bfgs_b", None):
-            if callable(self.optimizer):
-                raise ValueError(
-                    "A callable optimizer cannot optimise a batch of targets; use "
-                    "optimizer='lbfgs' (batched L-BFGS) or optimizer=None."
-                )
+        if self.optimizer not in ("lbfgs", "fmin_l_bfgs_b", None) and not callable(self.optimizer):
             raise ValueError(
-                f"optimizer must be 'lbfgs', 'fmin_l_bfgs_b' or None; got {self.optimizer!r}."
+                "optimizer must be 'lbfgs', 'fmin_l_bfgs_b', a callable or None; got "
+                f"{self.optimizer!r}."
             )
         for name, low in (("n_restarts_optimizer", 0), ("max_iter", 1), ("batch_size", 1),
                           ("verbose", 0)):
@@ -811,6 +815,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self : BatchedGaussianProcessRegressor
             The fitted estimator.
         """
+        if optimum is None and callable(self.optimizer):
+            optimum = self._optimise_with_callable(problem)
         if optimum is None:
             return self._store_fit(problem, self._fit_chunks(problem))
         result = self._fit_chunks(problem, theta=to_numpy(optimum.theta))  # 0 evaluations
@@ -821,6 +827,49 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 n_evaluations=to_numpy(optimum.n_evaluations, np.int64),
             )
         return self._store_fit(problem, result)
+
+    def _optimise_with_callable(self, problem):
+        """Every start of every target through the user's ``optimizer`` callable, in turn.
+
+        Returns
+        -------
+        Optimum
+            The best start of every target (``n_iter`` 0: not known).
+        """
+        plan, free = problem.plan, problem.plan.free
+        kernel = plan.kernel
+        with torch.no_grad():
+            data = kernel.training_data(problem.Xt)
+        y, maskf = problem.y, problem.maskf
+        n_targets = y.shape[0]
+        theta = problem.starts_np[0].copy()
+        evaluations = np.zeros(n_targets, dtype=np.int64)
+        converged = np.ones(n_targets, dtype=bool)
+        for t in range(n_targets):
+            idx = torch.tensor([t], device=problem.device)
+            objective = with_priors(
+                training_objective(kernel, data, y[idx], maskf[idx], problem.alpha_of(idx)),
+                plan.prior_terms(problem.dtype, problem.device, targets=np.array([t])))
+            full = problem.starts_np[0, t].copy()
+
+            def obj_func(theta_free, eval_gradient=True):
+                # scikit-learn's objective: the negative log marginal likelihood (and prior)
+                full[free] = theta_free
+                evaluations[t] += 1
+                with torch.no_grad():
+                    loss, grad = objective(to_tensor(full[None], problem.dtype, problem.device),
+                                           torch.zeros(1, dtype=torch.long, device=problem.device))
+                loss = float(loss[0])
+                return (loss, to_numpy(grad[0])[free]) if eval_gradient else loss
+
+            best = None
+            for start in problem.starts_np[:, t]:
+                theta_opt, func_min = self.optimizer(obj_func, start[free].copy(),
+                                                     problem.bounds[t][free])
+                if best is None or func_min < best[1]:
+                    best = (np.asarray(theta_opt, dtype=float), func_min)
+            theta[t, free] = best[0]
+        return Optimum(theta, np.zeros(n_targets, dtype=np.int64), converged, evaluations)
 
     def _store_fit(self, problem, result):
         """Set the fitted attributes from the per-target results (a FitResult), and warn."""

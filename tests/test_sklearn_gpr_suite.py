@@ -25,11 +25,9 @@ IMPORT = "from sklearn.gaussian_process import GaussianProcessRegressor\n"
 # test id (scikit-learn's) -> why skbgp behaves otherwise; doc/sklearn_differences.rst says the same
 _CONSTANT_TARGET = "reads scikit-learn's private _y_train_mean and _y_train_std (skbgp: gps_.y_mean, gps_.y_std)"
 _NO_CLONE = "log_marginal_likelihood(clone_kernel=False) changes kernel_ in scikit-learn; skbgp never changes a fitted model there"
-_CALLABLE = "a callable optimizer is not supported: skbgp optimises all targets with its batched L-BFGS"
 DELIBERATE_DIFFERENCES = {
     **{f"test_constant_target[kernel{i}]": _CONSTANT_TARGET for i in range(6)},
     **{f"test_lml_without_cloning_kernel[kernel{i}]": _NO_CLONE for i in (0, 2, 3, 4, 5)},
-    **{f"test_custom_optimizer[kernel{i}]": _CALLABLE for i in range(5)},
     "test_gpr_interpolation_structured": "a custom kernel on string inputs: skbgp's kernels are "
                                          "numeric, translated into its batched core",
     "test_gpr_predict_input_not_modified": "a custom kernel (a ConstantKernel subclass): only "
