@@ -27,14 +27,11 @@ __all__ = ["FittedGPs", "DEFAULT_CACHE_MIB", "factors_fit", "format_targets"]
 
 # Default budget of the factor cache, in MiB (the regressor's cache_size).
 DEFAULT_CACHE_MIB = 1024
-# Numbers of a (targets x query points x training points) block of prediction.
-# Blocks of 8 MiB are recycled by the memory allocator; blocks of 128 MiB were
-# mapped afresh at every chunk and made the elementwise passes over the cross
-# covariance 3x slower (256 targets, n = 200, 1000 query points).
+# Numbers of a (targets x query points x training points) block of prediction:
+# 8 MiB blocks are recycled by the memory allocator, larger ones are mapped afresh.
 _PREDICT_BLOCK = 2**20
 # Numbers of the factors recomputed at once when they are not kept (128 MiB in
-# float64, as before the cache): with 8 MiB (4 factors at n = 500) one std
-# prediction of 64 targets at n = 500 took 333-341 ms against 216-322 ms.
+# float64): smaller blocks made recomputation slower (doc/benchmarks.rst).
 _FACTOR_BLOCK = 2**24
 
 

@@ -205,15 +205,9 @@ def _training(D2):
 
 
 # Members are processed in blocks of at most this many numbers per n x n
-# matrix (4 MiB in float64). Blocks that small are recycled by the memory
-# allocator instead of being mapped afresh, which makes the elementwise passes
-# over the covariance several times faster, and they bound peak memory.
-# Measured per member-evaluation on the project's 2-core machine (median of 6):
-# 2**19 vs 2**20 numbers, n = 200: 531 vs 510 us; n = 264: 831 vs 1081 us;
-# n = 500: 3.53 vs 4.57 ms; n = 1000: equal. 2**18 was slower at every n.
-# Inside member threads (:mod:`.threads`) the blocks are spread evenly over
-# the threads; whole fits there ran as fast with 2**19 and 2**20 numbers and
-# 10-20% slower with 2**18 or 2**17 (n = 200, 128 targets).
+# matrix (4 MiB in float64): blocks that small are recycled by the memory
+# allocator instead of being mapped afresh, and they bound peak memory
+# (doc/benchmarks.rst, "Constants chosen by measurement").
 _BLOCK_NUMBERS = 2**19
 # A GPU needs large batches to be busy: blocks of up to 2**27 numbers (1 GiB
 # in float64) per n x n matrix.
@@ -318,15 +312,10 @@ def _nll(L, y, const):
 
 
 # With several intra-op threads and below this size, K^-1 = L^-T L^-1 by a
-# triangular solve and one batched matrix product (3 n^3 flops, but
-# matmul-shaped and spread over the threads) beats LAPACK's potri (n^3 flops,
-# one small call per member); above it potri wins (measured on 2 CPU cores
-# with torch 2.13: equal at n = 264, potri 2x faster at n = 1000).
-# Single-threaded (member threads, loky workers), potri wins from n = 100 on
-# (n = 200: 571 against 781 us per member-evaluation) and ties below. On a GPU
-# the solve and product win at every size (H200, float64, ms per batch:
-# 480 matrices of n = 450: 9.2 against 28.1; 384 of 200: 1.2 against 2.5;
-# 16 of 500: 0.59 against 1.89).
+# triangular solve and one batched product (matmul-shaped, spread over the
+# threads) beats LAPACK's potri (one small call per member); single-threaded,
+# and from this size on, potri wins; on a GPU the solve and product win at
+# every size (doc/benchmarks.rst, "Constants chosen by measurement").
 _POTRI_FROM = 256
 
 

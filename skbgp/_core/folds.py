@@ -22,12 +22,10 @@ from .threads import block_workers, run_blocks
 
 __all__ = ["FoldBatch", "pack_folds", "fold_objective", "loo_from_factor"]
 
-# The folds' training data (squared differences, ``(d + 1) n^2`` numbers or a
-# few more per fold) are built once and kept while they take at most this
-# many bytes together; beyond that (leave-one-out on many points) every evaluation
-# builds the data of the folds it needs. Building them took 6.8 ms per fold at
-# n = 450, d = 5, against 3.9 ms per member-evaluation: rebuilt on every call,
-# they cost more than a third of a 10-fold fit of 16 targets.
+# The folds' training data are built once and kept while they take at most this
+# many bytes together (rebuilt at every call they cost a third of a 10-fold fit;
+# doc/benchmarks.rst, "Constants chosen by measurement"); beyond it every
+# evaluation builds the data of the folds it needs.
 _CACHE_BYTES = 2**28
 
 
