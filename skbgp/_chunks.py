@@ -209,7 +209,8 @@ class FitResult:
 
 @dataclass(frozen=True)
 class Optimum:
-    """Hyperparameters found outside :func:`fit_chunk` (by the batched cross-validation).
+    """Hyperparameters found outside :func:`fit_chunk` (by the batched cross-validation or a
+    callable optimizer), for ``finish_fit``.
 
     Attributes
     ----------

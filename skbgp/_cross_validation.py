@@ -169,6 +169,11 @@ def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise", n_j
     k = len(splits)
     t_shared = 0.0
     warm = full_problem = None
+    if mode == "warm_start" and callable(reg.optimizer):
+        raise ValueError(
+            "mode='warm_start' starts the batched L-BFGS from the full-data optimum; with a "
+            "callable optimizer use mode='exact' (the callable in every fold) or 'full_data'."
+        )
     if mode != "exact" and reg.optimizer is not None:
         # one fit on all rows; its optimum starts (or is) every fold's
         t0 = time.perf_counter()
@@ -201,12 +206,8 @@ def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise", n_j
             return est, _final_regressor(est).prepare_fit(Xt_tr, y_tr, **_split_params(params, train))
 
         clones[f], problems[f] = guarded(f, prepare) or (None, None)
+    _raise_if_all_failed(errors)
     live = [f for f in range(k) if errors[f] is None]
-    if not live:
-        raise ValueError(
-            f"All the {k} fits failed; the first failure: {errors[0]!r}. Set "
-            "error_score='raise' to see its traceback."
-        ) from errors[0]
 
     t0 = time.perf_counter()
     optima = _optimise_folds(reg, [problems[f] for f in live], mode, warm, full_problem, n_jobs)
@@ -214,7 +215,16 @@ def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise", n_j
     for f, optimum in zip(live, optima):
         guarded(f, lambda f=f, optimum=optimum: _final_regressor(clones[f]).finish_fit(
             problems[f], optimum))
+    _raise_if_all_failed(errors)
     return clones, times + t_shared / k, errors
+
+
+def _raise_if_all_failed(errors):
+    if all(e is not None for e in errors):
+        raise ValueError(
+            f"All the {len(errors)} fits failed; the first failure: {errors[0]!r}. Set "
+            "error_score='raise' to see its traceback."
+        ) from errors[0]
 
 
 def _optimise_folds(reg, problems, mode, warm=None, full_problem=None, n_jobs=None):
@@ -253,11 +263,11 @@ def _optimise_folds(reg, problems, mode, warm=None, full_problem=None, n_jobs=No
         )
     if reg.optimizer is None:
         return [Optimum(p.starts[0]) for p in problems]
-    if callable(reg.optimizer):
-        return [None] * k  # the user's optimizer runs in each fold's finish_fit, target by target
     if mode == "full_data":
         # no optimisation: every fold keeps the full-data hyperparameters
         return [Optimum(_clipped_starts(p, warm, np.arange(m))[0]) for p in problems]
+    if callable(reg.optimizer):
+        return [None] * k  # the user's optimizer runs in each fold's finish_fit, target by target
     n_starts = 1 if warm is not None else problems[0].starts_np.shape[0]
     n_jobs = worker_jobs(n_jobs, k * m, n_starts, max(p.X.shape[0] for p in problems))
     size = m if effective_n_jobs(n_jobs) == 1 else -(-m // (2 * effective_n_jobs(n_jobs)))
@@ -368,10 +378,21 @@ def _scores(scorer, est, X, y):
     y = np.asarray(y)
     if y.ndim == 2:
         cache = {}
+        # a target without an observed test row has no score (NaN), not the fold's error
         columns = [_as_score_dict(scorer(_TargetView(est, j, cache), X, y[:, j]))
-                   for j in range(y.shape[1])]
+                   if not np.isnan(np.asarray(y[:, j], dtype=float)).all()
+                   else dict.fromkeys(aggregate, np.nan) for j in range(y.shape[1])]
         per_target = {name: [c[name] for c in columns] for name in aggregate}
     return aggregate, per_target
+
+
+def _metric_names(scoring):
+    """The names of ``scoring``'s scores, as ``cross_validate`` names its keys."""
+    if isinstance(scoring, dict):
+        return list(scoring)
+    if isinstance(scoring, (list, tuple, set)):
+        return list(scoring)
+    return ["score"]
 
 
 def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, params=None,
@@ -413,8 +434,8 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
         different sizes.
     params : dict, default=None
         Fit parameters of the regressor, split by sample for every fold; only
-        ``noise_variance`` (array of shape (n_samples,)) exists. Pipeline
-        transformers receive no fit parameters.
+        ``noise_variance`` (array of shape (n_samples,) or (n_samples, n_targets))
+        exists. Pipeline transformers receive no fit parameters.
     return_train_score : bool, default=False
         Also score every clone on its training rows.
     return_estimator : bool, default=False
@@ -517,6 +538,12 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
             if prefix == "test":
                 results["score_time"][f] = time.perf_counter() - t0
     n_targets = y.shape[1] if np.ndim(y) == 2 else 0
+    for prefix in ["test"] + (["train"] if return_train_score else []):
+        # every key exists even when no split could be scored: all error_score
+        for name in _metric_names(scoring):
+            collected.setdefault(f"{prefix}_{name}", {})
+            if n_targets:
+                collected.setdefault(f"{prefix}_{name}_per_target", {})
     for key, values in collected.items():
         missing = np.full(n_targets, error_score) if key.endswith("_per_target") else error_score
         results[key] = np.asarray([values.get(f, missing) for f in range(k)], dtype=float)

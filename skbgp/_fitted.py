@@ -280,7 +280,7 @@ class FittedGPs:
         X : ndarray of shape (p, n_features)
         variance : bool
             Also the predictive variance (with the kernel's white noise, as
-            scikit-learn counts it).
+            scikit-learn counts it, unless ``observation_noise`` is False).
         full_cov : bool
             The joint covariance instead of the variance.
         observation_noise : bool

@@ -29,6 +29,10 @@ from .kernels import _Operators as _SkbgpKernel
 
 __all__ = ["BatchedGaussianProcessRegressor", "observed_r2_score"]
 
+# what validate_data records about the inputs at fit
+_INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+
+
 @dataclass(frozen=True)
 class FitProblem:
     """The validated data and starting points of one fit (from ``prepare_fit``).
@@ -58,6 +62,7 @@ class FitProblem:
     starts_np: np.ndarray
     device: torch.device
     dtype: torch.dtype
+    feature_names: object = None  # feature_names_in_ to set at finish_fit (None: none)
 
     def _t(self, a):
         return to_tensor(a, self.dtype, self.device)
@@ -132,6 +137,12 @@ def _check_noise_variance(noise_variance, observed):
     return noise if noise.ndim == 1 else np.where(observed, noise, 0.0)
 
 
+def _latent_diag(kernel, X, chunk=256):
+    """``diag k(X, X)`` of a scikit-learn kernel with its white noise left out, in chunks of points."""
+    return np.concatenate([np.diagonal(kernel(X[i:i + chunk], X[i:i + chunk]))
+                           for i in range(0, X.shape[0], chunk)])
+
+
 def observed_r2_score(y_true, y_pred, sample_weight=None):
     """R^2 of every target on the rows where it is observed (not NaN), averaged over targets.
 
@@ -150,9 +161,10 @@ def observed_r2_score(y_true, y_pred, sample_weight=None):
     """
     Y = check_array(y_true, ensure_2d=False, ensure_all_finite="allow-nan", input_name="y")
     P = np.asarray(y_pred, dtype=float)
+    # (n, 1) against (n,): a single target's predictions are 1-D, as scikit-learn's
+    Y, P = Y.reshape(Y.shape[0], -1), P.reshape(P.shape[0], -1)
     if P.shape != Y.shape:
         raise ValueError(f"y has shape {Y.shape} but the predictions have shape {P.shape}.")
-    Y, P = Y.reshape(Y.shape[0], -1), P.reshape(P.shape[0], -1)
     if sample_weight is not None:
         sample_weight = check_sample_weight(sample_weight, Y)
     scores = []
@@ -203,12 +215,15 @@ def _warn_alpha_swamps(alpha, Yn, n_obs):
     unstandardised target of magnitude 1e-12, the default 1e-10 is a noise
     variance 1e14 times its power, and the fit explains the target as noise.
     """
-    top = float(np.max(alpha))
-    if top <= 0:
+    # alpha of shape (n, m) is per target: each target against its own largest
+    top = np.max(alpha, axis=0) if np.ndim(alpha) == 2 else np.max(alpha)
+    if np.max(top) <= 0:
         return
     log_power = log_mean_square(Yn, n_obs)
     # a constant standardised target (all zeros, -inf) has nothing to swamp
-    bad = np.flatnonzero((math.log(top) >= log_power) & np.isfinite(log_power))
+    with np.errstate(divide="ignore"):
+        bad = np.flatnonzero((np.log(top) >= log_power) & np.isfinite(log_power))
+    top = float(np.max(np.broadcast_to(top, log_power.shape)[bad])) if bad.size else 0.0
     if bad.size:
         warnings.warn(
             f"alpha (up to {top:.3g}, added to the training covariance) is at least "
@@ -261,7 +276,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         with ``obj_func(theta, eval_gradient=True) -> (-lml, -gradient)`` (the
         negative log posterior with priors), called once per start of every
         target, one target after the other (no batching), in log space over
-        the free hyperparameters (``bounds`` of shape (n_free, 2)).
+        the free hyperparameters (``bounds`` of shape (n_free, 2)); its
+        targets record ``n_iter_`` 0 and ``converged_`` True (not known).
     n_restarts_optimizer : int, default=2
         Number of extra starting points per target, log-uniform in a box:
         scikit-learn's own draws within the bounds for a user's kernel (the
@@ -468,6 +484,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     **Predictive noise.** As in scikit-learn, the white-noise variance of the
     kernel (the noise part of the default kernel, or a ``WhiteKernel``) is
     included in the predictive std and covariance; ``alpha`` is not.
+    ``observation_noise=False`` in ``predict`` and ``sample_y`` leaves it out
+    too (the latent function's posterior).
 
     **Output shapes** follow scikit-learn's GPR: a 1-D ``y``, or a ``y`` with a
     single column, gives 1-D predictions.
@@ -617,11 +635,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Training targets; NaN marks a missing observation of one target.
         noise_variance : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
-            Known noise variance of every training sample, added to ``alpha``
-            (the same as a per-sample ``alpha`` array, but a ``fit``
-            argument, so that cross-validation splits it with the samples);
-            of shape (n_samples, n_targets), one per sample and target
-            (BoTorch's ``train_Yvar``), NaN allowed where ``y`` is missing.
+            Known noise variance of every training sample, in the units of
+            ``y`` (divided by each target's variance when the targets are
+            standardised), added to ``alpha``; a ``fit`` argument, so that
+            cross-validation splits it with the samples. Of shape
+            (n_samples, n_targets): one per sample and target (BoTorch's
+            ``train_Yvar``), NaN allowed where ``y`` is missing.
             Request it with ``set_fit_request(noise_variance=True)`` when
             scikit-learn's metadata routing is enabled.
 
@@ -663,7 +682,15 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             Frozen; the estimator is not changed.
         """
         device, dtype = self._check_params()
-        X, y = self._validate_fit_data(X, y)
+        # validate_data sets n_features_in_ and feature_names_in_: finish_fit sets them
+        kept = {k: v for k, v in self.__dict__.items() if k in _INPUT_ATTRIBUTES}
+        try:
+            X, y = self._validate_fit_data(X, y)
+            feature_names = getattr(self, "feature_names_in_", None)
+        finally:
+            for key in _INPUT_ATTRIBUTES:
+                self.__dict__.pop(key, None)
+            self.__dict__.update(kept)
         alpha = self._check_alpha(X.shape[0])
         Y = y.reshape(y.shape[0], -1)
         n_targets = Y.shape[1]
@@ -674,11 +701,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 f"{self.n_targets} columns."
             )
         observed = ~np.isnan(Y)
-        if noise_variance is not None:
-            noise = _check_noise_variance(noise_variance, observed)
-            if noise.ndim == 2 and alpha.ndim == 1:
-                alpha = alpha[:, None]  # per sample, then per sample and target
-            alpha = alpha + noise
+        noise = None if noise_variance is None else _check_noise_variance(noise_variance, observed)
         empty = ~observed.any(axis=0)
         if empty.all():
             raise ValueError(
@@ -709,6 +732,13 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             mean = np.zeros(n_targets)
             std = np.ones(n_targets)
         Yn = np.where(observed, (Y - mean) / std, 0.0)
+        if noise is not None:
+            # known noise is in y's units; the GP is fitted in units of std
+            if noise.ndim == 1 and np.all(std == 1.0):
+                alpha = alpha + noise
+            else:
+                per_target = (noise[:, None] if noise.ndim == 1 else noise) / std**2
+                alpha = (alpha[:, None] if alpha.ndim == 1 else alpha) + per_target
         _warn_alpha_swamps(alpha, Yn, n_obs)
         maskf = observed.astype(float)
 
@@ -738,7 +768,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         return FitProblem(
             X=X, y_given=y, observed=observed, empty=empty, mean=mean, std=std, Yn=Yn,
             maskf_np=maskf, alpha_np=alpha, plan=plan, bounds=bounds, starts_np=np.stack(starts),
-            device=device, dtype=dtype,
+            device=device, dtype=dtype, feature_names=feature_names,
         )
 
     def _fit_chunks(self, problem, theta=None):
@@ -804,7 +834,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         problem : FitProblem
             From :meth:`prepare_fit` of this estimator (or of a clone).
         optimum : Optimum, optional
-            ``None`` optimises every target chunk by chunk, as ``fit`` does.
+            ``None`` optimises every target as ``fit`` does (chunk by chunk,
+            or with a callable ``optimizer`` target by target).
             Otherwise every target is factorised at ``optimum.theta`` (shape
             (n_targets, P)) and its record (``n_iter_``, ``converged_``,
             ``n_evaluations_``) is the optimum's; with ``optimum.n_iter`` None
@@ -840,7 +871,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         kernel = plan.kernel
         with torch.no_grad():
             data = kernel.training_data(problem.Xt)
-        y, maskf = problem.y, problem.maskf
+        y, maskf, alpha = problem.y, problem.maskf, problem.alpha
         n_targets = y.shape[0]
         theta = problem.starts_np[0].copy()
         evaluations = np.zeros(n_targets, dtype=np.int64)
@@ -848,7 +879,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         for t in range(n_targets):
             idx = torch.tensor([t], device=problem.device)
             objective = with_priors(
-                training_objective(kernel, data, y[idx], maskf[idx], problem.alpha_of(idx)),
+                training_objective(kernel, data, y[idx], maskf[idx],
+                                   alpha[idx] if alpha.dim() == 2 else alpha),
                 plan.prior_terms(problem.dtype, problem.device, targets=np.array([t])))
             full = problem.starts_np[0, t].copy()
 
@@ -865,7 +897,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             best = None
             for start in problem.starts_np[:, t]:
                 theta_opt, func_min = self.optimizer(obj_func, start[free].copy(),
-                                                     problem.bounds[t][free])
+                                                     bounds=problem.bounds[t][free])
                 if best is None or func_min < best[1]:
                     best = (np.asarray(theta_opt, dtype=float), func_min)
             theta[t, free] = best[0]
@@ -900,8 +932,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 ConvergenceWarning,
             )
 
-        theta = result.theta
+        theta = result.theta.copy()  # the caller's Optimum or starts stay as they are
         theta[failed] = np.nan  # not fitted: no hyperparameters
+        self.n_features_in_ = X.shape[1]
+        self.__dict__.pop("feature_names_in_", None)
+        if problem.feature_names is not None:
+            self.feature_names_in_ = problem.feature_names
         self.X_train_ = np.copy(X) if self.copy_X_train else X
         self.y_train_ = np.copy(y) if self.copy_X_train else y
         self.n_targets_ = n_targets
@@ -1108,7 +1144,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             moments = [k(X) if full_cov else k.diag(X) for k in kernels]
         else:
             # k(X, X) with X given twice: a WhiteKernel adds nothing between two sets
-            moments = [k(X, X) if full_cov else np.diagonal(k(X, X)).copy() for k in kernels]
+            moments = [k(X, X) if full_cov else _latent_diag(k, X) for k in kernels]
         var = np.stack(moments if len(moments) == m else moments * m)
         return np.zeros((m, X.shape[0])), var
 

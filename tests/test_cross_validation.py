@@ -268,6 +268,33 @@ def test_a_failed_fold_gets_error_score_as_in_cross_validate():
     with pytest.raises(ValueError, match="error_score must be"):
         batched_cross_validate(est, X, y, cv=KFold(3), error_score="nan")
 
+    def failing(obj_func, initial_theta, bounds):
+        raise RuntimeError("no optimum here")
+
+    with pytest.raises(ValueError, match="All the 3 fits failed"):  # failing in finish_fit
+        batched_cross_validate(BatchedGaussianProcessRegressor(optimizer=failing), X, y, cv=KFold(3))
+
+    def broken_scorer(estimator, X, y):
+        raise RuntimeError("cannot score")
+
+    with pytest.warns(UserWarning, match="Scoring failed"):
+        scores = batched_cross_validate(_plain(), X, y, cv=KFold(3), scoring=broken_scorer,
+                                        error_score=-1.0)
+    assert_array_equal(scores["test_score"], [-1.0] * 3)  # the keys exist, every split failed
+    assert_array_equal(scores["test_score_per_target"], -np.ones((3, 3)))
+
+
+def test_a_target_without_observed_test_rows_has_no_score_but_the_fold_has():
+    X, y = _data(30)
+    y[:10, 1] = np.nan  # target 1 has no observed row in the first fold's test rows
+    splits = list(KFold(3).split(X))
+    scores = batched_cross_validate(_plain(), X, y, cv=splits, return_estimator=True)
+    train, test = splits[0]
+    assert np.isnan(scores["test_score_per_target"][0, 1])
+    assert np.isfinite(scores["test_score_per_target"][0, [0, 2]]).all()
+    mean, _ = _r2_on_observed(y[test][:, [0, 2]], scores["estimator"][0].predict(X[test])[:, [0, 2]])
+    assert_allclose(scores["test_score"][0], mean, rtol=1e-10)
+
 
 # ------------------------------------------------------------------ oracle: cross_val_predict
 @pytest.mark.parametrize("est_name", ["plain", "pipeline"])
@@ -362,10 +389,17 @@ def test_noise_variance_equals_sklearn_alpha_array():
         assert_allclose(s[:, t], s_ref, rtol=1e-8, atol=1e-12)
         assert_allclose(ours.log_marginal_likelihood(ours.theta_)[t],
                         ref.log_marginal_likelihood(kernel.theta), rtol=1e-8)
-    # optimised: the same as the estimator's own per-sample alpha
-    a = BatchedGaussianProcessRegressor(random_state=0).fit(X, y, noise_variance=noise)
-    b = BatchedGaussianProcessRegressor(random_state=0, alpha=1e-10 + noise).fit(X, y)
-    assert_allclose(a.theta_, b.theta_, rtol=1e-10)
+    # optimised on standardised targets: the noise in y's units is alpha / std^2
+    for t in range(3):
+        a = BatchedGaussianProcessRegressor(random_state=0).fit(X, y[:, t], noise_variance=noise)
+        scale = a.gps_.y_std[0] ** 2
+        b = BatchedGaussianProcessRegressor(random_state=0, alpha=1e-10 + noise / scale).fit(
+            X, y[:, t])
+        assert_allclose(a.theta_, b.theta_, rtol=1e-10)
+        # and the model does not depend on the units of y
+        c = BatchedGaussianProcessRegressor(random_state=0).fit(X, 100 * y[:, t],
+                                                                noise_variance=1e4 * noise)
+        assert_allclose(c.theta_, a.theta_, rtol=1e-6, atol=1e-8)
 
 
 def test_noise_variance_is_split_by_routed_cross_validate_and_by_batched_cv():
@@ -373,9 +407,9 @@ def test_noise_variance_is_split_by_routed_cross_validate_and_by_batched_cv():
     noise = np.random.RandomState(0).uniform(1e-3, 0.1, size=40)
     cv = KFold(4)
     oracle = []
-    for train, test in cv.split(X):
-        fitted = BatchedGaussianProcessRegressor(random_state=0, alpha=1e-10 + noise[train])
-        oracle.append(fitted.fit(X[train], y[train]).score(X[test], y[test]))
+    for train, test in cv.split(X):  # a standalone fit on the fold's rows and their noise
+        fitted = _plain().fit(X[train], y[train], noise_variance=noise[train])
+        oracle.append(fitted.score(X[test], y[test]))
     with sklearn.config_context(enable_metadata_routing=True):
         est = _plain().set_fit_request(noise_variance=True)
         routed = cross_validate(est, X, y, cv=cv, params={"noise_variance": noise})
@@ -429,8 +463,11 @@ def test_noise_per_sample_and_target_equals_each_target_fitted_alone_with_its_co
     for train, test in splits:
         ref = _plain().fit(X[train], y[train], noise_variance=noise[train])
         _assert_same_predictions(pred[test], ref.predict(X[test]), y)
-    mean, var, _ = loo_predictive(fixed)
-    assert np.isfinite(var[np.isnan(y)]).all()  # the missing entries' variance counts its noise
+    # loo_predictive at a missing entry is the ordinary prediction (its noise is unused: 0)
+    _, var, _ = loo_predictive(fixed)
+    missing = np.isnan(y[:, 1])
+    assert_allclose(var[missing, 1], fixed.predict(X[missing], return_std=True)[1][:, 1] ** 2,
+                    rtol=1e-10)
 
 
 @pytest.mark.parametrize("noise, match", [(np.ones(5), r"shape \(30,\).*\(30, 3\)"),

@@ -130,6 +130,16 @@ def test_prepare_and_finish_fit_are_fit_and_finish_at_given_hyperparameters_like
         ref_mean, ref_std = ref.fit(X, Y[:, t]).predict(Xq, return_std=True)
         assert_allclose(mean[:, t], ref_mean, rtol=1e-10, atol=1e-10)
         assert_allclose(std[:, t], ref_std, rtol=1e-8, atol=1e-10)
+    # the caller's arrays are left as they were, and not shared with the model
+    theta = fitted.gps_.theta.copy()
+    given = theta.copy()
+    kept = BatchedGaussianProcessRegressor(**params).finish_fit(problem, Optimum(given))
+    given[:] = 0.0
+    assert_allclose(kept.gps_.theta, theta, rtol=0)
+    # preparing leaves a fitted estimator as it was
+    fitted.prepare_fit(np.hstack([X, X]), Y)
+    assert fitted.n_features_in_ == 2
+    fitted.predict(Xq)
     # nothing optimised: a fresh record (0 iterations, converged)
     plain = BatchedGaussianProcessRegressor(**params).finish_fit(problem, Optimum(fitted.gps_.theta))
     assert_array_equal(plain.n_iter_, [0, 0])
@@ -157,6 +167,8 @@ def test_score_is_sklearns_r2_and_counts_only_observed_rows(multi_target_data):
     assert_allclose(est.score(Xt, missing), np.mean(expected), rtol=1e-12)
     with pytest.raises(ValueError, match="no observed value"):
         est.score(Xt, np.full_like(y, np.nan))
+    one = BatchedGaussianProcessRegressor(random_state=0, n_restarts_optimizer=0).fit(X, y[:, :1])
+    assert_allclose(one.score(Xt, y[:, :1]), r2_score(y[:, 0], one.predict(Xt)), rtol=1e-12)
 
 
 def test_kernel_is_the_single_targets_fitted_kernel(multi_target_data):
@@ -181,7 +193,7 @@ def test_a_callable_optimizer_gets_scikit_learns_objective_per_target_and_start(
     kernel = ConstantKernel(1.0) * RBF(np.ones(3)) + WhiteKernel(0.1)
     calls = []
 
-    def lbfgs(obj_func, initial_theta, bounds):  # scikit-learn's own default, by hand
+    def lbfgs(obj_func, initial_theta, *, bounds):  # scikit-learn's own default; bounds by keyword
         calls.append(initial_theta.copy())
         theta, value, _ = scipy.optimize.fmin_l_bfgs_b(obj_func, initial_theta, bounds=bounds)
         return theta, value
@@ -200,6 +212,11 @@ def test_a_callable_optimizer_gets_scikit_learns_objective_per_target_and_start(
     cv = KFold(3)
     assert_allclose(batched_cross_validate(ours, X, y, cv=cv)["test_score"],
                     cross_validate(ours, X, y, cv=cv)["test_score"], rtol=1e-8)
+    full = batched_cross_validate(ours, X, y, cv=cv, mode="full_data", return_estimator=True)
+    for fold in full["estimator"]:  # no optimisation per fold: the full-data optimum
+        assert_allclose(fold.theta_, ours.theta_, rtol=1e-12)
+    with pytest.raises(ValueError, match="mode='warm_start'.*callable optimizer"):
+        batched_cross_validate(ours, X, y, cv=cv, mode="warm_start")
 
 
 # --------------------------------------------------------------------------- optimisation quality vs sklearn

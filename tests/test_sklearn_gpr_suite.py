@@ -9,6 +9,7 @@ may), each with the reason that ``doc/sklearn_differences.rst`` gives; a new sci
 renames or changes a test shows here as an unexpected failure or pass.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -75,10 +76,13 @@ def test_scikit_learns_gpr_tests_pass_except_the_documented_differences(tmp_path
     suite.write_text(source.replace(
         IMPORT, "from skbgp import BatchedGaussianProcessRegressor as GaussianProcessRegressor\n"))
     report = tmp_path / "report.xml"
+    # this checkout's skbgp, whatever is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1])] + os.environ.get("PYTHONPATH", "").split(os.pathsep))}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider",
          "-p", "no:randomly", f"--junitxml={report}", "-o", "addopts=", "-W", "ignore"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env,
     )
     outcomes = _outcomes(report)
     assert sum(o == "passed" for o in outcomes.values()) > 100, run.stdout[-3000:]
