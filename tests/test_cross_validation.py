@@ -463,6 +463,12 @@ def test_noise_per_sample_and_target_equals_each_target_fitted_alone_with_its_co
     for train, test in splits:
         ref = _plain().fit(X[train], y[train], noise_variance=noise[train])
         _assert_same_predictions(pred[test], ref.predict(X[test]), y)
+    # and so does scikit-learn's metadata routing
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed = cross_validate(_plain().set_fit_request(noise_variance=True), X, y, cv=splits,
+                                params={"noise_variance": noise})
+    ours = batched_cross_validate(_plain(), X, y, cv=splits, params={"noise_variance": noise})
+    assert_allclose(ours["test_score"], routed["test_score"], rtol=1e-6)
     # loo_predictive at a missing entry is the ordinary prediction (its noise is unused: 0)
     _, var, _ = loo_predictive(fixed)
     missing = np.isnan(y[:, 1])
