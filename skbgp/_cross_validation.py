@@ -524,12 +524,12 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
             try:
                 agg, per_target = _scores(scorer, est, safe_indexing(X, rows),
                                           safe_indexing(y, rows))
-            except Exception:
+            except Exception as exc:
                 if error_score == "raise":
                     raise
                 warnings.warn(
-                    f"Scoring failed on split {f}; its {prefix} scores are set to "
-                    f"{error_score}. Set error_score='raise' to see the error.", UserWarning)
+                    f"Scoring failed on split {f} ({exc!r}); its {prefix} scores are set to "
+                    f"{error_score}. Set error_score='raise' to see the traceback.", UserWarning)
                 continue
             for name, value in agg.items():
                 collected.setdefault(f"{prefix}_{name}", {})[f] = value

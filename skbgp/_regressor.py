@@ -346,7 +346,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     n_targets : int or None, default=None
         Number of targets of the prior that ``predict`` and ``sample_y`` use
         before ``fit`` (``None``: one, with 1-D outputs), as in scikit-learn;
-        ``fit`` checks that a 2-D ``y`` has this many columns.
+        ``fit`` checks that ``y`` has this many targets (a 1-D ``y`` has one).
 
     Attributes
     ----------
@@ -694,7 +694,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         alpha = self._check_alpha(X.shape[0])
         Y = y.reshape(y.shape[0], -1)
         n_targets = Y.shape[1]
-        if self.n_targets is not None and y.ndim == 2 and n_targets != self.n_targets:
+        if self.n_targets is not None and n_targets != self.n_targets:
             raise ValueError(
                 "The number of targets seen in `y` is different from the parameter `n_targets`. "
                 f"Got {n_targets} != {self.n_targets}; pass n_targets=None or a y with "

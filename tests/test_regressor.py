@@ -518,6 +518,8 @@ def test_n_targets_must_match_a_2d_y(multi_target_data):
     with pytest.raises(ValueError, match=r"The number of targets seen in `y`.*Got 4 != 2"):
         BatchedGaussianProcessRegressor(n_targets=2).fit(X, y)
     BatchedGaussianProcessRegressor(n_targets=4, optimizer=None).fit(X, y)
+    with pytest.raises(ValueError, match=r"Got 1 != 4"):  # a 1-D y is one target
+        BatchedGaussianProcessRegressor(n_targets=4).fit(X, y[:, 0])
     with pytest.raises(ValueError, match="n_targets must be None or an integer >= 1"):
         BatchedGaussianProcessRegressor(n_targets=0).predict(X)
 
