@@ -154,8 +154,8 @@ def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise", n_j
 
     Returns
     -------
-    fitted : list of estimators or None
-        One fitted clone per split; ``None`` where its fit failed.
+    fitted : list of estimators
+        One clone per split, fitted unless ``errors`` says why not.
     fit_times : ndarray of shape (n_splits,)
         Each clone's own preparation and finishing time plus an equal share of
         the batched optimisation (and of the full-data fit in the modes
@@ -194,18 +194,19 @@ def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise", n_j
         except Exception as exc:
             if error_score == "raise":
                 raise
-            errors[f], clones[f] = exc, None
+            errors[f] = exc
         finally:
             times[f] += time.perf_counter() - t0
 
     for f, (train, _) in enumerate(splits):
-        def prepare(train=train):
-            est = clone(estimator)
+        clones[f] = clone(estimator)  # returned even when its fit fails, as cross_validate does
+
+        def prepare(est=clones[f], train=train):
             y_tr = safe_indexing(y, train)
             Xt_tr = _fit_transformers(est, safe_indexing(X, train), y_tr)
-            return est, _final_regressor(est).prepare_fit(Xt_tr, y_tr, **_split_params(params, train))
+            return _final_regressor(est).prepare_fit(Xt_tr, y_tr, **_split_params(params, train))
 
-        clones[f], problems[f] = guarded(f, prepare) or (None, None)
+        problems[f] = guarded(f, prepare)
     _raise_if_all_failed(errors)
     live = [f for f in range(k) if errors[f] is None]
 
@@ -516,7 +517,7 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
     results = {"fit_time": fit_times, "score_time": np.zeros(k)}
     collected = {}  # name -> {fold: score}
     for f, ((train, test), est) in enumerate(zip(splits, fitted)):
-        if est is None:
+        if errors[f] is not None:
             continue
         t0 = time.perf_counter()
         parts = [("test", test)] + ([("train", train)] if return_train_score else [])

@@ -254,7 +254,10 @@ def test_a_failed_fold_gets_error_score_as_in_cross_validate():
     X, y = _data(31)  # KFold(3): training sets of 20, 21 and 21 rows
     est = make_pipeline(_fails_on(20), BatchedGaussianProcessRegressor(random_state=0))
     with pytest.warns(FitFailedWarning, match="1 fits failed out of a total of 3"):
-        ours = batched_cross_validate(est, X, y, cv=KFold(3), error_score=-7.0)
+        ours = batched_cross_validate(est, X, y, cv=KFold(3), error_score=-7.0,
+                                      return_estimator=True)
+    assert not hasattr(ours["estimator"][0][-1], "gps_")  # the failed fold's clone, unfitted
+    assert hasattr(ours["estimator"][1][-1], "gps_")
     with pytest.warns(FitFailedWarning):
         ref = cross_validate(est, X, y, cv=KFold(3), error_score=-7.0)
     assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-6)
