@@ -136,3 +136,28 @@ handles, labels = axes[0, 0].get_legend_handles_labels()
 fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9)
 fig.tight_layout(rect=(0, 0.06, 1, 1))
 plt.show()
+
+# %%
+# The latent function
+# -------------------
+# ``std`` counts every target's fitted noise level, as scikit-learn does: it
+# is the spread of a new observation. ``observation_noise=False`` gives the
+# spread of the latent function instead (BoTorch's ``posterior(X,
+# observation_noise=False)``, GPflow's ``predict_f``), whose variance is
+# ``std**2`` less the noise level (in the targets' units).
+_, latent_b = batched.predict(X_plot, return_std=True, observation_noise=False)
+noise = batched.noise_levels_ * batched.gps_.y_std**2
+print("largest |latent^2 - (std^2 - noise)|:", np.abs(latent_b**2 - (std_b**2 - noise)).max())
+
+t = 2  # the noisy target
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(x, y[:, t], "k.", ms=4, label="data")
+ax.fill_between(X_plot[:, 0], mean_b[:, t] - 2 * std_b[:, t], mean_b[:, t] + 2 * std_b[:, t],
+                color="C0", alpha=0.2, label="new observation ± 2 std")
+ax.fill_between(X_plot[:, 0], mean_b[:, t] - 2 * latent_b[:, t], mean_b[:, t] + 2 * latent_b[:, t],
+                color="C0", alpha=0.5, label="latent function ± 2 std")
+ax.plot(X_plot[:, 0], mean_b[:, t], color="C0")
+ax.set_title(f"{names[t]}: observation and latent bands", fontsize=9)
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
