@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from ._core.exact import member_rows
 from ._core.threads import on_member_threads
 from ._validation import compute_device, to_numpy, to_tensor
 
@@ -183,8 +184,7 @@ class FittedGPs:
                                                                           device=t.X.device)
         recorded = to_tensor(self.jitter[targets], t.X.dtype, t.X.device)
         L, jitter, failed = on_member_threads(t.X.device, lambda: self.kernel.refactorize(
-            t.theta[rows], t.data, t.mask[rows], t.alpha[rows] if t.alpha.dim() == 2 else t.alpha,
-            recorded))  # the fit's arithmetic
+            t.theta[rows], t.data, t.mask[rows], member_rows(t.alpha, rows), recorded))  # the fit's arithmetic
         self._check_refactorized(np.arange(self.n_targets)[targets], to_numpy(jitter),
                                  to_numpy(failed, bool), t.X.dtype)
         return L

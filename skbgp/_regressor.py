@@ -1,6 +1,5 @@
 """BatchedGaussianProcessRegressor: many independent exact GPs, fitted at once."""
 
-import math
 import numbers
 import warnings
 from dataclasses import dataclass, replace
@@ -19,7 +18,7 @@ from sklearn.utils.validation import check_array, check_consistent_length, check
 from ._chunks import (Chunk, FitResult, FitSettings, Optimum, Progress, auto_batch_size, fit_chunk,
                       worker_jobs)
 from ._core.fit import training_objective, with_priors
-from ._core.exact import sample_mvn
+from ._core.exact import member_rows, sample_mvn
 from ._core.priors import log_prior
 from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, factors_fit, format_targets
 from ._sklearn_kernels import plan_default, plan_from_kernel
@@ -89,8 +88,7 @@ class FitProblem:
 
     def alpha_of(self, targets):
         """Tensor of shape (n_samples,), () or (len(targets), n_samples): ``alpha`` of ``targets``."""
-        alpha = self.alpha
-        return alpha[targets] if alpha.dim() == 2 else alpha
+        return member_rows(self.alpha, targets)
 
     @property
     def starts(self):
@@ -879,8 +877,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         for t in range(n_targets):
             idx = torch.tensor([t], device=problem.device)
             objective = with_priors(
-                training_objective(kernel, data, y[idx], maskf[idx],
-                                   alpha[idx] if alpha.dim() == 2 else alpha),
+                training_objective(kernel, data, y[idx], maskf[idx], member_rows(alpha, idx)),
                 plan.prior_terms(problem.dtype, problem.device, targets=np.array([t])))
             full = problem.starts_np[0, t].copy()
 

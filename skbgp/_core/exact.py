@@ -228,8 +228,8 @@ def member_blocks(b, n, device=None):
 
 
 def member_rows(alpha, block):
-    """``alpha`` of the members in ``block`` (a slice): per-member rows (b, n) are sliced,
-    a value shared by all members ((n,) or ()) is not."""
+    """``alpha`` of the members in ``block`` (a slice or an index tensor): per-member rows
+    (b, n) are selected, a value shared by all members ((n,) or ()) is not."""
     return alpha[block] if alpha.dim() == 2 else alpha
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .exact import member_rows
 from .lbfgs import minimize_lbfgs
 from .priors import log_prior
 
@@ -198,11 +199,8 @@ def training_objective(kernel, data, y, maskf, alpha):
         ``objective(theta, targets) -> (loss, grad)``, as
         :func:`fit_hyperparameters` takes it.
     """
-    per_target = alpha.dim() == 2
-
     def objective(theta, targets):
-        return kernel.nlml(theta, data, y[targets], maskf[targets],
-                           alpha[targets] if per_target else alpha)
+        return kernel.nlml(theta, data, y[targets], maskf[targets], member_rows(alpha, targets))
 
     return objective
 
