@@ -113,7 +113,7 @@ def run_method(method, args):
 
 
 def _default_batch(gpr, X, Y):
-    from skbgp._chunks import auto_batch_size
+    from skbgp._engine import auto_batch_size
 
     from joblib import effective_n_jobs
 
@@ -145,13 +145,8 @@ def where_time_goes(args):
     threads), the same evaluation on one core, and its parts on one core.
     """
     from skbgp._core import lapack
-    from skbgp._core.exact import (
-        _cholesky_inverse,
-        member_blocks,
-        neg_log_marginal_likelihood,
-        training_differences,
-    )
-    from skbgp._core.exact import StationaryKernel
+    from skbgp._core.gp import cholesky_inverse, member_blocks
+    from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood, training_differences
     from skbgp._core.kernels import signal_covariance
     from skbgp._core.threads import on_member_threads
 
@@ -204,7 +199,7 @@ def where_time_goes(args):
         else:
             names = ("Cholesky (torch.linalg.cholesky_ex)", "K^-1 from the factor (potri, for the gradient)")
             chol = per_member_ms(lambda: torch.linalg.cholesky_ex(Kb, upper=True), block)
-            inv = per_member_ms(lambda: _cholesky_inverse(Ub), block)
+            inv = per_member_ms(lambda: cholesky_inverse(Ub), block)
         parts = [
             ("covariance (exp of one (b, d+1) @ (d+1, n^2) product)",
              per_member_ms(lambda: signal_covariance(kernel, th, D2aug, n, n), block)),

@@ -18,23 +18,18 @@ import warnings
 
 import numpy as np
 import torch
-from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
-from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
-from ._chunks import Optimum, worker_jobs
-from ._core.fit import finite_difference_hessian, fit_hyperparameters, with_priors
-from ._core.folds import fold_objective, loo_from_factor, pack_folds
-from ._core.lbfgs import hessian_pairs
-from ._core.priors import concatenate_terms
-from ._core.threads import on_member_threads
-from ._regressor import BatchedGaussianProcessRegressor, observed_r2_score
+from ._core.gp import loo_from_factor
+from ._engine import Engine
+from ._regressor import BatchedGaussianProcessRegressor
+from ._scoring import observed_r2_score
 from ._validation import (
     num_samples,
     safe_indexing,
@@ -211,7 +206,9 @@ def _batched_fit(estimator, X, y, splits, params, mode, error_score="raise", n_j
     live = [f for f in range(k) if errors[f] is None]
 
     t0 = time.perf_counter()
-    optima = _optimise_folds(reg, [problems[f] for f in live], mode, warm, full_problem, n_jobs)
+    _check_same_kernel([problems[f] for f in live])
+    optima = Engine.of(reg, n_jobs).optimise_folds([problems[f] for f in live], mode, warm,
+                                                   full_problem)
     t_shared += time.perf_counter() - t0
     for f, optimum in zip(live, optima):
         guarded(f, lambda f=f, optimum=optimum: _final_regressor(clones[f]).finish_fit(
@@ -228,32 +225,8 @@ def _raise_if_all_failed(errors):
         ) from errors[0]
 
 
-def _optimise_folds(reg, problems, mode, warm=None, full_problem=None, n_jobs=None):
-    """The hyperparameters of every fold's targets, optimised as one batch.
-
-    Parameters
-    ----------
-    reg : BatchedGaussianProcessRegressor
-        The estimator's regressor (its optimiser settings).
-    problems : list of FitProblem
-        One per fold, each of ``m`` targets.
-    mode : {"exact", "warm_start", "full_data"}
-    warm : ndarray of shape (m, P), optional
-        The full-data optimum (modes ``"warm_start"`` and ``"full_data"``).
-    full_problem : FitProblem, optional
-        Of the full data (mode ``"warm_start"``: its curvature seeds L-BFGS).
-    n_jobs : int or None
-        joblib workers over which the targets are split (every worker
-        optimises all folds of its targets), for a batch large enough to pay
-        (see :func:`~skbgp._chunks.worker_jobs`).
-
-    Returns
-    -------
-    list of Optimum
-        One per fold.
-    """
-    k = len(problems)
-    m = problems[0].y.shape[0]
+def _check_same_kernel(problems):
+    """Raise unless every fold's problem has the same kernel on the same number of features."""
     shapes = sorted({(p.Xt.shape[1], p.plan.kernel) for p in problems}, key=str)
     if len(shapes) > 1:
         raise ValueError(
@@ -262,110 +235,6 @@ def _optimise_folds(reg, problems, mode, warm=None, full_problem=None, n_jobs=No
             "different columns in different folds. The batched cross-validation needs the same "
             "kernel in every fold; use sklearn.model_selection.cross_validate instead."
         )
-    if reg.optimizer is None:
-        return [Optimum(p.starts[0]) for p in problems]
-    if mode == "full_data":
-        # no optimisation: every fold keeps the full-data hyperparameters
-        return [Optimum(_clipped_starts(p, warm, np.arange(m))[0]) for p in problems]
-    if callable(reg.optimizer):
-        return [None] * k  # the user's optimizer runs in each fold's finish_fit, target by target
-    n_starts = 1 if warm is not None else problems[0].starts_np.shape[0]
-    n_jobs = worker_jobs(n_jobs, k * m, n_starts, max(p.X.shape[0] for p in problems))
-    size = m if effective_n_jobs(n_jobs) == 1 else -(-m // (2 * effective_n_jobs(n_jobs)))
-    parts = Parallel(n_jobs=n_jobs)(
-        delayed(_optimise_targets)(reg.max_iter, reg.tol, problems, np.arange(i, min(i + size, m)),
-                                   warm, full_problem)
-        for i in range(0, m, size)
-    )
-    # parts[c][f] holds fold f's record for chunk c's targets
-    return [Optimum(*(torch.cat([getattr(part[f], name) for part in parts])
-                      for name in ("theta", "n_iter", "converged", "n_evaluations")))
-            for f in range(k)]
-
-
-def _clipped_starts(problem, warm, targets):
-    """Tensor of shape (r, t, P): the starts of ``targets``, or their full-data optimum clipped."""
-    if warm is None:
-        return problem.starts[:, targets]
-    lower, upper = problem.lower[targets], problem.upper[targets]
-    start = to_tensor(warm[targets], lower.dtype, lower.device)
-    return torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
-
-
-def _optimise_targets(max_iter, tol, problems, targets, warm=None, full_problem=None):
-    """Optimise the members (fold, target) of ``targets`` in every fold, as one batch.
-
-    Module-level (numpy and tensors in and out) so that joblib can ship it to
-    a worker; a member's result does not depend on the others in its batch.
-
-    Returns
-    -------
-    list of Optimum
-        One per fold, of the ``t = len(targets)`` targets.
-    """
-    k, t = len(problems), targets.size
-    kernel = problems[0].plan.kernel
-    lower = torch.cat([p.lower[targets] for p in problems])  # (k * t, P), fold-major
-    upper = torch.cat([p.upper[targets] for p in problems])
-    starts = torch.cat([_clipped_starts(p, warm, targets) for p in problems], dim=1)  # (r, k t, P)
-    batch = pack_folds([p.Xt for p in problems], [p.y[targets] for p in problems],
-                       [p.maskf[targets] for p in problems],
-                       [p.alpha_of(targets) for p in problems])
-    # member f * t + j is target targets[j]: its rows of any per-target prior
-    priors = concatenate_terms(
-        [p.plan.prior_terms(lower.dtype, lower.device, targets=targets) for p in problems],
-        [t] * k)
-
-    def work():
-        memory = None
-        if full_problem is not None:
-            memory = _full_data_curvature(full_problem, starts[0, :t], targets)
-            memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
-        return fit_hyperparameters(
-            with_priors(fold_objective(kernel, batch), priors), starts, lower, upper,
-            problems[0].free, max_iter=max_iter, gtol=tol,
-            race_iter=problems[0].plan.race_iter(max_iter), memory=memory,
-        )
-
-    result = on_member_threads(lower.device, work)
-    return [Optimum(result.theta[f * t:(f + 1) * t], result.n_iter[f * t:(f + 1) * t],
-                    result.converged[f * t:(f + 1) * t],
-                    result.member_evaluations[f * t:(f + 1) * t]) for f in range(k)]
-
-
-def _full_data_curvature(problem, theta, targets):
-    """Curvature pairs of every target's full-data objective at its optimum.
-
-    The Hessian of the full-data objective (negative log marginal likelihood
-    minus log prior) at ``theta``, by forward differences of the gradient in
-    one batched call, as L-BFGS curvature pairs
-    (:func:`~skbgp._core.lbfgs.hessian_pairs`). A fold leaves out a few rows,
-    so its objective's Hessian near the optimum is close to this one: its
-    members start with a quasi-Newton step of nearly Newton quality instead of
-    a short steepest-descent step and building the curvature anew.
-
-    Parameters
-    ----------
-    problem : FitProblem
-        Of the full data.
-    theta : Tensor of shape (t, P)
-        The full-data optimum of each of ``targets`` (clipped to the bounds).
-    targets : ndarray of shape (t,), int
-
-    Returns
-    -------
-    S, Y : Tensor of shape (t, P, P)
-    """
-    batch = pack_folds([problem.Xt], [problem.y[targets]], [problem.maskf[targets]],
-                       [problem.alpha_of(targets)])
-    priors = problem.plan.prior_terms(theta.dtype, theta.device, targets=targets)
-    fun = with_priors(fold_objective(problem.plan.kernel, batch), priors)
-    finite = torch.isfinite(theta).all(-1)
-    x = torch.where(finite[:, None], theta, 0.0)
-    members = torch.arange(theta.shape[0], device=theta.device)
-    H = finite_difference_hessian(fun, x, members, problem.upper[targets], problem.free)
-    H[~finite] = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
-    return hessian_pairs(H, problem.free)
 
 
 def _as_score_dict(value):

@@ -13,6 +13,7 @@ dual coefficients, never a factor. The cache is not pickled: an unpickled
 model computes its factors again on its first prediction.
 """
 
+import numbers
 import threading
 import warnings
 
@@ -20,11 +21,11 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from ._core.exact import member_rows
+from ._core import gp
 from ._core.threads import on_member_threads
 from ._validation import compute_device, to_numpy, to_tensor
 
-__all__ = ["FittedGPs", "DEFAULT_CACHE_MIB", "factors_fit", "format_targets"]
+__all__ = ["FittedGPs", "DEFAULT_CACHE_MIB", "cache_bytes", "factors_fit", "format_targets"]
 
 # Default budget of the factor cache, in MiB (the regressor's cache_size).
 DEFAULT_CACHE_MIB = 1024
@@ -34,6 +35,13 @@ _PREDICT_BLOCK = 2**20
 # Numbers of the factors recomputed at once when they are not kept (128 MiB in
 # float64): smaller blocks made recomputation slower (doc/benchmarks.rst).
 _FACTOR_BLOCK = 2**24
+
+
+def cache_bytes(cache_size):
+    """The factor cache's budget in bytes from ``cache_size`` in MiB (checked; inf: no limit)."""
+    if isinstance(cache_size, bool) or not isinstance(cache_size, numbers.Real) or not cache_size >= 0:
+        raise ValueError(f"cache_size must be a number of MiB >= 0; got {cache_size!r}.")
+    return int(cache_size * 2**20) if np.isfinite(cache_size) else np.iinfo(np.int64).max
 
 
 def factors_fit(n_targets, n_samples, dtype, cache_bytes):
@@ -183,8 +191,9 @@ class FittedGPs:
         rows = targets if isinstance(targets, slice) else torch.as_tensor(targets,
                                                                           device=t.X.device)
         recorded = to_tensor(self.jitter[targets], t.X.dtype, t.X.device)
-        L, jitter, failed = on_member_threads(t.X.device, lambda: self.kernel.refactorize(
-            t.theta[rows], t.data, t.mask[rows], member_rows(t.alpha, rows), recorded))  # the fit's arithmetic
+        L, jitter, failed = on_member_threads(t.X.device, lambda: gp.refactorize(
+            self.kernel, t.theta[rows], t.data, t.mask[rows], gp.member_rows(t.alpha, rows),
+            recorded))  # the fit's arithmetic
         self._check_refactorized(np.arange(self.n_targets)[targets], to_numpy(jitter),
                                  to_numpy(failed, bool), t.X.dtype)
         return L
@@ -311,9 +320,9 @@ class FittedGPs:
         with torch.no_grad():
             for sl, L in chunks:
                 chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
-                mu, v = self.kernel.posterior(t.theta[sl], t.X, Xq, L, t.dual[sl], t.mask[sl],
-                                              full_cov=full_cov, observation_noise=observation_noise,
-                                              chunk_size=chunk)
+                model = gp.Conditioned(self.kernel, t.theta[sl], t.X, L, t.dual[sl], t.mask[sl])
+                mu, v = gp.posterior(model, Xq, full_cov=full_cov,
+                                     observation_noise=observation_noise, chunk_size=chunk)
                 mean[sl] = to_numpy(mu)
                 if var is not None:
                     var[sl] = to_numpy(v)

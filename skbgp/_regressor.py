@@ -2,137 +2,29 @@
 
 import numbers
 import warnings
-from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
-from sklearn.utils import check_random_state
-from sklearn.utils.parallel import Parallel, delayed
-from sklearn.metrics import r2_score
-from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, validate_data
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from ._chunks import (Chunk, FitResult, FitSettings, Optimum, Progress, auto_batch_size, fit_chunk,
-                      worker_jobs)
-from ._core.fit import training_objective, with_priors
-from ._core.exact import member_rows, sample_mvn
+from ._core import gp
 from ._core.priors import log_prior
-from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, factors_fit, format_targets
-from ._sklearn_kernels import plan_default, plan_from_kernel
-from ._validation import (check_sample_weight, column_sums, compute_device, log_mean_square, reject_grad_tensors,
-                          resolve_device, resolve_dtype, to_numpy, to_tensor, torch_generator)
+from ._engine import Engine
+from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, cache_bytes, format_targets
+from ._problem import ProblemSpec, make_problem
+from ._scoring import observed_r2_score
+from ._sklearn_kernels import plan_from_kernel
+from ._validation import (compute_device, reject_grad_tensors, resolve_device, resolve_dtype, to_numpy,
+                          to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
-__all__ = ["BatchedGaussianProcessRegressor", "observed_r2_score"]
+__all__ = ["BatchedGaussianProcessRegressor"]
 
 # what validate_data records about the inputs at fit
 _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
-
-
-@dataclass(frozen=True)
-class FitProblem:
-    """The validated data and starting points of one fit (from ``prepare_fit``).
-
-    Arrays are numpy, targets last as in scikit-learn: ``Yn`` and ``maskf_np``
-    of shape (n_samples, n_targets) (normalised targets, 0 where missing; 1.0
-    where observed), ``alpha_np`` of shape (n_samples,), () or
-    (n_samples, n_targets) (``alpha`` plus the noise variance passed to
-    ``fit``), ``starts_np`` of shape
-    (n_starts, n_targets, P), ``bounds`` of shape (n_targets, P, 2), ``mean``
-    and ``std`` of shape (n_targets,) (the target scaling). ``plan`` is the
-    core kernel with its priors and bounds. The properties give the core's
-    tensors (targets first) on the compute device.
-    """
-
-    X: np.ndarray
-    y_given: np.ndarray
-    observed: np.ndarray
-    empty: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    Yn: np.ndarray
-    maskf_np: np.ndarray
-    alpha_np: np.ndarray
-    plan: object
-    bounds: np.ndarray
-    starts_np: np.ndarray
-    device: torch.device
-    dtype: torch.dtype
-    feature_names: object = None  # feature_names_in_ to set at finish_fit (None: none)
-
-    def _t(self, a):
-        return to_tensor(a, self.dtype, self.device)
-
-    @property
-    def Xt(self):
-        """Tensor of shape (n_samples, n_features)."""
-        return self._t(self.X)
-
-    @property
-    def y(self):
-        """Tensor of shape (n_targets, n_samples)."""
-        return self._t(self.Yn.T)
-
-    @property
-    def maskf(self):
-        """Tensor of shape (n_targets, n_samples)."""
-        return self._t(self.maskf_np.T)
-
-    @property
-    def alpha(self):
-        """Tensor of shape (n_samples,), () or (n_targets, n_samples)."""
-        return self._t(self.alpha_np.T if self.alpha_np.ndim == 2 else self.alpha_np)
-
-    def alpha_of(self, targets):
-        """Tensor of shape (n_samples,), () or (len(targets), n_samples): ``alpha`` of ``targets``."""
-        return member_rows(self.alpha, targets)
-
-    @property
-    def starts(self):
-        """Tensor of shape (n_starts, n_targets, P)."""
-        return self._t(self.starts_np)
-
-    @property
-    def lower(self):
-        """Tensor of shape (n_targets, P)."""
-        return self._t(self.bounds[..., 0])
-
-    @property
-    def upper(self):
-        """Tensor of shape (n_targets, P)."""
-        return self._t(self.bounds[..., 1])
-
-    @property
-    def free(self):
-        """Tensor of shape (P,), bool."""
-        return torch.as_tensor(self.plan.free, device=self.device)
-
-
-def _check_noise_variance(noise_variance, observed):
-    """``noise_variance`` as a float array of shape (n_samples,) or (n_samples, n_targets), checked.
-
-    ``observed`` (bool, of shape (n_samples, n_targets)) marks where ``y`` is
-    observed; a per-target variance may be NaN where its target is missing
-    (it is then unused, and set to 0).
-    """
-    n_samples, n_targets = observed.shape
-    noise = np.asarray(noise_variance, dtype=float)
-    if noise.shape not in ((n_samples,), (n_samples, n_targets)):
-        raise ValueError(
-            f"noise_variance must have shape ({n_samples},), one variance per training "
-            f"sample, or ({n_samples}, {n_targets}), one per sample and target; got shape "
-            f"{noise.shape}."
-        )
-    used = noise if noise.ndim == 1 else noise[observed]
-    if not np.all(np.isfinite(used)) or np.any(used < 0):
-        raise ValueError(
-            "noise_variance must be finite and non-negative (NaN is allowed only where y is "
-            "missing)."
-        )
-    return noise if noise.ndim == 1 else np.where(observed, noise, 0.0)
 
 
 def _latent_diag(kernel, X, chunk=256):
@@ -141,95 +33,6 @@ def _latent_diag(kernel, X, chunk=256):
                            for i in range(0, X.shape[0], chunk)])
 
 
-def observed_r2_score(y_true, y_pred, sample_weight=None):
-    """R^2 of every target on the rows where it is observed (not NaN), averaged over targets.
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,) or (n_samples, n_targets)
-        NaN marks a missing value.
-    y_pred : array-like of the same shape
-    sample_weight : array-like of shape (n_samples,), default=None
-
-    Returns
-    -------
-    float
-        ``r2_score`` of each target on its observed rows, uniformly averaged
-        over the targets with at least one observed row.
-    """
-    Y = check_array(y_true, ensure_2d=False, ensure_all_finite="allow-nan", input_name="y")
-    P = np.asarray(y_pred, dtype=float)
-    # (n, 1) against (n,): a single target's predictions are 1-D, as scikit-learn's
-    Y, P = Y.reshape(Y.shape[0], -1), P.reshape(P.shape[0], -1)
-    if P.shape != Y.shape:
-        raise ValueError(f"y has shape {Y.shape} but the predictions have shape {P.shape}.")
-    if sample_weight is not None:
-        sample_weight = check_sample_weight(sample_weight, Y)
-    scores = []
-    for t in range(Y.shape[1]):
-        rows = ~np.isnan(Y[:, t])
-        if rows.any():
-            weight = None if sample_weight is None else sample_weight[rows]
-            scores.append(r2_score(Y[rows, t], P[rows, t], sample_weight=weight))
-    if not scores:
-        raise ValueError("y has no observed value (all NaN); there is nothing to score.")
-    return float(np.mean(scores))
-
-
-def restart_design(kind, random_state, n_restarts, n_free):
-    """Points in the unit cube where the restarts of every target start.
-
-    Parameters
-    ----------
-    kind : {"sobol", "uniform"}
-        ``"uniform"``: scikit-learn's draws (``rng.uniform`` over the box, one
-        restart after the other), for a user's kernel. ``"sobol"``: a
-        scrambled Sobol' sequence, for the default kernel: its first points
-        split every dimension's range evenly (two points fall in opposite
-        halves, four in different quarters), where independent draws often
-        leave a basin unvisited.
-    random_state : int, RandomState instance or None
-    n_restarts, n_free : int
-
-    Returns
-    -------
-    ndarray of shape (n_restarts, n_free)
-        The first ``k`` rows do not depend on ``n_restarts``: the starts with
-        fewer restarts are a prefix of those with more.
-    """
-    rng = check_random_state(random_state)
-    if n_restarts <= 0:
-        return np.empty((0, n_free))
-    if kind == "sobol":
-        engine = torch.quasirandom.SobolEngine(n_free, scramble=True, seed=int(rng.randint(2**31 - 1)))
-        return engine.draw(n_restarts, dtype=torch.float64).numpy()
-    return np.stack([rng.uniform(size=n_free) for _ in range(n_restarts)])
-
-
-def _warn_alpha_swamps(alpha, Yn, n_obs):
-    """Warn about targets whose power (mean square, as fitted) is not above ``alpha``.
-
-    ``alpha`` is added to every training covariance as it is: for an
-    unstandardised target of magnitude 1e-12, the default 1e-10 is a noise
-    variance 1e14 times its power, and the fit explains the target as noise.
-    """
-    # alpha of shape (n, m) is per target: each target against its own largest
-    top = np.max(alpha, axis=0) if np.ndim(alpha) == 2 else np.max(alpha)
-    if np.max(top) <= 0:
-        return
-    log_power = log_mean_square(Yn, n_obs)
-    # a constant standardised target (all zeros, -inf) has nothing to swamp
-    with np.errstate(divide="ignore"):
-        bad = np.flatnonzero((np.log(top) >= log_power) & np.isfinite(log_power))
-    top = float(np.max(np.broadcast_to(top, log_power.shape)[bad])) if bad.size else 0.0
-    if bad.size:
-        warnings.warn(
-            f"alpha (up to {top:.3g}, added to the training covariance) is at least "
-            f"the mean square of target(s) {format_targets(bad)} (down to "
-            f"{np.exp(log_power[bad].min()):.3g}): it swamps them as noise. Pass normalize_y=True (the "
-            "default for the default kernel) or an alpha small against the targets.",
-            UserWarning,
-        )
 
 
 class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -583,10 +386,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         return resolve_device(self.device), resolve_dtype(self.dtype)
 
     def _cache_bytes(self):
-        size = self.cache_size
-        if isinstance(size, bool) or not isinstance(size, numbers.Real) or not size >= 0:
-            raise ValueError(f"cache_size must be a number of MiB >= 0; got {size!r}.")
-        return int(size * 2**20) if np.isfinite(size) else np.iinfo(np.int64).max
+        return cache_bytes(self.cache_size)
 
     def _check_alpha(self, n_samples):
         alpha = np.asarray(self.alpha, dtype=float)
@@ -690,139 +490,19 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 self.__dict__.pop(key, None)
             self.__dict__.update(kept)
         alpha = self._check_alpha(X.shape[0])
-        Y = y.reshape(y.shape[0], -1)
-        n_targets = Y.shape[1]
+        n_targets = 1 if y.ndim == 1 else y.shape[1]
         if self.n_targets is not None and n_targets != self.n_targets:
             raise ValueError(
                 "The number of targets seen in `y` is different from the parameter `n_targets`. "
                 f"Got {n_targets} != {self.n_targets}; pass n_targets=None or a y with "
                 f"{self.n_targets} columns."
             )
-        observed = ~np.isnan(Y)
-        noise = None if noise_variance is None else _check_noise_variance(noise_variance, observed)
-        empty = ~observed.any(axis=0)
-        if empty.all():
-            raise ValueError(
-                f"Target(s) {format_targets(np.flatnonzero(empty))} have no observed value "
-                "(all NaN); there is nothing to fit."
-            )
-        if empty.any():
-            warnings.warn(
-                f"Target(s) {format_targets(np.flatnonzero(empty))} have no observed value "
-                "(all NaN) and are not fitted: they are listed in failed_targets_ and "
-                "predicted as NaN. Drop these columns of y to silence this warning.",
-                UserWarning,
-            )
-
-        n_obs = np.maximum(observed.sum(axis=0), 1)
-        if self._normalizes():
-            # in units of each target's largest magnitude: no overflow for huge
-            # targets, and a constant target (spread at rounding level) keeps std 1
-            peak = np.where(observed, np.abs(Y), 0.0).max(axis=0)
-            peak = np.where(peak > 0, peak, 1.0)
-            Z = np.where(observed, Y / peak, 0.0)
-            mean_z = column_sums(Z) / n_obs
-            std_z = np.sqrt(column_sums(np.where(observed, Z - mean_z, 0.0) ** 2) / n_obs)
-            spread = std_z > 10 * np.finfo(float).eps
-            mean = mean_z * peak
-            std = np.where(spread, std_z * peak, 1.0)
-        else:
-            mean = np.zeros(n_targets)
-            std = np.ones(n_targets)
-        Yn = np.where(observed, (Y - mean) / std, 0.0)
-        if noise is not None:
-            # known noise is in y's units; the GP is fitted in units of std
-            if noise.ndim == 1 and np.all(std == 1.0):
-                alpha = alpha + noise
-            else:
-                per_target = (noise[:, None] if noise.ndim == 1 else noise) / std**2
-                alpha = (alpha[:, None] if alpha.ndim == 1 else alpha) + per_target
-        _warn_alpha_swamps(alpha, Yn, n_obs)
-        maskf = observed.astype(float)
-
-        if self.kernel is None:
-            plan = plan_default(X, Yn, maskf)
-        else:
-            plan = plan_from_kernel(self.kernel, X.shape[1], n_targets)
-        P = plan.free.shape[0]
-        bounds = np.broadcast_to(plan.bounds, (n_targets, P, 2))
-        theta0 = np.clip(np.broadcast_to(plan.theta0, (n_targets, P)), bounds[..., 0], bounds[..., 1])
-        starts = [theta0]
-        if self.optimizer is not None and self.n_restarts_optimizer:
-            free = np.flatnonzero(plan.free)
-            low, high = np.broadcast_to(plan.restart_bounds, (n_targets, P, 2))[:, free].transpose(2, 0, 1)
-            if not (np.isfinite(low).all() and np.isfinite(high).all()):
-                raise ValueError(
-                    "Multiple optimizer restarts (n_restarts_optimizer>0) requires that all "
-                    "bounds are finite."
-                )
-            # one design for all targets, placed in each target's own box: a
-            # target's starts depend on its own data and random_state only
-            for u in restart_design(plan.restart_design, self.random_state,
-                                    self.n_restarts_optimizer, free.size):
-                draw = theta0.copy()
-                draw[:, free] = low + (high - low) * u
-                starts.append(draw)
-        return FitProblem(
-            X=X, y_given=y, observed=observed, empty=empty, mean=mean, std=std, Yn=Yn,
-            maskf_np=maskf, alpha_np=alpha, plan=plan, bounds=bounds, starts_np=np.stack(starts),
-            device=device, dtype=dtype, feature_names=feature_names,
+        spec = ProblemSpec(
+            kernel=self.kernel, normalize=self._normalizes(),
+            n_restarts=self.n_restarts_optimizer if self.optimizer is not None else 0,
+            random_state=self.random_state, device=device, dtype=dtype,
         )
-
-    def _fit_chunks(self, problem, theta=None):
-        """Fit (or, given ``theta``, only factorise) every target, chunk by chunk.
-
-        Parameters
-        ----------
-        problem : FitProblem
-        theta : ndarray of shape (n_targets, P), optional
-            Fixed hyperparameters: no optimisation.
-
-        Returns
-        -------
-        FitResult
-            Of all targets; the factors kept when they fit the cache budget
-            and the fit ran in this process.
-        """
-        X, plan, bounds = problem.X, problem.plan, problem.bounds
-        n_targets = bounds.shape[0]
-        starts = problem.starts_np if theta is None else theta[None]
-        n_jobs = worker_jobs(self.n_jobs, n_targets, starts.shape[0], X.shape[0])
-        batch_size = self.batch_size
-        if batch_size is None:
-            batch_size = auto_batch_size(
-                X.shape[0], n_targets, starts.shape[0], effective_n_jobs(n_jobs),
-                problem.device, problem.dtype.itemsize,
-            )
-        chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
-        # the fit's factors seed the prediction cache when they fit its budget
-        # and need not travel back from worker processes
-        settings = FitSettings(
-            optimize=theta is None and self.optimizer is not None, max_iter=self.max_iter,
-            tol=self.tol, device=problem.device, dtype=problem.dtype, verbose=self.verbose,
-            keep_factors=(effective_n_jobs(n_jobs) == 1 and
-                          factors_fit(n_targets, X.shape[0], problem.dtype, self._cache_bytes())),
-        )
-        jobs = (
-            delayed(fit_chunk)(
-                Chunk(plan, np.arange(sl.start, sl.stop), X, problem.Yn[:, sl].T,
-                      problem.maskf_np[:, sl].T,
-                      problem.alpha_np[:, sl].T if problem.alpha_np.ndim == 2 else problem.alpha_np,
-                      starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1]),
-                settings, label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
-            )
-            for k, sl in enumerate(chunks)
-        )
-        results = []
-        progress = Progress(n_targets, len(chunks), self.verbose if settings.optimize else 0)
-        try:
-            # results arrive in order
-            for sl, result in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
-                results.append(result)
-                progress.update(sl.stop - sl.start, int(result.converged.sum()))
-        finally:
-            progress.close()
-        return FitResult.concatenate(results)
+        return make_problem(spec, X, y, alpha, noise_variance, feature_names)
 
     def finish_fit(self, problem, optimum=None):
         """Fit, or factorise at hyperparameters found elsewhere, then store and warn: the second half of ``fit``.
@@ -844,61 +524,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self : BatchedGaussianProcessRegressor
             The fitted estimator.
         """
-        if optimum is None and callable(self.optimizer):
-            optimum = self._optimise_with_callable(problem)
-        if optimum is None:
-            return self._store_fit(problem, self._fit_chunks(problem))
-        result = self._fit_chunks(problem, theta=to_numpy(optimum.theta))  # 0 evaluations
-        if optimum.n_iter is not None:
-            result = replace(
-                result, n_iter=to_numpy(optimum.n_iter, np.int64),
-                converged=to_numpy(optimum.converged, bool),
-                n_evaluations=to_numpy(optimum.n_evaluations, np.int64),
-            )
-        return self._store_fit(problem, result)
-
-    def _optimise_with_callable(self, problem):
-        """Every start of every target through the user's ``optimizer`` callable, in turn.
-
-        Returns
-        -------
-        Optimum
-            The best start of every target (``n_iter`` 0: not known).
-        """
-        plan, free = problem.plan, problem.plan.free
-        kernel = plan.kernel
-        with torch.no_grad():
-            data = kernel.training_data(problem.Xt)
-        y, maskf, alpha = problem.y, problem.maskf, problem.alpha
-        n_targets = y.shape[0]
-        theta = problem.starts_np[0].copy()
-        evaluations = np.zeros(n_targets, dtype=np.int64)
-        converged = np.ones(n_targets, dtype=bool)
-        for t in range(n_targets):
-            idx = torch.tensor([t], device=problem.device)
-            objective = with_priors(
-                training_objective(kernel, data, y[idx], maskf[idx], member_rows(alpha, idx)),
-                plan.prior_terms(problem.dtype, problem.device, targets=np.array([t])))
-            full = problem.starts_np[0, t].copy()
-
-            def obj_func(theta_free, eval_gradient=True):
-                # scikit-learn's objective: the negative log marginal likelihood (and prior)
-                full[free] = theta_free
-                evaluations[t] += 1
-                with torch.no_grad():
-                    loss, grad = objective(to_tensor(full[None], problem.dtype, problem.device),
-                                           torch.zeros(1, dtype=torch.long, device=problem.device))
-                loss = float(loss[0])
-                return (loss, to_numpy(grad[0])[free]) if eval_gradient else loss
-
-            best = None
-            for start in problem.starts_np[:, t]:
-                theta_opt, func_min = self.optimizer(obj_func, start[free].copy(),
-                                                     bounds=problem.bounds[t][free])
-                if best is None or func_min < best[1]:
-                    best = (np.asarray(theta_opt, dtype=float), func_min)
-            theta[t, free] = best[0]
-        return Optimum(theta, np.zeros(n_targets, dtype=np.int64), converged, evaluations)
+        return self._store_fit(problem, Engine.of(self).fit(problem, optimum))
 
     def _store_fit(self, problem, result):
         """Set the fitted attributes from the per-target results (a FitResult), and warn."""
@@ -959,7 +585,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.failed_targets_ = np.flatnonzero(failed)
         self.gps_ = FittedGPs(
             plan.kernel, theta, self.X_train_, problem.observed, problem.mean, problem.std,
-            result.alpha, self.jitter_, problem.alpha_np, failed, problem.device, problem.dtype,
+            result.dual, self.jitter_, problem.alpha_np, failed, problem.device, problem.dtype,
             self._cache_bytes(),
         )
         if result.L is not None:
@@ -1249,7 +875,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             device, dtype = self._check_params()
             mean, cov = (to_tensor(a, dtype, device)
                          for a in self._prior(X, full_cov=True, observation_noise=observation_noise))
-            draws = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
+            draws = to_numpy(gp.sample_mvn(mean, cov, n_samples, generator=generator))
             return draws[0] if (self.n_targets or 1) == 1 else np.moveaxis(draws, 0, 1)
         self._warn_failed()
         gps, where = self._gps()
@@ -1258,9 +884,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         draws = np.empty((self.n_targets_, X.shape[0], n_samples))
         with torch.no_grad():
             for sl, L in gps.factor_chunks(2 * X.shape[0] ** 2, **where):
-                mean, cov = gps.kernel.posterior(t.theta[sl], t.X, Xq, L, t.dual[sl], t.mask[sl],
-                                                 full_cov=True, observation_noise=observation_noise)
-                draws[sl] = to_numpy(sample_mvn(mean, cov, n_samples, generator=generator))
+                model = gp.Conditioned(gps.kernel, t.theta[sl], t.X, L, t.dual[sl], t.mask[sl])
+                mean, cov = gp.posterior(model, Xq, full_cov=True,
+                                         observation_noise=observation_noise)
+                draws[sl] = to_numpy(gp.sample_mvn(mean, cov, n_samples, generator=generator))
         with np.errstate(over="ignore", invalid="ignore"):
             draws = draws * gps.y_std[:, None, None] + gps.y_mean[:, None, None]
         self._warn_not_finite(np.moveaxis(draws, 0, -1))

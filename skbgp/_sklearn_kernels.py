@@ -30,7 +30,7 @@ from sklearn.gaussian_process import kernels as skk
 from . import kernels as native
 from ._core import composite
 from ._core.fit import RACE_ITER
-from ._core.exact import StationaryKernel
+from ._core.stationary import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
 from ._validation import log_mean_square
 

@@ -22,7 +22,7 @@ from ._core.acquisition import (
     make_mc_acquisition,
     make_model,
 )
-from ._core.exact import StationaryKernel
+from ._core.stationary import StationaryKernel
 from ._core.optimize import maximize_acquisition
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import resolve_device, to_numpy, to_tensor, torch_generator

@@ -30,7 +30,7 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-import skbgp._chunks
+import skbgp._engine
 from skbgp import (
     BatchedGaussianProcessRegressor,
     batched_cross_val_predict,
@@ -225,7 +225,7 @@ def test_targets_with_missing_values_are_scored_on_their_observed_rows():
 
 @pytest.mark.parametrize("mode", ["exact", "warm_start"])
 def test_workers_split_the_targets_and_change_nothing(mode, monkeypatch):
-    monkeypatch.setattr(skbgp._chunks, "MIN_WORKER_WORK", 0)  # workers even for this small batch
+    monkeypatch.setattr(skbgp._engine, "MIN_WORKER_WORK", 0)  # workers even for this small batch
     X, y = _data(40)
     est = BatchedGaussianProcessRegressor(random_state=0, n_restarts_optimizer=1)
     one = batched_cross_validate(est, X, y, cv=KFold(4), mode=mode, return_estimator=True)

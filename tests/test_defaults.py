@@ -24,7 +24,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.metrics import r2_score
 
-import skbgp._chunks
+import skbgp._engine
 from skbgp import BatchedGaussianProcessRegressor
 
 _BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
@@ -70,7 +70,7 @@ KERNELS = {
 @pytest.mark.parametrize("kernel_name", list(KERNELS))
 def test_a_target_alone_equals_in_any_batch_order_chunk_or_worker(scaled_targets, kernel_name,
                                                                   monkeypatch):
-    monkeypatch.setattr(skbgp._chunks, "MIN_WORKER_WORK", 0)  # workers even for this small fit
+    monkeypatch.setattr(skbgp._engine, "MIN_WORKER_WORK", 0)  # workers even for this small fit
     X, Y = scaled_targets
     kernel = KERNELS[kernel_name](X.shape[1])
     params = dict(kernel=kernel, n_restarts_optimizer=3, normalize_y=True)

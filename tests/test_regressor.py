@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skbgp import BatchedGaussianProcessRegressor, batched_cross_validate, loo_predictive
-from skbgp._chunks import Optimum
+from skbgp._engine import Optimum
 
 from .conftest import KERNEL_IDS, sklearn_kernel
 

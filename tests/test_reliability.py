@@ -129,7 +129,7 @@ def test_a_failed_or_interrupted_fit_leaves_the_previous_model_intact(monkeypatc
     before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in est.__dict__.items()}
     with pytest.raises(ValueError, match="no observed value"):
         est.fit(np.random.RandomState(1).uniform(size=(20, 3)), np.full(20, np.nan))
-    import skbgp._regressor as regressor
+    import skbgp._engine as engine
 
     class Interrupt(BaseException):  # as KeyboardInterrupt, which pytest itself would catch
         pass
@@ -137,7 +137,7 @@ def test_a_failed_or_interrupted_fit_leaves_the_previous_model_intact(monkeypatc
     def interrupted(*args, **kwargs):
         raise Interrupt
 
-    monkeypatch.setattr(regressor, "fit_chunk", interrupted)
+    monkeypatch.setattr(engine, "fit_chunk", interrupted)
     with pytest.raises(Interrupt):
         est.fit(np.random.RandomState(2).uniform(size=(25, 3)), np.ones(25))
     assert est.__dict__.keys() == before.keys()

@@ -13,9 +13,9 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
-import skbgp._chunks
+import skbgp._engine
 from skbgp import BatchedGaussianProcessRegressor
-from skbgp._chunks import auto_batch_size
+from skbgp._engine import auto_batch_size
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_chunked_fit_equals_one_chunk(many_targets, whole, batch_size):
 @pytest.fixture
 def workers_for_any_fit(monkeypatch):
     """Workers even for the small fits of these tests (which n_jobs otherwise runs in-process)."""
-    monkeypatch.setattr(skbgp._chunks, "MIN_WORKER_WORK", 0)
+    monkeypatch.setattr(skbgp._engine, "MIN_WORKER_WORK", 0)
 
 
 def test_loky_workers_give_the_single_process_result(many_targets, whole, workers_for_any_fit):
@@ -71,7 +71,7 @@ def test_small_fits_stay_in_this_process_whatever_n_jobs(many_targets, whole, mo
     assert ours.gps_.cached  # the fit's own factors: it ran here, not on workers
     assert_same_fit(ours, whole)
     X, y = many_targets
-    monkeypatch.setattr(skbgp._chunks, "MIN_WORKER_WORK", y.shape[1] * 3 * X.shape[0] ** 2)
+    monkeypatch.setattr(skbgp._engine, "MIN_WORKER_WORK", y.shape[1] * 3 * X.shape[0] ** 2)
     assert not fit_quietly(*many_targets, batch_size=3, n_jobs=2).gps_.cached  # just enough work
     assert fit_quietly(*many_targets, batch_size=3, n_jobs=1).gps_.cached
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.quasirandom import SobolEngine
 
-from .exact import StationaryKernel
+from .stationary import StationaryKernel
 from .kernels import correlation
 
 __all__ = [

@@ -21,29 +21,17 @@ hyperparameters per member.
 """
 
 import math
-import sys
 from dataclasses import dataclass
 
 import torch
 
-from .exact import (
-    Factor,
-    KernelMaths,
-    _cholesky_inverse,
-    _lml,
-    _weighted_sums,
-    factor_members,
-    member_blocks,
-    member_rows,
-    posterior_from,
-)
-from .kernels import correlation, exp_floored, row_product, squared_differences
+from .gp import add_observed_diagonal_, cholesky_inverse, log_likelihood, member_blocks, member_rows
+from .kernels import correlation, exp_floored, row_product, squared_differences, weighted_sums
 from .threads import run_blocks
 
 __all__ = [
     "Geometry",
     "geometry",
-    "refactorize",
     "RBFNode",
     "MaternNode",
     "RationalQuadraticNode",
@@ -57,8 +45,6 @@ __all__ = [
     "CompositeKernel",
     "covariance_gradient",
     "neg_log_marginal_likelihood",
-    "factorize",
-    "posterior",
 ]
 
 
@@ -132,7 +118,7 @@ class _RowProduct(torch.autograd.Function):
     The product goes through :func:`~skbgp._core.kernels.row_product` (rows
     padded to a multiple of four) and its gradient ``G @ B^T``, a (b, N) x
     (N, k) product whose rows round differently below four rows (a
-    matrix-vector kernel), through :func:`skbgp._core.exact._weighted_sums`
+    matrix-vector kernel), through :func:`skbgp._core.kernels.weighted_sums`
     (padded to four rows): a member's covariance and gradient are the same
     alone and in any batch.
     """
@@ -157,7 +143,7 @@ class _RowProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (B,) = ctx.saved_tensors
-        return _weighted_sums(grad.contiguous(), B), None
+        return weighted_sums(grad.contiguous(), B), None
 
 
 def _column(theta, index):
@@ -357,7 +343,7 @@ class PowerNode:
 
 
 @dataclass(frozen=True)
-class CompositeKernel(KernelMaths):
+class CompositeKernel:
     """A kernel tree and the number of hyperparameters it reads.
 
     Attributes
@@ -385,9 +371,35 @@ class CompositeKernel(KernelMaths):
         """Tensor of shape (b, n): ``k(x, x)`` of every member, white noise included."""
         return self.root.diag(theta, X)
 
+    # ------------------------------------------- the covariance protocol of .gp
     def training_data(self, X):
         """:class:`Geometry` of the training inputs ``X`` (n, d) with themselves."""
         return geometry(X)
+
+    def training_covariance(self, theta, data, maskf, alpha):
+        """Tensor of shape (b, n, n): the masked training covariance on the :class:`Geometry` ``data``."""
+        return _training_covariance(self.covariance(theta, data), maskf, alpha)
+
+    def block_side(self, n):
+        """A tree holds a few ``n x n`` temporaries per node: blocks of ``2n x 2n``."""
+        return 2 * n
+
+    def nlml(self, theta, data, y, maskf, alpha, eval_gradient=True):
+        """:func:`neg_log_marginal_likelihood` of every member and its gradient."""
+        return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
+
+    def cross_covariance(self, theta, X_query, X_train):
+        """Tensor of shape (b, p, n): ``k(X_query, X_train)`` (white noise absent, as scikit-learn)."""
+        return self.covariance(theta, geometry(X_query, X_train))
+
+    def prior_variance(self, theta, X_query, observation_noise=True):
+        """Tensor of shape (b, p): ``k.diag(X_query)``, white noise counted unless left out."""
+        return self.diag(theta if observation_noise else _without_white_noise(self, theta), X_query)
+
+    def prior_covariance(self, theta, X_query, observation_noise=True):
+        """Tensor of shape (b, p, p): ``k(X_query)``, white noise counted unless left out."""
+        prior = theta if observation_noise else _without_white_noise(self, theta)
+        return self.covariance(prior, geometry(X_query)).clone()
 
 
 
@@ -426,15 +438,15 @@ def _training_covariance(K, maskf, alpha):
     The rows and columns of missing points become those of the identity; the
     observed diagonal gets ``alpha``.
     """
-    out = K * maskf.unsqueeze(-1) * maskf.unsqueeze(-2)
-    out.diagonal(dim1=-2, dim2=-1).add_(alpha * maskf + (1.0 - maskf))
+    out = K * maskf.unsqueeze(-1) * maskf.unsqueeze(-2)  # out of place: K may be a view
+    add_observed_diagonal_(out, maskf, alpha)
     return out
 
 
 def neg_log_marginal_likelihood(kernel, theta, geom, y, maskf, alpha, eval_gradient=True):
     """Negative log marginal likelihood of every member and its gradient.
 
-    Same contract as :func:`skbgp._core.exact.neg_log_marginal_likelihood`,
+    Same contract as :func:`skbgp._core.stationary.neg_log_marginal_likelihood`,
     for a :class:`CompositeKernel` on the training :class:`Geometry`.
 
     Parameters
@@ -477,13 +489,13 @@ def _nlml_block(kernel, theta, geom, y, maskf, alpha, loss_out, grad_out):
         th = theta.detach().requires_grad_(grad_out is not None)
         K_graph = kernel.covariance(th, geom)
     K = _training_covariance(K_graph.detach(), maskf, alpha)
-    # no jitter, as in exact._nlml_block: a member that is not positive definite scores inf
+    # no jitter, as in stationary._nlml_block: a member that is not positive definite scores inf
     U, info = torch.linalg.cholesky_ex(K, upper=True)
     L = U.mT
     ok = info == 0
     if not bool(ok.all()):
         L = torch.where(ok[:, None, None], L, torch.eye(n, dtype=L.dtype, device=L.device))
-    lml, a = _lml(L, y, maskf)
+    lml, a = log_likelihood(L, y, maskf)
     loss_out.copy_(torch.where(ok, -lml, math.inf))
     if grad_out is None:
         return
@@ -492,109 +504,12 @@ def _nlml_block(kernel, theta, geom, y, maskf, alpha, loss_out, grad_out):
     # rows and columns of K do not depend on theta, so W is zeroed there
     # a a^T added elementwise: a batched product's kernel (and rounding)
     # would depend on the batch size
-    W = _cholesky_inverse(L.mT).neg_()
+    W = cholesky_inverse(L.mT).neg_()
     W.addcmul_(a.unsqueeze(-1), a.unsqueeze(-2))
     W.mul_(maskf.unsqueeze(-1)).mul_(maskf.unsqueeze(-2)).mul_(0.5)
     W = torch.where(ok[:, None, None], W, 0.0)
     (g,) = torch.autograd.grad(K_graph, th, grad_outputs=W)
     grad_out.copy_(torch.where(ok[:, None], -g, 0.0))
-
-
-def factorize(kernel, theta, geom, y, maskf, alpha, max_tries=6):
-    """Cholesky-factorise every member, escalating jitter per failing member.
-
-    Same contract as :func:`skbgp._core.exact.factorize`.
-
-    Parameters
-    ----------
-    kernel : CompositeKernel
-    theta : Tensor of shape (b, P)
-    geom : Geometry
-        Of the training inputs with themselves.
-    y : Tensor of shape (b, n)
-    maskf : Tensor of shape (b, n)
-    alpha : Tensor of shape (n,), () or (b, n)
-    max_tries : int
-
-    Returns
-    -------
-    Factor
-    """
-    L, jitter, failed = factor_members(
-        lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk],
-                                         member_rows(alpha, blk)),
-        maskf, member_blocks(y.shape[0], 2 * y.shape[1]), max_tries,
-    )
-    lml, a = _lml(L, y, maskf)
-    lml = torch.where(failed, -math.inf, lml)
-    return Factor(L=L, alpha=a, log_marginal_likelihood=lml, jitter=jitter, failed=failed)
-
-
-def refactorize(kernel, theta, geom, maskf, alpha, jitter):
-    """The Cholesky factors that :func:`factorize` found, computed again.
-
-    Same contract as :func:`skbgp._core.exact.refactorize`.
-
-    Parameters
-    ----------
-    kernel : CompositeKernel
-    theta : Tensor of shape (b, P)
-    geom : Geometry
-    maskf : Tensor of shape (b, n)
-    alpha : Tensor of shape (n,), () or (b, n)
-    jitter : Tensor of shape (b,)
-
-    Returns
-    -------
-    L, jitter, failed
-        As :func:`skbgp._core.exact.refactorize` returns them.
-    """
-    return factor_members(
-        lambda blk: _training_covariance(kernel.covariance(theta[blk], geom), maskf[blk],
-                                         member_rows(alpha, blk)),
-        maskf, member_blocks(maskf.shape[0], 2 * maskf.shape[1]), jitter=jitter.clone(),
-    )
-
-
-def posterior(kernel, theta, X_train, X_test, factor_L, factor_alpha, maskf,
-              full_cov=False, observation_noise=True, chunk_size=None):
-    """Posterior mean and variance (or covariance) at query points.
-
-    R&W Alg. 2.1 lines 4-6, as scikit-learn computes them: the cross
-    covariance is ``k(X_test, X_train)`` (white noise absent) and the prior
-    variance ``k.diag(X_test)`` (white noise present), so a white-noise node is
-    counted in the predictive variance.
-
-    Parameters
-    ----------
-    kernel : CompositeKernel
-    theta : Tensor of shape (b, P)
-    X_train : Tensor of shape (n, d)
-    X_test : Tensor of shape (p, d)
-    factor_L : Tensor of shape (b, n, n) or None
-        ``None``: the mean only (``var`` is None).
-    factor_alpha : Tensor of shape (b, n)
-    maskf : Tensor of shape (b, n)
-    full_cov : bool
-    observation_noise : bool
-        False leaves every white-noise node out of the prior variance (the
-        latent function's posterior).
-    chunk_size : int or None
-        Query points per chunk when ``full_cov`` is False.
-
-    Returns
-    -------
-    mean : Tensor of shape (b, p)
-    var : Tensor of shape (b, p) or (b, p, p)
-        Variances clamped at 0 (or the full covariance).
-    """
-    prior = theta if observation_noise else _without_white_noise(kernel, theta)
-    return posterior_from(
-        lambda Xc: kernel.covariance(theta, geometry(Xc, X_train)),
-        lambda Xc: kernel.diag(prior, Xc),
-        lambda X: kernel.covariance(prior, geometry(X)).clone(),
-        X_test, factor_L, factor_alpha, maskf, full_cov, chunk_size,
-    )
 
 
 def _white_columns(node):
@@ -611,7 +526,3 @@ def _without_white_noise(kernel, theta):
     theta = theta.clone()
     theta[:, _white_columns(kernel.root)] = -math.inf
     return theta
-
-
-# KernelMaths's methods call this module's functions, which take the kernel first
-CompositeKernel._maths = sys.modules[__name__]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .exact import member_rows
+from .gp import member_rows
 from .lbfgs import minimize_lbfgs
 from .priors import log_prior
 

@@ -1,4 +1,4 @@
-"""Cross-validation folds as one batch of members, and closed-form leave-one-out.
+"""Cross-validation folds as one batch of members.
 
 Every (fold, target) pair is one member of the batch: member ``i`` is fold
 ``i // m`` and target ``i % m``. Each fold has its own training inputs (its
@@ -6,21 +6,20 @@ training rows, possibly transformed by transformers fitted on them), padded to
 a common ``n`` rows for storage; a member is evaluated on its fold's own rows
 (the first ``n_f``), with missing observations masked, so its likelihood is
 the exact one of its fold's observed training subset (see
-:mod:`skbgp._core.exact`) and its arithmetic that of a fit on that fold alone.
+:mod:`skbgp._core.gp`) and its arithmetic that of a fit on that fold alone.
 
 Shape glossary: ``k`` folds, ``m`` targets, ``n`` padded training points,
 ``d`` features, ``P`` hyperparameters.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from .exact import LOG_2PI, member_blocks
+from .gp import member_blocks
 from .threads import block_workers, run_blocks
 
-__all__ = ["FoldBatch", "pack_folds", "fold_objective", "loo_from_factor"]
+__all__ = ["FoldBatch", "pack_folds", "fold_objective"]
 
 # The folds' training data are built once and kept while they take at most this
 # many bytes together (rebuilt at every call they cost a third of a 10-fold fit;
@@ -160,47 +159,3 @@ def fold_objective(kernel, batch):
         return loss, grad
 
     return objective
-
-
-def loo_from_factor(L, alpha, y, maskf):
-    r"""Closed-form leave-one-out predictions of every observed point.
-
-    With fixed hyperparameters, leaving point :math:`i` out of a GP's
-    training set gives (R&W section 5.4.2, eq. 5.12)
-
-    .. math::
-
-        \mu_{-i} = y_i - \frac{[K^{-1} y]_i}{[K^{-1}]_{ii}}, \qquad
-        \sigma^2_{-i} = \frac{1}{[K^{-1}]_{ii}}, \qquad
-        \log p(y_i \mid y_{-i}) = -\tfrac12 \log \sigma^2_{-i}
-            - \frac{(y_i - \mu_{-i})^2}{2 \sigma^2_{-i}} - \tfrac12 \log 2\pi,
-
-    for every point from one factorisation. ``K`` is the training covariance
-    including the noise, so :math:`\sigma^2_{-i}` is the variance of the
-    held-out observation. With a mask, ``K^{-1}`` is the inverse of the
-    observed block (identity elsewhere), so the formulas hold on the observed
-    subset; entries at missing points are NaN.
-
-    Parameters
-    ----------
-    L : Tensor of shape (b, n, n)
-        Lower Cholesky factor of every member's masked training covariance.
-    alpha : Tensor of shape (b, n)
-        ``K^-1 y``.
-    y : Tensor of shape (b, n)
-        Targets, 0 where missing.
-    maskf : Tensor of shape (b, n)
-
-    Returns
-    -------
-    mean, var, log_density : Tensor of shape (b, n)
-        NaN where ``maskf`` is 0.
-    """
-    Kinv_diag = torch.cholesky_inverse(L).diagonal(dim1=-2, dim2=-1)
-    var = 1.0 / Kinv_diag
-    resid = alpha * var  # y_i - mu_{-i}
-    log_density = -0.5 * var.log() - 0.5 * resid.square() / var - 0.5 * LOG_2PI
-    observed = maskf > 0
-    nan = torch.full_like(var, math.nan)
-    return (torch.where(observed, y - resid, nan), torch.where(observed, var, nan),
-            torch.where(observed, log_density, nan))

@@ -20,6 +20,7 @@ __all__ = [
     "correlation",
     "exp_floored",
     "row_product",
+    "weighted_sums",
 ]
 
 SUPPORTED_NU = (0.5, 1.5, 2.5, math.inf)
@@ -49,6 +50,28 @@ def row_product(A, B):
     if extra == 0 or A.device.type != "cpu":
         return torch.mm(A, B)
     return torch.mm(torch.cat([A, A.new_zeros(extra, A.shape[1])]), B)[:b]
+
+
+def weighted_sums(W, D2aug):
+    """Tensor of shape (b, d + 1): ``W @ D2aug^T``, each row independent of the others.
+
+    Blocks of fewer than ``_ROW_GROUP`` members are padded with zero rows:
+    below four rows MKL's product takes a matrix-vector kernel whose sums
+    round differently, while on the CPU with single-threaded arithmetic a row
+    of a product with at least four rows does not depend on the other rows;
+    so every member's sums are the same whatever its block.
+
+    Parameters
+    ----------
+    W : Tensor of shape (b, n * n)
+    D2aug : Tensor of shape (d + 1, n * n)
+    """
+    b = W.shape[0]
+    if b >= _ROW_GROUP or W.device.type != "cpu":
+        return torch.mm(W, D2aug.mT)
+    # out of place (torch.cat): also the backward of composite._RowProduct, under vmap
+    padded = torch.cat([W, W.new_zeros(_ROW_GROUP - b, W.shape[1])])
+    return torch.mm(padded, D2aug.mT)[:b]
 
 
 def exp_floored(x):

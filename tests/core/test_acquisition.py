@@ -21,7 +21,8 @@ from skbgp._core.acquisition import (
     make_mc_acquisition,
     make_model,
 )
-from skbgp._core.exact import StationaryKernel, factorize
+from skbgp._core.gp import factorize
+from skbgp._core.stationary import StationaryKernel
 from skbgp._core.kernels import squared_differences
 from skbgp._core.optimize import initial_conditions, maximize_acquisition, raw_candidates
 

@@ -18,7 +18,7 @@ from sklearn.gaussian_process.kernels import (
     WhiteKernel,
 )
 
-from skbgp._core import composite
+from skbgp._core import composite, gp
 from skbgp._core.composite import covariance_gradient, geometry
 from skbgp._sklearn_kernels import plan_from_kernel
 
@@ -104,13 +104,13 @@ def test_lml_gradient_and_posterior_match_sklearn(name):
     loss, grad = composite.neg_log_marginal_likelihood(plan.kernel, theta, geom, yt, m, ALPHA)
     assert_allclose(-loss.numpy()[0], lml_ref, rtol=1e-10)
     assert_allclose(-grad[0, plan.free].numpy(), grad_ref, rtol=1e-8, atol=1e-10)
-    f = composite.factorize(plan.kernel, theta, geom, yt, m, ALPHA)
-    mean, var = composite.posterior(plan.kernel, theta, Xt, torch.tensor(Xs), f.L, f.alpha, m,
+    f = gp.factorize(plan.kernel, theta, geom, yt, m, ALPHA)
+    mean, var = gp.posterior(gp.Conditioned(plan.kernel, theta, Xt, f.L, f.alpha, m), torch.tensor(Xs),
                                     chunk_size=4)
     mean_ref, std_ref = ref.predict(Xs, return_std=True)
     assert_allclose(mean[0].numpy(), mean_ref, rtol=1e-8, atol=1e-12)
     assert_allclose(var[0].sqrt().numpy(), std_ref, rtol=1e-8, atol=1e-12)
-    _, cov = composite.posterior(plan.kernel, theta, Xt, torch.tensor(Xs), f.L, f.alpha, m,
+    _, cov = gp.posterior(gp.Conditioned(plan.kernel, theta, Xt, f.L, f.alpha, m), torch.tensor(Xs),
                                  full_cov=True)
     assert_allclose(cov[0].numpy(), ref.predict(Xs, return_cov=True)[1], rtol=1e-8, atol=1e-12)
 
@@ -170,15 +170,15 @@ def test_batched_equals_looped(name):
     geom = geometry(torch.tensor(X))
     loss, grad = composite.neg_log_marginal_likelihood(plan.kernel, theta, geom, Y * m, m, ALPHA)
     Xs = torch.tensor(rng.uniform(0, 2, size=(5, 3)))
-    f = composite.factorize(plan.kernel, theta, geom, Y * m, m, ALPHA)
-    mean, var = composite.posterior(plan.kernel, theta, geom.X1, Xs, f.L, f.alpha, m)
+    f = gp.factorize(plan.kernel, theta, geom, Y * m, m, ALPHA)
+    mean, var = gp.posterior(gp.Conditioned(plan.kernel, theta, geom.X1, f.L, f.alpha, m), Xs)
     for i in range(b):
         s = slice(i, i + 1)
         li, gi = composite.neg_log_marginal_likelihood(plan.kernel, theta[s], geom, (Y * m)[s], m[s], ALPHA)
         torch.testing.assert_close(loss[s], li, rtol=1e-12, atol=0)
         torch.testing.assert_close(grad[s], gi, rtol=1e-10, atol=1e-12)
-        fi = composite.factorize(plan.kernel, theta[s], geom, (Y * m)[s], m[s], ALPHA)
-        mi, vi = composite.posterior(plan.kernel, theta[s], geom.X1, Xs, fi.L, fi.alpha, m[s])
+        fi = gp.factorize(plan.kernel, theta[s], geom, (Y * m)[s], m[s], ALPHA)
+        mi, vi = gp.posterior(gp.Conditioned(plan.kernel, theta[s], geom.X1, fi.L, fi.alpha, m[s]), Xs)
         torch.testing.assert_close(mean[s], mi, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(var[s], vi, rtol=1e-12, atol=1e-14)
 
@@ -196,5 +196,5 @@ def test_not_positive_definite_member_is_inf_and_others_unaffected():
     assert math.isinf(loss[0].item()) and torch.all(grad[0] == 0)
     alone, _ = composite.neg_log_marginal_likelihood(plan.kernel, theta[1:], geom, Y[1:], m[1:], zero)
     torch.testing.assert_close(loss[1:], alone)
-    f = composite.factorize(plan.kernel, theta, geom, Y, m, zero)
+    f = gp.factorize(plan.kernel, theta, geom, Y, m, zero)
     assert f.jitter[0] > 0 and f.jitter[1] == 0 and not f.failed.any()

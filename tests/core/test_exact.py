@@ -8,13 +8,8 @@ import torch
 from numpy.testing import assert_allclose
 from sklearn.gaussian_process import GaussianProcessRegressor
 
-from skbgp._core.exact import (
-    StationaryKernel,
-    factorize,
-    neg_log_marginal_likelihood,
-    posterior,
-    training_differences,
-)
+from skbgp._core.gp import Conditioned, cholesky_inverse, factorize, posterior
+from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood, training_differences
 from skbgp._core.kernels import augmented_differences, squared_differences
 
 from ..conftest import KERNEL_IDS, NUS, sklearn_kernel
@@ -140,10 +135,11 @@ def test_posterior_matches_sklearn(rng, name):
     theta = torch.tensor(k.theta)[None]
     f = factorize(core, theta, D2, yt, m, ALPHA)
     for chunk in (None, 4):
-        mean, var = posterior(core, theta, Xt, torch.tensor(Xs), f.L, f.alpha, m, chunk_size=chunk)
+        mean, var = posterior(Conditioned(core, theta, Xt, f.L, f.alpha, m), torch.tensor(Xs),
+                              chunk_size=chunk)
         assert_allclose(mean.numpy()[0], mean_e, rtol=1e-8, atol=1e-12)
         assert_allclose(var.sqrt().numpy()[0], std_e, rtol=1e-8, atol=1e-12)
-    _, cov = posterior(core, theta, Xt, torch.tensor(Xs), f.L, f.alpha, m, full_cov=True)
+    _, cov = posterior(Conditioned(core, theta, Xt, f.L, f.alpha, m), torch.tensor(Xs), full_cov=True)
     assert_allclose(cov.numpy()[0], cov_e, rtol=1e-8, atol=1e-12)
 
 
@@ -154,7 +150,7 @@ def test_variance_never_negative_at_duplicated_noise_free_points(rng):
     Xt, D2, yt, m = _setup(X, y)
     theta = torch.tensor([[0.0, -1.0, -1.0]], dtype=torch.float64)
     f = factorize(core, theta, D2, yt, m, torch.tensor(1e-10, dtype=torch.float64))
-    _, var = posterior(core, theta, Xt, Xt, f.L, f.alpha, m)
+    _, var = posterior(Conditioned(core, theta, Xt, f.L, f.alpha, m), Xt)
     assert torch.all(var >= 0)
 
 
@@ -162,14 +158,13 @@ def test_variance_never_negative_at_duplicated_noise_free_points(rng):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_inverse_from_the_factor_equals_the_inverse_on_each_of_its_paths(rng, n, threads):
     """potri (single-threaded, or n >= 256) and the solve-and-product path (else)."""
-    from skbgp._core.exact import _cholesky_inverse
 
     A = torch.tensor(rng.randn(3, n, n))
     K = A @ A.mT / n + torch.eye(n, dtype=torch.float64)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        Kinv = _cholesky_inverse(torch.linalg.cholesky(K, upper=True))
+        Kinv = cholesky_inverse(torch.linalg.cholesky(K, upper=True))
     finally:
         torch.set_num_threads(saved)
     assert Kinv.is_contiguous()

@@ -6,7 +6,7 @@ from numpy.testing import assert_allclose
 from torch.distributions import Gamma, LogNormal
 
 from skbgp._core import composite
-from skbgp._core.exact import StationaryKernel
+from skbgp._core.stationary import StationaryKernel
 from skbgp._core.fit import fit_hyperparameters, training_objective, with_priors
 from skbgp._core.kernels import squared_differences
 from skbgp._core.priors import PriorTerm, log_prior

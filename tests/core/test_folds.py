@@ -9,8 +9,9 @@ from numpy.testing import assert_allclose
 from scipy.stats import norm
 
 from skbgp._core import folds as folds_module
-from skbgp._core.exact import StationaryKernel, factorize, neg_log_marginal_likelihood
-from skbgp._core.folds import fold_objective, loo_from_factor, pack_folds
+from skbgp._core.gp import factorize, loo_from_factor
+from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood
+from skbgp._core.folds import fold_objective, pack_folds
 from skbgp._core.kernels import squared_differences
 from skbgp._core.threads import on_member_threads
 

@@ -13,7 +13,8 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 
 from skbgp import BatchedGaussianProcessRegressor
-from skbgp._core.exact import StationaryKernel, member_blocks, neg_log_marginal_likelihood
+from skbgp._core.gp import member_blocks
+from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood
 from skbgp._core.kernels import (
     augmented_differences,
     signal_covariance,

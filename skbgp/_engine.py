@@ -1,0 +1,705 @@
+"""The fitting engine: every optimisation of hyperparameters, and every factorisation.
+
+One module owns "optimise these fit problems (targets, CV folds, restarts as
+batch members) from these starts, with this optimiser, on these workers, warm
+or cold" and "factorise at these hyperparameters". The regressor's ``fit``
+(:meth:`Engine.fit`), the batched cross-validation in each of its modes
+(:meth:`Engine.optimise_folds`) and scikit-learn's callable-optimizer
+interface all come here; none of them assembles an objective, an optimiser
+call or a thread pool of its own.
+
+Work over targets is cut into chunks: a chunk is a contiguous range of
+targets, fitted by :func:`fit_chunk`, a module-level function of numpy arrays
+that returns numpy arrays, so that joblib can ship it to loky processes or to
+the workers of a Dask cluster (``joblib.parallel_config(backend="dask")``).
+The batched CV splits its (fold, target) members by target the same way
+(:func:`_optimise_targets`). Because the batched optimiser keeps one line
+search and one convergence test per member, a target's result does not depend
+on the chunk, the worker or the batch-mates it lands with.
+"""
+
+import math
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from joblib import effective_n_jobs
+from sklearn.utils.parallel import Parallel, delayed
+
+from ._core import gp
+from ._core.fit import finite_difference_hessian, fit_hyperparameters, training_objective, with_priors
+from ._core.folds import fold_objective, pack_folds
+from ._core.lbfgs import hessian_pairs
+from ._core.priors import concatenate_terms, log_prior
+from ._core.threads import on_member_threads
+from ._fitted import cache_bytes, factors_fit
+from ._validation import to_numpy, to_tensor
+
+__all__ = ["MIN_WORKER_WORK", "Engine", "worker_jobs", "auto_batch_size", "Box", "Chunk", "FitResult",
+           "FitSettings", "Optimum", "fit_chunk", "Progress"]
+
+# Memory budget of one chunk on the CPU. What grows with the number of targets
+# in a chunk is its final Cholesky factors (one n x n matrix per target); the
+# likelihood evaluations work through blocks of members of bounded size.
+_CPU_CHUNK_BYTES = 2**30
+# On a GPU, a chunk may use this fraction of the memory that is free when the
+# fit starts: its members are evaluated in a few large blocks.
+_GPU_FREE_FRACTION = 0.25
+# n x n matrices per member held at once by a likelihood evaluation on a GPU.
+_GPU_COPIES = 6
+
+
+# Work of a fit (targets x starts x n_samples^2) below which it runs in this process
+# whatever n_jobs says: one process already spreads its members over every core torch
+# has threads for, and starting worker processes (each imports torch) costs seconds
+# (doc/scale.rst has the measurements).
+MIN_WORKER_WORK = 2**29
+
+
+def worker_jobs(n_jobs, n_targets, n_starts, n_samples):
+    """The ``n_jobs`` a fit uses: 1 when its work is too small for workers to pay.
+
+    Parameters
+    ----------
+    n_jobs : int or None
+        The estimator's ``n_jobs``.
+    n_targets, n_starts, n_samples : int
+
+    Returns
+    -------
+    int or None
+        ``n_jobs``, or 1 when ``n_targets * n_starts * n_samples**2`` is below
+        ``MIN_WORKER_WORK``.
+    """
+    if n_targets * n_starts * n_samples**2 < MIN_WORKER_WORK:
+        return 1
+    return n_jobs
+
+
+def auto_batch_size(n_samples, n_targets, n_starts, n_workers, device, itemsize):
+    """Default number of targets per chunk.
+
+    Parameters
+    ----------
+    n_samples : int
+        Training points.
+    n_targets : int
+    n_starts : int
+        Starting points per target (restarts plus one).
+    n_workers : int
+        Workers that will share the chunks.
+    device : torch.device
+    itemsize : int
+        Bytes per number (8 for float64).
+
+    Returns
+    -------
+    int
+        The largest chunk that fits the memory budget (1 GiB of factors on
+        the CPU; a quarter of the free GPU memory on a GPU), cut further so
+        that every worker gets at least two chunks when there are several.
+    """
+    matrix = n_samples * n_samples * itemsize
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        size = int(_GPU_FREE_FRACTION * free) // (_GPU_COPIES * n_starts * matrix)
+    else:
+        size = _CPU_CHUNK_BYTES // matrix
+    if n_workers > 1:
+        size = min(size, math.ceil(n_targets / (2 * n_workers)))
+    return int(max(1, min(size, n_targets)))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One contiguous range of targets to fit, as numpy arrays (joblib ships it to a worker).
+
+    Attributes
+    ----------
+    plan : KernelPlan
+        The core kernel and its priors.
+    targets : ndarray of shape (c,), int
+        Indices of the chunk's targets among all (they select the rows of
+        per-target priors).
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (c, n)
+        Targets of the chunk (normalised), missing entries 0.
+    maskf : ndarray of shape (c, n)
+        1.0 where observed.
+    alpha : ndarray of shape (n,), () or (c, n)
+        Added to the observed diagonal (per target when 2-D).
+    starts : ndarray of shape (r, c, P)
+        Starting points in log space; the first is the initial value.
+    lower, upper : ndarray of shape (c, P)
+        Log bounds.
+    """
+
+    plan: object
+    targets: np.ndarray
+    X: np.ndarray
+    y: np.ndarray
+    maskf: np.ndarray
+    alpha: np.ndarray
+    starts: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How :func:`fit_chunk` fits a chunk.
+
+    Attributes
+    ----------
+    optimize : bool
+        False keeps ``starts[0]`` (factorises only).
+    max_iter : int
+    tol : float
+    device : torch.device
+    dtype : torch.dtype
+    verbose : int
+        2 prints a line per optimiser iteration.
+    keep_factors : bool
+        Also return the Cholesky factors (:attr:`FitResult.L`), for the
+        caller's prediction cache.
+    """
+
+    optimize: bool
+    max_iter: int
+    tol: float
+    device: torch.device
+    dtype: torch.dtype
+    verbose: int = 0
+    keep_factors: bool = False
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Every target's outcome of a fit (and factorisation), targets first: what ``finish_fit`` stores.
+
+    Attributes
+    ----------
+    theta : ndarray of shape (c, P)
+        Log hyperparameters.
+    n_iter, n_evaluations : ndarray of shape (c,), int
+        Optimiser iterations; likelihood evaluations of every target, all its
+        starts (0 where nothing was optimised).
+    converged : ndarray of shape (c,), bool
+    lml : ndarray of shape (c,)
+        Log marginal likelihood at ``theta``.
+    dual : ndarray of shape (c, n)
+        Dual coefficients ``K^-1 y`` (normalised targets).
+    jitter : ndarray of shape (c,)
+    failed : ndarray of shape (c,), bool
+        True where the covariance could not be factorised even with jitter.
+    log_prior : ndarray of shape (c,)
+        0 without priors.
+    L : Tensor of shape (c, n, n) or None
+        The Cholesky factors, on the fit's device, when they were kept.
+    """
+
+    theta: np.ndarray
+    n_iter: np.ndarray
+    n_evaluations: np.ndarray
+    converged: np.ndarray
+    lml: np.ndarray
+    dual: np.ndarray
+    jitter: np.ndarray
+    failed: np.ndarray
+    log_prior: np.ndarray
+    L: torch.Tensor = None
+
+    @classmethod
+    def concatenate(cls, results):
+        """One :class:`FitResult` of consecutive chunks' results (factors kept only if all kept them)."""
+        if len(results) == 1:
+            return results[0]
+        arrays = {f.name: np.concatenate([getattr(r, f.name) for r in results])
+                  for f in fields(cls) if f.name != "L"}
+        L = None
+        if all(r.L is not None for r in results):
+            L = torch.cat([r.L for r in results])
+        return cls(**arrays, L=L)
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """Hyperparameters found outside :func:`fit_chunk` (by the batched cross-validation or a
+    callable optimizer), for ``finish_fit``.
+
+    Attributes
+    ----------
+    theta : ndarray or Tensor of shape (m, P)
+        Log hyperparameters of every target.
+    n_iter, converged, n_evaluations : ndarray or Tensor of shape (m,), or None
+        The optimiser's record; ``None`` when nothing was optimised.
+    """
+
+    theta: object
+    n_iter: object = None
+    converged: object = None
+    n_evaluations: object = None
+
+
+@dataclass(frozen=True)
+class Box:
+    """Starting points and bounds of the members of one optimisation.
+
+    Attributes
+    ----------
+    starts : Tensor of shape (r, b, P)
+        Log hyperparameters every member starts from (the first: its initial value).
+    lower, upper : Tensor of shape (b, P)
+        Log bounds.
+    free : Tensor of shape (P,), bool
+        Hyperparameters that are optimised.
+    """
+
+    starts: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    free: torch.Tensor
+
+
+def _minimise(objective, box, plan, settings, callback=None, memory=None):
+    """The batched L-BFGS of every member of ``box`` (:func:`~skbgp._core.fit.fit_hyperparameters`).
+
+    Parameters
+    ----------
+    objective : callable
+        ``objective(theta, members) -> (loss, grad)``.
+    box : Box
+    plan : KernelPlan
+        Its restart race (``race_iter``).
+    settings : FitSettings
+        ``max_iter`` and ``tol``.
+    callback, memory
+        As :func:`~skbgp._core.fit.fit_hyperparameters` takes them.
+    """
+    return fit_hyperparameters(
+        objective, box.starts, box.lower, box.upper, box.free, max_iter=settings.max_iter,
+        gtol=settings.tol, race_iter=plan.race_iter(settings.max_iter), callback=callback,
+        memory=memory,
+    )
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How the hyperparameters of fit problems are found: the estimator's optimiser settings.
+
+    Attributes
+    ----------
+    optimizer : "lbfgs", callable or None
+        The estimator's ``optimizer`` (``"fmin_l_bfgs_b"`` is ``"lbfgs"``).
+    max_iter : int
+    tol : float
+    n_jobs : int or None
+        joblib workers over which targets are split, for work large enough
+        to pay (:func:`worker_jobs`).
+    batch_size : int or None
+        Targets per chunk; ``None`` from a memory budget (:func:`auto_batch_size`).
+    cache_bytes : int
+        The factor cache's budget: a fit keeps its factors when they fit it.
+    verbose : int
+    """
+
+    optimizer: object
+    max_iter: int
+    tol: float
+    n_jobs: object = None
+    batch_size: object = None
+    cache_bytes: int = 0
+    verbose: int = 0
+
+    def fit(self, problem, optimum=None):
+        """Optimise every target of ``problem`` (or take ``optimum``) and factorise.
+
+        Parameters
+        ----------
+        problem : FitProblem
+        optimum : Optimum, optional
+            Hyperparameters found elsewhere (the batched CV): every target is
+            factorised there and keeps the optimum's record. ``None``
+            optimises: the batched L-BFGS chunk by chunk, or a callable
+            ``optimizer`` target by target.
+
+        Returns
+        -------
+        FitResult
+        """
+        if optimum is None and callable(self.optimizer):
+            optimum = self._optimise_with_callable(problem)
+        if optimum is None:
+            return self._chunks(problem, problem.starts_np, self.optimizer is not None)
+        result = self._chunks(problem, to_numpy(optimum.theta)[None], False)  # 0 evaluations
+        if optimum.n_iter is None:
+            return result
+        return replace(
+            result, n_iter=to_numpy(optimum.n_iter, np.int64),
+            converged=to_numpy(optimum.converged, bool),
+            n_evaluations=to_numpy(optimum.n_evaluations, np.int64),
+        )
+
+    def _chunks(self, problem, starts, optimize):
+        """Fit (or, with ``optimize`` False, factorise at ``starts[0]``) every target, chunk by chunk.
+
+        Returns
+        -------
+        FitResult
+            Of all targets; the factors kept when they fit the cache budget
+            and the fit ran in this process.
+        """
+        X, plan, bounds = problem.X, problem.plan, problem.bounds
+        n_targets = bounds.shape[0]
+        n_jobs = worker_jobs(self.n_jobs, n_targets, starts.shape[0], X.shape[0])
+        batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = auto_batch_size(
+                X.shape[0], n_targets, starts.shape[0], effective_n_jobs(n_jobs),
+                problem.device, problem.dtype.itemsize,
+            )
+        chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
+        # the fit's factors seed the prediction cache when they fit its budget
+        # and need not travel back from worker processes
+        settings = FitSettings(
+            optimize=optimize, max_iter=self.max_iter, tol=self.tol, device=problem.device,
+            dtype=problem.dtype, verbose=self.verbose,
+            keep_factors=(effective_n_jobs(n_jobs) == 1 and
+                          factors_fit(n_targets, X.shape[0], problem.dtype, self.cache_bytes)),
+        )
+        jobs = (
+            delayed(fit_chunk)(
+                Chunk(plan, np.arange(sl.start, sl.stop), X, problem.Yn[:, sl].T,
+                      problem.maskf_np[:, sl].T,
+                      problem.alpha_np[:, sl].T if problem.alpha_np.ndim == 2 else problem.alpha_np,
+                      starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1]),
+                settings, label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
+            )
+            for k, sl in enumerate(chunks)
+        )
+        results = []
+        progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
+        try:
+            # results arrive in order
+            for sl, result in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+                results.append(result)
+                progress.update(sl.stop - sl.start, int(result.converged.sum()))
+        finally:
+            progress.close()
+        return FitResult.concatenate(results)
+
+    def _optimise_with_callable(self, problem):
+        """Every start of every target through the user's ``optimizer`` callable, in turn.
+
+        scikit-learn's interface: ``optimizer(obj_func, initial_theta, bounds)``
+        with ``obj_func(theta, eval_gradient=True) -> (-lml, -gradient)`` over
+        the free log hyperparameters (the negative log posterior with priors).
+
+        Returns
+        -------
+        Optimum
+            The best start of every target (``n_iter`` 0: not known).
+        """
+        plan, free = problem.plan, problem.plan.free
+        kernel = plan.kernel
+        with torch.no_grad():
+            data = kernel.training_data(problem.Xt)
+        y, maskf, alpha = problem.y, problem.maskf, problem.alpha
+        n_targets = y.shape[0]
+        theta = problem.starts_np[0].copy()
+        evaluations = np.zeros(n_targets, dtype=np.int64)
+        converged = np.ones(n_targets, dtype=bool)
+        for t in range(n_targets):
+            idx = torch.tensor([t], device=problem.device)
+            objective = with_priors(
+                training_objective(kernel, data, y[idx], maskf[idx], gp.member_rows(alpha, idx)),
+                plan.prior_terms(problem.dtype, problem.device, targets=np.array([t])))
+            full = problem.starts_np[0, t].copy()
+
+            def obj_func(theta_free, eval_gradient=True):
+                # scikit-learn's objective: the negative log marginal likelihood (and prior)
+                full[free] = theta_free
+                evaluations[t] += 1
+                with torch.no_grad():
+                    loss, grad = objective(to_tensor(full[None], problem.dtype, problem.device),
+                                           torch.zeros(1, dtype=torch.long, device=problem.device))
+                loss = float(loss[0])
+                return (loss, to_numpy(grad[0])[free]) if eval_gradient else loss
+
+            best = None
+            for start in problem.starts_np[:, t]:
+                theta_opt, func_min = self.optimizer(obj_func, start[free].copy(),
+                                                     bounds=problem.bounds[t][free])
+                if best is None or func_min < best[1]:
+                    best = (np.asarray(theta_opt, dtype=float), func_min)
+            theta[t, free] = best[0]
+        return Optimum(theta, np.zeros(n_targets, dtype=np.int64), converged, evaluations)
+
+    def optimise_folds(self, problems, mode, warm=None, full_problem=None):
+        """The hyperparameters of every fold's targets, optimised as one batch.
+
+        Parameters
+        ----------
+        problems : list of FitProblem
+            One per fold, each of ``m`` targets and the same kernel.
+        mode : {"exact", "warm_start", "full_data"}
+            ``"exact"`` starts every fold where its standalone fit would;
+            ``"warm_start"`` starts it at the full-data optimum ``warm`` with
+            the full-data curvature; ``"full_data"`` keeps ``warm``.
+        warm : ndarray of shape (m, P), optional
+            The full-data optimum (modes ``"warm_start"`` and ``"full_data"``).
+        full_problem : FitProblem, optional
+            Of the full data (mode ``"warm_start"``: its curvature seeds L-BFGS).
+
+        Returns
+        -------
+        list of Optimum or None
+            One per fold; ``None`` entries with a callable ``optimizer``,
+            which :meth:`fit` then runs in each fold, target by target.
+        """
+        k = len(problems)
+        m = problems[0].y.shape[0]
+        if self.optimizer is None:
+            return [Optimum(p.starts[0]) for p in problems]
+        if mode == "full_data":
+            # no optimisation: every fold keeps the full-data hyperparameters
+            return [Optimum(_clipped_starts(p, warm, np.arange(m))[0]) for p in problems]
+        if callable(self.optimizer):
+            return [None] * k
+        n_starts = 1 if warm is not None else problems[0].starts_np.shape[0]
+        n_jobs = worker_jobs(self.n_jobs, k * m, n_starts, max(p.X.shape[0] for p in problems))
+        size = m if effective_n_jobs(n_jobs) == 1 else -(-m // (2 * effective_n_jobs(n_jobs)))
+        settings = FitSettings(optimize=True, max_iter=self.max_iter, tol=self.tol,
+                               device=problems[0].device, dtype=problems[0].dtype)
+        parts = Parallel(n_jobs=n_jobs)(
+            delayed(_optimise_targets)(settings, problems, np.arange(i, min(i + size, m)), warm,
+                                       full_problem)
+            for i in range(0, m, size)
+        )
+        # parts[c][f] holds fold f's record for chunk c's targets
+        return [Optimum(*(torch.cat([getattr(part[f], name) for part in parts])
+                          for name in ("theta", "n_iter", "converged", "n_evaluations")))
+                for f in range(k)]
+
+    @classmethod
+    def of(cls, estimator, n_jobs=None):
+        """The engine of a BatchedGaussianProcessRegressor's (checked) parameters.
+
+        Parameters
+        ----------
+        estimator : BatchedGaussianProcessRegressor
+        n_jobs : int or None
+            Overrides the estimator's ``n_jobs`` (the batched CV's own).
+        """
+        return cls(
+            optimizer=estimator.optimizer, max_iter=estimator.max_iter, tol=estimator.tol,
+            n_jobs=estimator.n_jobs if n_jobs is None else n_jobs,
+            batch_size=estimator.batch_size, verbose=estimator.verbose,
+            cache_bytes=cache_bytes(estimator.cache_size),
+        )
+
+
+def _clipped_starts(problem, warm, targets):
+    """Tensor of shape (r, t, P): the starts of ``targets``, or their full-data optimum clipped."""
+    if warm is None:
+        return problem.starts[:, targets]
+    lower, upper = problem.lower[targets], problem.upper[targets]
+    start = to_tensor(warm[targets], lower.dtype, lower.device)
+    return torch.minimum(torch.maximum(start, lower), upper).unsqueeze(0)
+
+
+def _optimise_targets(settings, problems, targets, warm=None, full_problem=None):
+    """Optimise the members (fold, target) of ``targets`` in every fold, as one batch.
+
+    Module-level (numpy and tensors in and out) so that joblib can ship it to
+    a worker; a member's result does not depend on the others in its batch.
+
+    Parameters
+    ----------
+    settings : FitSettings
+    problems : list of FitProblem
+        One per fold.
+    targets : ndarray of shape (t,), int
+    warm : ndarray of shape (m, P), optional
+        The full-data optimum every member starts from (no restarts).
+    full_problem : FitProblem, optional
+        Its curvature at ``warm`` seeds every member's L-BFGS.
+
+    Returns
+    -------
+    list of Optimum
+        One per fold, of the ``t = len(targets)`` targets.
+    """
+    k, t = len(problems), targets.size
+    plan = problems[0].plan
+    lower = torch.cat([p.lower[targets] for p in problems])  # (k * t, P), fold-major
+    upper = torch.cat([p.upper[targets] for p in problems])
+    starts = torch.cat([_clipped_starts(p, warm, targets) for p in problems], dim=1)  # (r, k t, P)
+    batch = pack_folds([p.Xt for p in problems], [p.y[targets] for p in problems],
+                       [p.maskf[targets] for p in problems],
+                       [p.alpha_of(targets) for p in problems])
+    # member f * t + j is target targets[j]: its rows of any per-target prior
+    priors = concatenate_terms(
+        [p.plan.prior_terms(lower.dtype, lower.device, targets=targets) for p in problems],
+        [t] * k)
+
+    def work():
+        memory = None
+        if full_problem is not None:
+            memory = _full_data_curvature(full_problem, starts[0, :t], targets)
+            memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
+        objective = with_priors(fold_objective(plan.kernel, batch), priors)
+        return _minimise(objective, Box(starts, lower, upper, problems[0].free), plan, settings,
+                         memory=memory)
+
+    result = on_member_threads(lower.device, work)
+    return [Optimum(result.theta[f * t:(f + 1) * t], result.n_iter[f * t:(f + 1) * t],
+                    result.converged[f * t:(f + 1) * t],
+                    result.member_evaluations[f * t:(f + 1) * t]) for f in range(k)]
+
+
+def _full_data_curvature(problem, theta, targets):
+    """Curvature pairs of every target's full-data objective at its optimum.
+
+    The Hessian of the full-data objective (negative log marginal likelihood
+    minus log prior) at ``theta``, by forward differences of the gradient in
+    one batched call, as L-BFGS curvature pairs
+    (:func:`~skbgp._core.lbfgs.hessian_pairs`). A fold leaves out a few rows,
+    so its objective's Hessian near the optimum is close to this one: its
+    members start with a quasi-Newton step of nearly Newton quality instead of
+    a short steepest-descent step and building the curvature anew.
+
+    Parameters
+    ----------
+    problem : FitProblem
+        Of the full data.
+    theta : Tensor of shape (t, P)
+        The full-data optimum of each of ``targets`` (clipped to the bounds).
+    targets : ndarray of shape (t,), int
+
+    Returns
+    -------
+    S, Y : Tensor of shape (t, P, P)
+    """
+    batch = pack_folds([problem.Xt], [problem.y[targets]], [problem.maskf[targets]],
+                       [problem.alpha_of(targets)])
+    priors = problem.plan.prior_terms(theta.dtype, theta.device, targets=targets)
+    fun = with_priors(fold_objective(problem.plan.kernel, batch), priors)
+    finite = torch.isfinite(theta).all(-1)
+    x = torch.where(finite[:, None], theta, 0.0)
+    members = torch.arange(theta.shape[0], device=theta.device)
+    H = finite_difference_hessian(fun, x, members, problem.upper[targets], problem.free)
+    H[~finite] = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
+    return hessian_pairs(H, problem.free)
+
+
+def fit_chunk(chunk, settings, label=""):
+    """Fit one chunk of targets and factorise their covariances.
+
+    Parameters
+    ----------
+    chunk : Chunk
+    settings : FitSettings
+    label : str
+        Prefix of the lines that ``settings.verbose >= 2`` prints.
+
+    Returns
+    -------
+    FitResult
+        Of the chunk's ``c`` targets; ``L`` set when ``settings.keep_factors``.
+    """
+    dtype, device = settings.dtype, settings.device
+    as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
+    plan = chunk.plan
+    Xt = as_t(chunk.X)
+    kernel = plan.kernel
+    data = kernel.training_data(Xt)
+    yt, mt, alphat = as_t(chunk.y), as_t(chunk.maskf), as_t(chunk.alpha)
+    priors = plan.prior_terms(dtype, Xt.device, targets=chunk.targets)
+    c = chunk.y.shape[0]
+
+    def work():
+        if settings.optimize:
+            def report(iteration, n_active):
+                print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
+                      "optimising", flush=True)
+
+            objective = with_priors(training_objective(kernel, data, yt, mt, alphat), priors)
+            box = Box(as_t(chunk.starts), as_t(chunk.lower), as_t(chunk.upper),
+                      torch.as_tensor(plan.free, device=Xt.device))
+            result = _minimise(objective, box, plan, settings,
+                               callback=report if settings.verbose >= 2 else None)
+            theta = result.theta
+            n_iter = to_numpy(result.n_iter, np.int64)
+            converged = to_numpy(result.converged, bool)
+            n_evals = to_numpy(result.member_evaluations, np.int64)
+        else:
+            theta = as_t(chunk.starts[0])
+            n_iter = np.zeros(c, dtype=np.int64)
+            converged = np.ones(c, dtype=bool)
+            n_evals = np.zeros(c, dtype=np.int64)
+        return theta, n_iter, converged, n_evals, gp.factorize(kernel, theta, data, yt, mt, alphat)
+
+    # single-threaded arithmetic, member blocks on a pool (see skbgp._core.threads)
+    theta, n_iter, converged, n_evals, factor = on_member_threads(Xt.device, work)
+    with torch.no_grad():
+        lp = log_prior(priors, theta, torch.arange(c, device=Xt.device), eval_gradient=False)[0]
+    return FitResult(
+        theta=to_numpy(theta),
+        n_iter=n_iter,
+        n_evaluations=n_evals,
+        converged=converged,
+        lml=to_numpy(factor.log_marginal_likelihood),
+        dual=to_numpy(factor.alpha),
+        jitter=to_numpy(factor.jitter),
+        failed=to_numpy(factor.failed, bool),
+        log_prior=to_numpy(lp),
+        L=factor.L if settings.keep_factors else None,
+    )
+
+
+class Progress:
+    """Reports fitted chunks: a tqdm bar when tqdm is installed, else a line each.
+
+    Parameters
+    ----------
+    n_targets : int
+    n_chunks : int
+    verbose : int
+        0 reports nothing.
+    """
+
+    def __init__(self, n_targets, n_chunks, verbose):
+        self.n_targets, self.n_chunks, self.verbose = n_targets, n_chunks, verbose
+        self.done = self.converged = self.chunks = 0
+        self.start = time.perf_counter()
+        self.bar = None
+        if verbose >= 1:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=n_targets, unit="target", desc="skbgp fit", file=sys.stderr)
+
+    def update(self, n_targets, n_converged):
+        """Record a finished chunk of ``n_targets`` of which ``n_converged`` converged."""
+        self.done += n_targets
+        self.converged += n_converged
+        self.chunks += 1
+        if self.bar is not None:
+            self.bar.set_postfix(converged=f"{self.converged}/{self.done}", refresh=False)
+            self.bar.update(n_targets)
+        elif self.verbose >= 1:
+            print(
+                f"[skbgp] chunk {self.chunks}/{self.n_chunks}: {self.done}/{self.n_targets} "
+                f"targets fitted, {self.converged} converged, "
+                f"{time.perf_counter() - self.start:.1f} s elapsed",
+                flush=True,
+            )
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
