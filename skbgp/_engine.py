@@ -29,7 +29,7 @@ from joblib import effective_n_jobs
 from sklearn.utils.parallel import Parallel, delayed
 
 from ._core import gp
-from ._core.fit import finite_difference_hessian, fit_hyperparameters, training_objective, with_priors
+from ._core.fit import Box, finite_difference_hessian, fit_hyperparameters, training_objective, with_priors
 from ._core.folds import fold_objective, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms, log_prior
@@ -37,7 +37,7 @@ from ._core.threads import on_member_threads
 from ._fitted import cache_bytes, factors_fit
 from ._validation import to_numpy, to_tensor
 
-__all__ = ["MIN_WORKER_WORK", "Engine", "worker_jobs", "auto_batch_size", "Box", "Chunk", "FitResult",
+__all__ = ["MIN_WORKER_WORK", "Engine", "worker_jobs", "auto_batch_size", "Chunk", "FitResult",
            "FitSettings", "Optimum", "fit_chunk", "Progress"]
 
 # Memory budget of one chunk on the CPU. What grows with the number of targets
@@ -243,26 +243,6 @@ class Optimum:
     n_evaluations: object = None
 
 
-@dataclass(frozen=True)
-class Box:
-    """Starting points and bounds of the members of one optimisation.
-
-    Attributes
-    ----------
-    starts : Tensor of shape (r, b, P)
-        Log hyperparameters every member starts from (the first: its initial value).
-    lower, upper : Tensor of shape (b, P)
-        Log bounds.
-    free : Tensor of shape (P,), bool
-        Hyperparameters that are optimised.
-    """
-
-    starts: torch.Tensor
-    lower: torch.Tensor
-    upper: torch.Tensor
-    free: torch.Tensor
-
-
 def _minimise(objective, box, plan, settings, callback=None, memory=None):
     """The batched L-BFGS of every member of ``box`` (:func:`~skbgp._core.fit.fit_hyperparameters`).
 
@@ -278,11 +258,9 @@ def _minimise(objective, box, plan, settings, callback=None, memory=None):
     callback, memory
         As :func:`~skbgp._core.fit.fit_hyperparameters` takes them.
     """
-    return fit_hyperparameters(
-        objective, box.starts, box.lower, box.upper, box.free, max_iter=settings.max_iter,
-        gtol=settings.tol, race_iter=plan.race_iter(settings.max_iter), callback=callback,
-        memory=memory,
-    )
+    return fit_hyperparameters(objective, box, max_iter=settings.max_iter, gtol=settings.tol,
+                               race_iter=plan.race_iter(settings.max_iter), callback=callback,
+                               memory=memory)
 
 
 @dataclass(frozen=True)

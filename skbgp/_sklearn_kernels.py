@@ -10,7 +10,7 @@ skbgp's, ``<name>_prior`` of every hyperparameter.
 
 Kernels of the form ``[ConstantKernel *] (RBF | Matern) [+ WhiteKernel]`` (in
 this operand order) run on the fast stationary path of
-:mod:`skbgp._core.kernels` and :mod:`skbgp._core.exact`, with theta laid out
+:mod:`skbgp._core.kernels` and :mod:`skbgp._core.stationary`, with theta laid out
 as ``[log constant] + [log length scales] + [log noise]``; every other kernel
 runs on the composite path of :mod:`skbgp._core.composite`. On both paths
 theta is in scikit-learn's order (``kernel.theta`` with the fixed
@@ -34,7 +34,7 @@ from ._core.stationary import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
 from ._validation import log_mean_square
 
-__all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel", "plan_from_sklearn",
+__all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel",
            "plan_default", "length_scale_prior"]
 
 SUPPORTED = (
@@ -116,7 +116,7 @@ class KernelPlan:
     restart_design : {"uniform", "sobol"}
         How the restarts are placed in that box: scikit-learn's independent
         uniform draws for a user's kernel, a scrambled Sobol' sequence for the
-        default kernel (:func:`skbgp._regressor.restart_design`).
+        default kernel (:func:`skbgp._problem.restart_design`).
     warn_at_upper : ndarray of shape (n_params,), bool
         Whether ending at the upper bound deserves a warning. Not for the
         default kernel's length scales: their upper bound is 1e5 times the
@@ -628,11 +628,6 @@ def _is_scale(tree, constant):
 
     return isinstance(node, _Op) and node.kind == "product" and any(
         f is constant for f in factors(node))
-
-
-def plan_from_sklearn(kernel, n_features, n_targets=1):
-    """Translate a scikit-learn kernel object (see :func:`plan_from_kernel`)."""
-    return plan_from_kernel(kernel, n_features, n_targets)
 
 
 # The default kernel's restart box, as multiples of the scales (outputscale,

@@ -16,7 +16,7 @@ from .gp import member_rows
 from .lbfgs import minimize_lbfgs
 from .priors import log_prior
 
-__all__ = ["FitResult", "fit_hyperparameters", "training_objective", "with_priors",
+__all__ = ["Box", "OptimiseResult", "fit_hyperparameters", "training_objective", "with_priors",
            "finite_difference_hessian"]
 
 _HISTORY = 20  # L-BFGS curvature pairs per member
@@ -30,7 +30,27 @@ RACE_ITER = 5
 
 
 @dataclass(frozen=True)
-class FitResult:
+class Box:
+    """Starting points and bounds of the members of one optimisation.
+
+    Attributes
+    ----------
+    starts : Tensor of shape (r, b, P)
+        Log hyperparameters every member starts from (the first: its initial value).
+    lower, upper : Tensor of shape (b, P)
+        Log bounds.
+    free : Tensor of shape (P,), bool
+        Hyperparameters that are optimised.
+    """
+
+    starts: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    free: torch.Tensor
+
+
+@dataclass(frozen=True)
+class OptimiseResult:
     """Best hyperparameters of every target.
 
     Attributes
@@ -66,9 +86,8 @@ class FitResult:
     member_evaluations: torch.Tensor
 
 
-def fit_hyperparameters(objective, theta0, lower, upper, free, max_iter=500, gtol=1e-5,
-                        ftol=2.220446049250313e-09, race_iter=RACE_ITER, callback=None,
-                        memory=None):
+def fit_hyperparameters(objective, box, max_iter=500, gtol=1e-5, ftol=2.220446049250313e-09,
+                        race_iter=RACE_ITER, callback=None, memory=None):
     """Minimise the objective of every (start, target) pair.
 
     The objective is the negative log marginal likelihood of every target
@@ -96,12 +115,9 @@ def fit_hyperparameters(objective, theta0, lower, upper, free, max_iter=500, gto
         ``objective(theta, targets) -> (loss, grad)``: ``theta`` a Tensor of
         shape (k, P), ``targets`` of shape (k,), int64, indexing the ``m``
         targets; ``loss`` of shape (k,), ``grad`` of shape (k, P).
-    theta0 : Tensor of shape (r, m, P)
-        Starting points in log space.
-    lower, upper : Tensor of shape (m, P)
-        Bounds in log space.
-    free : Tensor of shape (P,), bool
-        Hyperparameters to optimise.
+    box : Box
+        ``r`` starting points of each of ``m`` targets (``starts`` of shape
+        (r, m, P), log space), their bounds and the free hyperparameters.
     max_iter, gtol, ftol : see :func:`minimize_lbfgs`.
     race_iter : int
         Iterations of every start before only the record-setting starts go on.
@@ -114,8 +130,9 @@ def fit_hyperparameters(objective, theta0, lower, upper, free, max_iter=500, gto
 
     Returns
     -------
-    FitResult
+    OptimiseResult
     """
+    theta0, lower, upper, free = box.starts, box.lower, box.upper, box.free
     r, m, P = theta0.shape
     cols = torch.arange(m, device=theta0.device)
     evaluations = torch.zeros(m, dtype=torch.long, device=theta0.device)
@@ -162,7 +179,7 @@ def fit_hyperparameters(objective, theta0, lower, upper, free, max_iter=500, gto
         n_evals = race.n_evaluations
     best = fval.argmin(0)  # (m,): the first of equal values
     pick = best * m + cols
-    return FitResult(
+    return OptimiseResult(
         theta=x[pick],
         neg_lml=fval[best, cols],
         n_iter=n_iter[pick],

@@ -7,7 +7,7 @@ passes cost 30-40% of what LAPACK itself spends. LAPACK's ``potrf`` and
 ``potri`` work in place and touch one triangle only, so one buffer can hold
 the factor, then the inverse, above its diagonal while below its diagonal it
 keeps the covariance matrix that the gradient needs
-(:func:`skbgp._core.exact.neg_log_marginal_likelihood`).
+(:func:`skbgp._core.stationary.neg_log_marginal_likelihood`).
 
 The routines are those of the LAPACK that torch's CPU library is linked with
 (MKL in the Linux x86-64 wheels), called through :mod:`ctypes`, which releases

@@ -7,7 +7,7 @@ from torch.distributions import Gamma, LogNormal
 
 from skbgp._core import composite
 from skbgp._core.stationary import StationaryKernel
-from skbgp._core.fit import fit_hyperparameters, training_objective, with_priors
+from skbgp._core.fit import Box, fit_hyperparameters, training_objective, with_priors
 from skbgp._core.kernels import squared_differences
 from skbgp._core.priors import PriorTerm, log_prior
 
@@ -26,11 +26,11 @@ def test_fit_batched_equals_looped_with_restarts(rng):
     upper = torch.full((m, d + 2), 4.0, dtype=torch.float64)
     free = torch.ones(d + 2, dtype=torch.bool)
     alpha = torch.tensor(1e-10, dtype=torch.float64)
-    batched = fit_hyperparameters(training_objective(core, D2, Y, mask, alpha), theta0, lower, upper,
-                                  free)
+    batched = fit_hyperparameters(training_objective(core, D2, Y, mask, alpha),
+                                  Box(theta0, lower, upper, free))
     for t in range(m):
         alone = fit_hyperparameters(training_objective(core, D2, Y[t:t + 1], mask[t:t + 1], alpha),
-                                    theta0[:, t:t + 1], lower[t:t + 1], upper[t:t + 1], free)
+                                    Box(theta0[:, t:t + 1], lower[t:t + 1], upper[t:t + 1], free))
         torch.testing.assert_close(batched.theta[t:t + 1], alone.theta, rtol=1e-8, atol=1e-8)
         torch.testing.assert_close(batched.neg_lml[t:t + 1], alone.neg_lml, rtol=1e-10, atol=1e-10)
         assert batched.best_start[t] == alone.best_start[0]
@@ -60,7 +60,7 @@ def test_map_fit_batched_equals_looped_and_is_a_stationary_point_of_the_log_post
     free = torch.ones(5, dtype=torch.bool)
     alpha = torch.tensor(1e-10, **f64)
     batched = fit_hyperparameters(with_priors(training_objective(kernel, geom, Y, mask, alpha), priors),
-                                  theta0, lower, upper, free)
+                                  Box(theta0, lower, upper, free))
     targets = torch.arange(m)
 
     def objective(theta):
@@ -80,7 +80,7 @@ def test_map_fit_batched_equals_looped_and_is_a_stationary_point_of_the_log_post
                     if p.per_target else p for p in priors)
         alone = fit_hyperparameters(
             with_priors(training_objective(kernel, geom, Y[t:t + 1], mask[t:t + 1], alpha), one),
-            theta0[:, t:t + 1], lower[t:t + 1], upper[t:t + 1], free)
+            Box(theta0[:, t:t + 1], lower[t:t + 1], upper[t:t + 1], free))
         torch.testing.assert_close(batched.theta[t:t + 1], alone.theta, rtol=1e-6, atol=1e-8)
 
 
