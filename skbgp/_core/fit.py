@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .gp import member_rows
-from .lbfgs import minimize_lbfgs
+from .lbfgs import LBFGSOptions, minimize_lbfgs
 from .priors import log_prior
 
 __all__ = ["Box", "OptimiseResult", "fit_hyperparameters", "training_objective", "with_priors",
@@ -146,9 +146,10 @@ def fit_hyperparameters(objective, box, max_iter=500, gtol=1e-5, ftol=2.22044604
 
     def run(x0, targets, iterations, mem, initial=None):
         return minimize_lbfgs(
-            lambda x, idx: counted(x, targets[idx]), x0, lower[targets], upper[targets],
-            free=free.expand(x0.shape[0], P), max_iter=iterations, ftol=ftol, gtol=gtol,
-            callback=callback, history_size=history, memory=mem, initial=initial,
+            lambda x, idx: counted(x, targets[idx]), x0, (lower[targets], upper[targets]),
+            free=free.expand(x0.shape[0], P),
+            options=LBFGSOptions(max_iter=iterations, ftol=ftol, gtol=gtol, history_size=history),
+            callback=callback, memory=mem, initial=initial,
         )
 
     # members are (start, target) pairs flattened to r * m; member i is target i % m

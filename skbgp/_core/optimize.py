@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.quasirandom import SobolEngine
 
-from .lbfgs import minimize_lbfgs
+from .lbfgs import LBFGSOptions, minimize_lbfgs
 
 __all__ = ["OptimizeResult", "raw_candidates", "initial_conditions", "maximize_acquisition"]
 
@@ -210,16 +210,16 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, *,
     lower = torch.zeros(r, P, dtype=dtype, device=device)
     upper = torch.ones(r, P, dtype=dtype, device=device)
     first = min(race_iter, max_iter)
-    result = minimize_lbfgs(fun, X0.reshape(r, P), lower, upper, max_iter=first, gtol=gtol,
-                            ftol=ftol)
+    result = minimize_lbfgs(fun, X0.reshape(r, P), (lower, upper),
+                            options=LBFGSOptions(max_iter=first, gtol=gtol, ftol=ftol))
     x, f, n_evals = result.x.clone(), result.fun.clone(), result.n_evaluations
     f = torch.where(torch.isfinite(f), f, torch.inf)
     lead = int(f.argmin())
     if max_iter > first and not bool(result.converged[lead]) and bool(torch.isfinite(f[lead])):
         # only the leading restart, still improving, continues (the others are
         # converged or trail it after race_iter iterations)
-        more = minimize_lbfgs(fun, x[lead:lead + 1], lower[:1], upper[:1],
-                              max_iter=max_iter - first, gtol=gtol, ftol=ftol)
+        more = minimize_lbfgs(fun, x[lead:lead + 1], (lower[:1], upper[:1]),
+                              options=LBFGSOptions(max_iter=max_iter - first, gtol=gtol, ftol=ftol))
         if bool(more.fun[0] <= f[lead]):
             x[lead], f[lead] = more.x[0], more.fun[0]
         n_evals += more.n_evaluations

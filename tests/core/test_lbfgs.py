@@ -5,7 +5,7 @@ import scipy.optimize
 import torch
 from numpy.testing import assert_allclose
 
-from skbgp._core.lbfgs import minimize_lbfgs
+from skbgp._core.lbfgs import LBFGSOptions, minimize_lbfgs
 
 
 def rosenbrock(x, idx, scale):
@@ -30,8 +30,8 @@ def test_reaches_scipy_minimum_on_unbounded_problems():
     scale = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)
     x0 = torch.tensor([[-1.2, 1.0, 3.0], [0.0, 0.0, 0.0], [2.0, -1.0, -2.0]], dtype=torch.float64)
     big = torch.full_like(x0, 1e6)
-    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, -big, big, max_iter=2000,
-                         ftol=1e-14, gtol=1e-9)
+    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, (-big, big),
+                         options=LBFGSOptions(max_iter=2000, ftol=1e-14, gtol=1e-9))
     assert res.converged.all()
     assert_allclose(res.x.numpy(), np.tile([1.0, 1.0, 0.5], (3, 1)), atol=1e-5)
 
@@ -41,8 +41,8 @@ def test_box_constrained_solution_matches_scipy():
     x0 = torch.tensor([[0.1, 0.1, 0.1], [-0.5, 0.3, 0.9]], dtype=torch.float64)
     lower = torch.tensor([[-2.0, -2.0, 0.8], [-2.0, -2.0, -2.0]], dtype=torch.float64)
     upper = torch.tensor([[0.7, 2.0, 2.0], [2.0, 0.2, 2.0]], dtype=torch.float64)
-    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, lower, upper, max_iter=1000,
-                         ftol=1e-15, gtol=1e-10)
+    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, (lower, upper),
+                         options=LBFGSOptions(max_iter=1000, ftol=1e-15, gtol=1e-10))
     for b in range(2):
         ref = _scipy(x0[b].numpy(), scale[b].item(), lower[b].numpy(), upper[b].numpy())
         assert_allclose(res.x[b].numpy(), ref.x, atol=1e-5)
@@ -56,10 +56,10 @@ def test_batched_equals_looped_and_members_stop_on_their_own():
                       dtype=torch.float64)
     big = torch.full_like(x0, 10.0)
     fun = lambda x, i: rosenbrock(x, i, scale)  # noqa: E731
-    res = minimize_lbfgs(fun, x0, -big, big)
+    res = minimize_lbfgs(fun, x0, (-big, big))
     for b in range(4):
         alone = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale[b:b + 1]), x0[b:b + 1],
-                               -big[:1], big[:1])
+                               (-big[:1], big[:1]))
         torch.testing.assert_close(res.x[b:b + 1], alone.x, rtol=1e-12, atol=1e-12)
         assert res.n_iter[b] == alone.n_iter[0]
     # members converge after different numbers of iterations
@@ -71,9 +71,9 @@ def test_fixed_variables_do_not_move_and_max_iter_reports_not_converged():
     x0 = torch.tensor([[-1.2, 1.0, 3.0]], dtype=torch.float64)
     big = torch.full_like(x0, 10.0)
     free = torch.tensor([[True, True, False]])
-    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, -big, big, free=free)
+    res = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, (-big, big), free=free)
     assert res.x[0, 2] == 3.0
-    short = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, -big, big, max_iter=3)
+    short = minimize_lbfgs(lambda x, i: rosenbrock(x, i, scale), x0, (-big, big), options=LBFGSOptions(max_iter=3))
     assert not short.converged[0] and short.n_iter[0] == 3
 
 
@@ -84,7 +84,7 @@ def test_undefined_start_is_reported_not_converged():
         return f, 2 * x
 
     x0 = torch.ones(2, 2, dtype=torch.float64)
-    res = minimize_lbfgs(fun, x0, -10 * x0, 10 * x0)
+    res = minimize_lbfgs(fun, x0, (-10 * x0, 10 * x0))
     assert not res.converged[0] and res.converged[1]
     assert_allclose(res.x[1].numpy(), 0.0, atol=1e-6)
 
@@ -136,8 +136,9 @@ def test_memory_of_the_exact_hessian_solves_a_quadratic_in_one_step():
 
     big = torch.full((b, P), 1e6, dtype=torch.float64)
     x0 = torch.zeros(b, P, dtype=torch.float64)
-    cold = minimize_lbfgs(quad, x0, -big, big, gtol=1e-10, ftol=0.0, history_size=10)
-    warm = minimize_lbfgs(quad, x0, -big, big, gtol=1e-10, ftol=0.0, history_size=10,
+    cold = minimize_lbfgs(quad, x0, (-big, big), options=LBFGSOptions(gtol=1e-10, ftol=0.0, history_size=10))
+    warm = minimize_lbfgs(quad, x0, (-big, big),
+                          options=LBFGSOptions(gtol=1e-10, ftol=0.0, history_size=10),
                           memory=hessian_pairs(A))
     solution = torch.linalg.solve(A, c.unsqueeze(-1)).squeeze(-1)  # closed form
     assert_allclose(warm.x.numpy(), solution.numpy(), rtol=1e-9, atol=1e-10)
@@ -162,8 +163,8 @@ def test_memory_with_unusable_pairs_in_the_middle_still_uses_the_others():
         return 0.5 * (x * Ax).sum(-1) - (c[idx] * x).sum(-1), Ax - c[idx]
 
     big = torch.full((2, 4), 1e6, dtype=torch.float64)
-    res = minimize_lbfgs(quad, torch.zeros(2, 4, dtype=torch.float64), -big, big, gtol=1e-10,
-                         ftol=0.0, memory=(S5, Y5))
+    res = minimize_lbfgs(quad, torch.zeros(2, 4, dtype=torch.float64), (-big, big),
+                         options=LBFGSOptions(gtol=1e-10, ftol=0.0), memory=(S5, Y5))
     solution = torch.linalg.solve(A, c.unsqueeze(-1)).squeeze(-1)
     assert_allclose(res.x.numpy(), solution.numpy(), rtol=1e-9, atol=1e-10)
     assert bool((res.n_iter <= 2).all())
@@ -187,7 +188,7 @@ def test_trial_points_that_the_box_leaves_unchanged_are_not_evaluated_again():
     lower, upper = -torch.ones_like(x0), torch.ones_like(x0)
     # curvature pairs of an almost flat model: its first step is ~1e6 long
     S = torch.eye(2, dtype=torch.float64).expand(2, 2, 2).clone()
-    res = minimize_lbfgs(fun, x0, lower, upper, memory=(S, 1e-6 * S), gtol=1e-9)
+    res = minimize_lbfgs(fun, x0, (lower, upper), options=LBFGSOptions(gtol=1e-9), memory=(S, 1e-6 * S))
     assert len(seen) == len(set(seen)), "a member was evaluated twice at the same point"
     assert res.converged.all()
     assert_allclose(res.x.numpy(), c.numpy(), atol=1e-6)
