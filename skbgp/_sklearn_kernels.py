@@ -342,8 +342,13 @@ def _bounds(kernel, cls, path, attr, value):
     return np.log(np.broadcast_to(b, value.shape + (2,))).copy(), True
 
 
-def _prior(kernel, cls, path, attr, value, scalar, log_bounds, free, n_targets):
-    """Validate a prior, intersect the bounds with its support (in place)."""
+def _prior(kernel, path, attr, value, scalar, log_bounds, free):
+    """Validate a prior, intersect the bounds with its support (in place).
+
+    ``value`` of shape (n_targets, q) is the hyperparameter's initial value
+    for every target.
+    """
+    n_targets = value.shape[0]
     dist = getattr(kernel, attr + "_prior", None)
     if dist is None:
         return None, np.zeros((value.shape[1], 2), dtype=bool)
@@ -443,8 +448,7 @@ def _walk(kernel, prefix, n_features, n_targets):
         path = prefix + attr
         value, scalar = _value(kernel, name, path, attr, ard, n_features, n_targets)
         log_bounds, free = _bounds(kernel, name, path, attr, value)
-        prior, bounded = _prior(kernel, name, path, attr, value, scalar, log_bounds, free,
-                                n_targets)
+        prior, bounded = _prior(kernel, path, attr, value, scalar, log_bounds, free)
         hps.append(_Hyperparameter(path, attr, value, log_bounds, free, prior, scalar, bounded))
     return _Leaf(kind, name, hps, nu)
 
