@@ -17,6 +17,7 @@ from torch.distributions import LogNormal
 from ._core.acquisition import (
     ANALYTIC,
     MONTE_CARLO,
+    MCOptions,
     Objective,
     make_analytic_acquisition,
     make_mc_acquisition,
@@ -571,9 +572,9 @@ class QBatchSuggester(BaseEstimator):
             return make_analytic_acquisition(name, model, objective, best_f, beta=self.beta)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         return make_mc_acquisition(
-            name, model, objective, q, self.mc_samples, seed,
+            name, model, objective, q, MCOptions(self.mc_samples, seed, beta=self.beta),
             X_pending=as_t(pending) if pending.shape[0] else None, best_f=best_f,
-            X_baseline=model.X_train, beta=self.beta,
+            X_baseline=model.X_train,
         )
 
     def _to_unit(self, X):
