@@ -24,7 +24,7 @@ from ._core.acquisition import (
     make_model,
 )
 from ._core.exact import StationaryKernel
-from ._core.optimize import maximize_acquisition
+from ._core.optimize import OptimizeOptions, maximize_acquisition
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import resolve_device, to_numpy, to_tensor, torch_generator
 from .kernels import ConstantKernel, Matern, WhiteKernel
@@ -649,9 +649,10 @@ class QBatchSuggester(BaseEstimator):
             pending = np.vstack([pending, self._check_points(X_pending, "X_pending")])
         generator = torch_generator(self._rng)
         acq = self._acquisition_function(q, self._to_unit(pending), generator)
+        options = OptimizeOptions(num_restarts=self.num_restarts, raw_samples=self.raw_samples,
+                                  max_iter=self.max_iter)
         result = maximize_acquisition(
-            acq, q, self.n_features_in_, num_restarts=self.num_restarts,
-            raw_samples=self.raw_samples, generator=generator, max_iter=self.max_iter,
+            acq, q, self.n_features_in_, options, generator=generator,
             device=resolve_device(self.estimator_.device),
         )
         return self._to_box(to_numpy(result.X))

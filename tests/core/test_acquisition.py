@@ -24,7 +24,12 @@ from skbgp._core.acquisition import (
 from skbgp._core.acquisition.smooth import _log_ei_helper
 from skbgp._core.exact import StationaryKernel, factorize
 from skbgp._core.kernels import squared_differences
-from skbgp._core.optimize import initial_conditions, maximize_acquisition, raw_candidates
+from skbgp._core.optimize import (
+    OptimizeOptions,
+    initial_conditions,
+    maximize_acquisition,
+    raw_candidates,
+)
 
 from ..conftest import KERNEL_IDS, NUS
 
@@ -357,7 +362,7 @@ def test_maximize_acquisition_finds_box_constrained_optimum():
     def acq(X):
         return -((X - target) ** 2).sum((-1, -2))
 
-    res = maximize_acquisition(acq, 2, 2, num_restarts=4, raw_samples=32,
+    res = maximize_acquisition(acq, 2, 2, OptimizeOptions(num_restarts=4, raw_samples=32),
                                generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(res.X, target.clamp(0, 1), rtol=0, atol=1e-6)
     assert res.X_restarts.shape == (4, 2, 2) and res.values.shape == (4,)
