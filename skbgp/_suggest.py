@@ -17,13 +17,13 @@ from torch.distributions import LogNormal
 from ._core.acquisition import (
     ANALYTIC,
     MONTE_CARLO,
+    MCOptions,
     Objective,
     make_analytic_acquisition,
     make_mc_acquisition,
     make_model,
 )
-from ._core.stationary import StationaryKernel
-from ._core.optimize import maximize_acquisition
+from ._core.optimize import OptimizeOptions, maximize_acquisition
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import resolve_device, to_numpy, to_tensor, torch_generator
 from .kernels import ConstantKernel, Matern, WhiteKernel
@@ -503,7 +503,7 @@ class QBatchSuggester(BaseEstimator):
                 warnings.filterwarnings("ignore", message=".*close to the specified",
                                         category=ConvergenceWarning)
             est.fit(self._to_unit(X), y)
-        if not isinstance(est.gps_.kernel, StationaryKernel):
+        if not est.gps_.kernel.stationary:
             raise ValueError(
                 "QBatchSuggester's acquisition functions need an estimator whose kernel is "
                 "a scaled stationary kernel with noise, [ConstantKernel() *] RBF() or "
@@ -571,9 +571,9 @@ class QBatchSuggester(BaseEstimator):
             return make_analytic_acquisition(name, model, objective, best_f, beta=self.beta)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         return make_mc_acquisition(
-            name, model, objective, q, self.mc_samples, seed,
+            name, model, objective, q, MCOptions(self.mc_samples, seed, beta=self.beta),
             X_pending=as_t(pending) if pending.shape[0] else None, best_f=best_f,
-            X_baseline=model.X_train, beta=self.beta,
+            X_baseline=model.X_train,
         )
 
     def _to_unit(self, X):
@@ -648,9 +648,10 @@ class QBatchSuggester(BaseEstimator):
             pending = np.vstack([pending, self._check_points(X_pending, "X_pending")])
         generator = torch_generator(self._rng)
         acq = self._acquisition_function(q, self._to_unit(pending), generator)
+        options = OptimizeOptions(num_restarts=self.num_restarts, raw_samples=self.raw_samples,
+                                  max_iter=self.max_iter)
         result = maximize_acquisition(
-            acq, q, self.n_features_in_, num_restarts=self.num_restarts,
-            raw_samples=self.raw_samples, generator=generator, max_iter=self.max_iter,
+            acq, q, self.n_features_in_, options, generator=generator,
             device=resolve_device(self.estimator_.device),
         )
         return self._to_box(to_numpy(result.X))

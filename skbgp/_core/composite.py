@@ -357,6 +357,9 @@ class CompositeKernel:
     root: object
     n_params: int
 
+    # no closed-form stationary correlation: the acquisition model cannot use it
+    stationary = False
+
     def covariance(self, theta, geom):
         """Tensor of shape (b, n, p): ``k(X1, X2)`` of every member.
 

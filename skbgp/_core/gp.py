@@ -45,6 +45,7 @@ import torch
 from .threads import run_blocks, split_blocks
 
 __all__ = [
+    "BASE_JITTER",
     "LOG_2PI",
     "Conditioned",
     "Factor",
@@ -60,6 +61,7 @@ __all__ = [
     "member_rows",
     "neg_log_likelihood",
     "posterior",
+    "posterior_cholesky",
     "refactorize",
     "sample_mvn",
 ]
@@ -138,9 +140,8 @@ def jittered_cholesky(K, maskf, max_tries=6):
 
     A failing member gets ``1e-8 * mean(diag K)`` added to its observed
     diagonal, then ten times more, up to ``max_tries`` times; members that
-    succeed are untouched. (The acquisition's factor of a few query points
-    jitters every member from the start instead: see
-    :func:`skbgp._core.acquisition.model`.)
+    succeed are untouched. (The joint posterior of a few query points is
+    factorised by :func:`posterior_cholesky` instead.)
 
     Parameters
     ----------
@@ -174,6 +175,51 @@ def jittered_cholesky(K, maskf, max_tries=6):
     if bool(bad.any()):
         Lb = torch.where(bad[:, None, None], torch.eye(n, dtype=K.dtype, device=K.device), Lb)
     return Lb, jit, bad
+
+
+BASE_JITTER = 1e-9  # relative jitter on every joint posterior covariance before its Cholesky
+
+
+# Not jittered_cholesky: a joint posterior of q points is often singular, so every member
+# gets a base jitter, and sampling needs a factor even where no jitter helps (the diagonal).
+def posterior_cholesky(A, prior_var):
+    """Lower Cholesky factor of a batch of covariances, with jitter where needed.
+
+    ``BASE_JITTER * prior_var`` is always added to the diagonal; members that
+    still fail get ten times more, up to six times (``1e-3 * prior_var``), and
+    a member that fails even then falls back to its diagonal (independent
+    points).
+
+    Parameters
+    ----------
+    A : Tensor of shape (..., m, q, q)
+    prior_var : Tensor of shape (m,)
+        Scale of the jitter per target.
+
+    Returns
+    -------
+    L : Tensor of shape (..., m, q, q)
+    diagonal : bool
+        Whether a member fell back to its diagonal.
+    """
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    unit = prior_var[:, None, None] * eye
+    L, info = torch.linalg.cholesky_ex(A + BASE_JITTER * unit)
+    jitter = BASE_JITTER
+    failed = bool(info.any())
+    for _ in range(6):
+        if not failed:
+            break
+        jitter *= 10.0
+        bad = (info != 0)[..., None, None]
+        L2, info2 = torch.linalg.cholesky_ex(A + jitter * unit)
+        L = torch.where(bad, L2, L)
+        info = torch.where(info != 0, info2, info)
+        failed = bool(info.any())
+    if failed:
+        diag = torch.diag_embed(A.diagonal(dim1=-2, dim2=-1).clamp_min(0.0).sqrt())
+        L = torch.where((info != 0)[..., None, None], diag, L)
+    return L, failed
 
 
 def factor_members(covariance, maskf, blocks, max_tries=6, jitter=None):

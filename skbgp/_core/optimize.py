@@ -34,7 +34,49 @@ from torch.quasirandom import SobolEngine
 
 from .lbfgs import LBFGSOptions, minimize_lbfgs
 
-__all__ = ["OptimizeResult", "raw_candidates", "initial_conditions", "maximize_acquisition"]
+__all__ = [
+    "OptimizeOptions",
+    "OptimizeResult",
+    "raw_candidates",
+    "initial_conditions",
+    "maximize_acquisition",
+]
+
+
+@dataclass(frozen=True)
+class OptimizeOptions:
+    """Settings of :func:`maximize_acquisition`: the restarts and when they stop.
+
+    Attributes
+    ----------
+    num_restarts : int
+        Number of starting points optimised together.
+    raw_samples : int
+        Number of quasi-random candidate sets scored to choose the starts.
+    max_iter : int
+        L-BFGS iterations per restart.
+    gtol : float
+        Stop a restart when its projected gradient's infinity norm is below.
+    ftol : float
+        Stop a restart when its relative decrease is below (see
+        :func:`~skbgp._core.lbfgs.minimize_lbfgs`).
+    race_iter : int
+        All restarts run at most ``race_iter`` iterations; then, if the best
+        of them has not converged, it alone continues up to ``max_iter``.
+        Restarts still crawling after ``race_iter`` iterations are on flat
+        ridges (often with two of the ``q`` points merged), and one such
+        restart used to cost as much as all the others together.
+    batch_limit : int
+        Candidate sets scored per call while choosing the starts.
+    """
+
+    num_restarts: int = 10
+    raw_samples: int = 512
+    max_iter: int = 200
+    gtol: float = 1e-5
+    ftol: float = 1e-7
+    race_iter: int = 50
+    batch_limit: int = 256
 
 
 @dataclass(frozen=True)
@@ -140,8 +182,7 @@ def initial_conditions(X, values, num_restarts, generator, eta=1.0):
     return X[idx]
 
 
-def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, *, generator,
-                         max_iter=200, gtol=1e-5, ftol=1e-7, race_iter=50, batch_limit=256,
+def maximize_acquisition(acquisition, q, d, options=OptimizeOptions(), *, generator,
                          dtype=torch.float64, device=None):
     """Maximise an acquisition function over ``q`` points in the unit cube.
 
@@ -153,29 +194,12 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, *,
         ``value_and_grad`` method (as :class:`~skbgp._core.acquisition.MCAcquisition`),
         that gives the values and gradients instead of autograd.
     q, d : int
-    num_restarts : int
-        Number of starting points optimised together.
-    raw_samples : int
-        Number of quasi-random candidate sets scored to choose the starts.
+    options : OptimizeOptions
+        Restarts, raw samples, iterations and stopping tolerances.
     generator : torch.Generator
         Seeds the Sobol candidates and the choice of starts (the caller's
         ``random_state`` made local; the global generator is never used).
         Keyword-only and required.
-    max_iter : int
-        L-BFGS iterations per restart.
-    gtol : float
-        Stop a restart when its projected gradient's infinity norm is below.
-    ftol : float
-        Stop a restart when its relative decrease is below (see
-        :func:`~skbgp._core.lbfgs.minimize_lbfgs`).
-    race_iter : int
-        All restarts run at most ``race_iter`` iterations; then, if the best
-        of them has not converged, it alone continues up to ``max_iter``.
-        Restarts still crawling after ``race_iter`` iterations are on flat
-        ridges (often with two of the ``q`` points merged), and one such
-        restart used to cost as much as all the others together.
-    batch_limit : int
-        Candidate sets scored per call while choosing the starts.
     dtype : torch.dtype
     device : torch.device or None
 
@@ -184,9 +208,9 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, *,
     OptimizeResult
     """
     device = torch.device("cpu") if device is None else device
-    X_raw = raw_candidates(raw_samples, q, d, generator, dtype, device)
-    values = _evaluate(acquisition, X_raw, batch_limit)
-    X0 = initial_conditions(X_raw, values, num_restarts, generator)
+    X_raw = raw_candidates(options.raw_samples, q, d, generator, dtype, device)
+    values = _evaluate(acquisition, X_raw, options.batch_limit)
+    X0 = initial_conditions(X_raw, values, options.num_restarts, generator)
     r = X0.shape[0]
     P = q * d
 
@@ -209,7 +233,8 @@ def maximize_acquisition(acquisition, q, d, num_restarts=10, raw_samples=512, *,
 
     lower = torch.zeros(r, P, dtype=dtype, device=device)
     upper = torch.ones(r, P, dtype=dtype, device=device)
-    first = min(race_iter, max_iter)
+    max_iter, gtol, ftol = options.max_iter, options.gtol, options.ftol
+    first = min(options.race_iter, max_iter)
     result = minimize_lbfgs(fun, X0.reshape(r, P), (lower, upper),
                             options=LBFGSOptions(max_iter=first, gtol=gtol, ftol=ftol))
     x, f, n_evals = result.x.clone(), result.fun.clone(), result.n_evaluations

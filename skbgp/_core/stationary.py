@@ -75,6 +75,9 @@ class StationaryKernel:
     has_outputscale: bool = True
     has_noise: bool = True
 
+    # the acquisition model (.acquisition.model) reads nu, length scales and outputscale
+    stationary = True
+
     def __post_init__(self):
         if self.nu not in SUPPORTED_NU:
             raise ValueError(f"nu must be one of {SUPPORTED_NU}, got {self.nu}.")

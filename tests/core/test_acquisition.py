@@ -14,17 +14,23 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 
 from skbgp._core.acquisition import (
     MONTE_CARLO,
+    MCOptions,
     Objective,
-    _log_ei_helper,
     latent_posterior,
     make_analytic_acquisition,
     make_mc_acquisition,
     make_model,
 )
+from skbgp._core.acquisition.smooth import _log_ei_helper
 from skbgp._core.gp import factorize
 from skbgp._core.stationary import StationaryKernel
 from skbgp._core.kernels import squared_differences
-from skbgp._core.optimize import initial_conditions, maximize_acquisition, raw_candidates
+from skbgp._core.optimize import (
+    OptimizeOptions,
+    initial_conditions,
+    maximize_acquisition,
+    raw_candidates,
+)
 
 from ..conftest import KERNEL_IDS, NUS
 
@@ -147,7 +153,8 @@ def test_mc_ei_at_q1_matches_analytic(rng, log):
     x = cand[np.argsort(ei_all)[-5:]]
     ei_e, mu, sd = _sk_ei(gprs[0], x, best, weight=-1.0)
     s = 4096
-    acq = make_mc_acquisition("qLogEI" if log else "qEI", model, obj, 1, s, seed=3, best_f=best)
+    acq = make_mc_acquisition("qLogEI" if log else "qEI", model, obj, 1, MCOptions(s, seed=3),
+                              best_f=best)
     value = acq(torch.tensor(x)[:, None, :]).numpy()
     # Monte-Carlo error: 4 standard errors of a plain (iid) estimate; QMC is more accurate
     # E[I^2] = Phi(z) ((mu - best)^2 + sd^2) + (mu - best) sd phi(z)
@@ -178,8 +185,9 @@ def test_mc_acquisition_matches_brute_force_monte_carlo(rng, name):
     weights = np.array([-1.0, 0.5])
     best = float((Y @ weights).max())
     x = rng.uniform(size=(2, 2))  # one set of q = 2 points
-    acq = make_mc_acquisition(name, model, _objective(weights), 2, 4096, seed=1, best_f=best,
-                              X_baseline=model.X_train, prune_baseline=False, beta=0.5)
+    acq = make_mc_acquisition(name, model, _objective(weights), 2,
+                              MCOptions(4096, seed=1, beta=0.5, prune_baseline=False),
+                              best_f=best, X_baseline=model.X_train)
     value = float(acq(torch.tensor(x)))
     S = 100_000
     f = _brute_force(gprs, np.vstack([X, x]), weights, S, rng)  # (S, m, n + 2)
@@ -209,7 +217,7 @@ def test_constrained_qei_matches_brute_force_monte_carlo(rng):
     best = -float(Y[Y[:, 1] <= thr, 0].min())
     obj = _objective([-1.0, 0.0], [1], [thr], [1e-4])
     x = rng.uniform(size=(2, 2))
-    acq = make_mc_acquisition("qEI", model, obj, 2, 4096, seed=2, best_f=best)
+    acq = make_mc_acquisition("qEI", model, obj, 2, MCOptions(4096, seed=2), best_f=best)
     value = float(acq(torch.tensor(x)))
     S = 100_000
     f = _brute_force(gprs, x, None, S, rng)  # (S, 2, 2)
@@ -231,8 +239,8 @@ def test_batched_equals_looped(rng, name):
     if q == 1:
         acq = make_analytic_acquisition(name, model, obj, best)
     else:
-        acq = make_mc_acquisition(name, model, obj, q, 64, seed=0, X_pending=pending, best_f=best,
-                                  X_baseline=model.X_train)
+        acq = make_mc_acquisition(name, model, obj, q, MCOptions(64, seed=0), X_pending=pending,
+                                  best_f=best, X_baseline=model.X_train)
     Xb = torch.tensor(rng.uniform(size=(5, q, 2)))
     batched = acq(Xb)
     assert batched.shape == (5,)
@@ -262,7 +270,7 @@ def test_gradient_matches_finite_differences(rng, name):
     if q == 1:
         acq = make_analytic_acquisition(name, model, obj, best)
     else:
-        acq = make_mc_acquisition(name, model, obj, q, 32, seed=0, best_f=best,
+        acq = make_mc_acquisition(name, model, obj, q, MCOptions(32, seed=0), best_f=best,
                                   X_baseline=model.X_train)
     x = torch.tensor(rng.uniform(0.1, 0.9, size=(3, q, 2)), requires_grad=True)
     (grad,) = torch.autograd.grad(acq(x).sum(), x)
@@ -281,8 +289,8 @@ def test_value_and_grad_matches_autograd_and_finite_differences(rng, name, kerne
     best = -float(Y[:, 0].min()) - 0.5
     pending = torch.tensor(rng.uniform(size=(1, 2)))
     # a baseline of 5 of the 15 training points, unpruned
-    acq = make_mc_acquisition(name, model, obj, 3, 32, seed=0, X_pending=pending, best_f=best,
-                              X_baseline=model.X_train[:5], prune_baseline=False)
+    acq = make_mc_acquisition(name, model, obj, 3, MCOptions(32, seed=0, prune_baseline=False),
+                              X_pending=pending, best_f=best, X_baseline=model.X_train[:5])
     x = torch.tensor(rng.uniform(0.05, 0.95, size=(4, 3, 2)), requires_grad=True)
     value, grad = acq.value_and_grad(x)
     auto_value = acq(x)
@@ -304,9 +312,10 @@ def test_pending_points_are_part_of_every_candidate_set(rng, name):
     best = -float(Y[:, 0].min())
     p = torch.tensor(rng.uniform(size=(1, 2)))
     kw = dict(best_f=best, X_baseline=model.X_train)
-    with_pending = make_mc_acquisition(name, model, obj, 1, 256, seed=0, X_pending=p, **kw)
-    joint = make_mc_acquisition(name, model, obj, 2, 256, seed=0, **kw)
-    alone = make_mc_acquisition(name, model, obj, 1, 256, seed=0, **kw)
+    opts = MCOptions(256, seed=0)
+    with_pending = make_mc_acquisition(name, model, obj, 1, opts, X_pending=p, **kw)
+    joint = make_mc_acquisition(name, model, obj, 2, opts, **kw)
+    alone = make_mc_acquisition(name, model, obj, 1, opts, **kw)
     x = torch.tensor(rng.uniform(size=(4, 1, 2)))
     # the same base samples: a pending point is a candidate that is already chosen
     torch.testing.assert_close(with_pending(x), joint(torch.cat([x, p.expand(4, 1, 2)], dim=1)),
@@ -320,17 +329,17 @@ def test_wrong_q_and_analytic_q_raise(rng):
     X, Y = _data(rng, m=1)
     _, model = _fit("rbf", X, Y, [[0.3, 0.5]])
     obj = _objective([1.0])
-    acq = make_mc_acquisition("qEI", model, obj, 2, 16, seed=0, best_f=0.0)
+    acq = make_mc_acquisition("qEI", model, obj, 2, MCOptions(16, seed=0), best_f=0.0)
     with pytest.raises(ValueError, match="built for q = 2"):
         acq(torch.zeros(3, 1, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="q = 1"):
         make_analytic_acquisition("EI", model, obj, 0.0)(torch.zeros(3, 2, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="X_baseline"):
-        make_mc_acquisition("qNEI", model, obj, 1, 16, seed=0)
+        make_mc_acquisition("qNEI", model, obj, 1, MCOptions(16, seed=0))
     with pytest.raises(ValueError, match="best_f"):
-        make_mc_acquisition("qEI", model, obj, 1, 16, seed=0)
+        make_mc_acquisition("qEI", model, obj, 1, MCOptions(16, seed=0))
     with pytest.raises(ValueError, match="Unknown"):
-        make_mc_acquisition("qFoo", model, obj, 1, 16, seed=0)
+        make_mc_acquisition("qFoo", model, obj, 1, MCOptions(16, seed=0))
 
 
 # ---------------------------------------------------------------- optimiser
@@ -354,7 +363,7 @@ def test_maximize_acquisition_finds_box_constrained_optimum():
     def acq(X):
         return -((X - target) ** 2).sum((-1, -2))
 
-    res = maximize_acquisition(acq, 2, 2, num_restarts=4, raw_samples=32,
+    res = maximize_acquisition(acq, 2, 2, OptimizeOptions(num_restarts=4, raw_samples=32),
                                generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(res.X, target.clamp(0, 1), rtol=0, atol=1e-6)
     assert res.X_restarts.shape == (4, 2, 2) and res.values.shape == (4,)

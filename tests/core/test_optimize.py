@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from skbgp._core.optimize import maximize_acquisition
+from skbgp._core.optimize import OptimizeOptions, maximize_acquisition
 
 
 def _bumpy(X):
@@ -12,8 +12,9 @@ def _bumpy(X):
 
 
 def _run(seed, max_iter=5):
-    return maximize_acquisition(_bumpy, 2, 3, num_restarts=4, raw_samples=64,
-                                generator=torch.Generator().manual_seed(seed), max_iter=max_iter)
+    options = OptimizeOptions(num_restarts=4, raw_samples=64, max_iter=max_iter)
+    return maximize_acquisition(_bumpy, 2, 3, options,
+                                generator=torch.Generator().manual_seed(seed))
 
 
 def test_same_generator_seed_same_result_and_global_generator_untouched():
@@ -28,4 +29,4 @@ def test_same_generator_seed_same_result_and_global_generator_untouched():
 
 def test_generator_is_required():
     with pytest.raises(TypeError, match="generator"):
-        maximize_acquisition(_bumpy, 2, 3, num_restarts=4, raw_samples=64)
+        maximize_acquisition(_bumpy, 2, 3, OptimizeOptions(num_restarts=4, raw_samples=64))
