@@ -78,12 +78,30 @@ class FittedGPs:
 
     Parameters
     ----------
-    kernel : StationaryKernel or CompositeKernel
-        The core kernel (:mod:`skbgp._core`), shared by the targets.
+    problem : FitProblem
+        What was fitted (``BatchedGaussianProcessRegressor.prepare_fit``): the
+        core kernel, the observed mask, the target scaling, ``alpha``, the
+        device and dtype.
+    result : FitResult
+        The fit's record (:mod:`skbgp._engine`): dual coefficients and jitter.
+    X_train : ndarray of shape (n_samples, n_features)
+        The training inputs as the estimator keeps them.
     theta : ndarray of shape (n_targets, P)
         Every target's log hyperparameters, fixed ones included (NaN rows for
         the targets that failed).
-    X_train : ndarray of shape (n_samples, n_features)
+    failed : ndarray of shape (n_targets,), bool
+        Targets without a fit (no observation, or no positive definite
+        covariance); their predictions are NaN.
+    cache_bytes : int
+        Budget of the factor cache: every target's factor is kept, once
+        computed, when all of them take at most this many bytes.
+
+    Attributes
+    ----------
+    kernel : StationaryKernel or CompositeKernel
+        The core kernel (:mod:`skbgp._core`), shared by the targets.
+    theta, X_train, failed
+        As given.
     observed : ndarray of shape (n_samples, n_targets), bool
     y_mean, y_std : ndarray of shape (n_targets,)
         The targets were fitted as ``(y - y_mean) / y_std``; predictions are
@@ -95,15 +113,10 @@ class FittedGPs:
     alpha : ndarray of shape (n_samples,), () or (n_samples, n_targets)
         Added to the diagonal of every training covariance (``alpha`` plus the
         known noise variance, per target when that was given per target).
-    failed : ndarray of shape (n_targets,), bool
-        Targets without a fit (no observation, or no positive definite
-        covariance); their predictions are NaN.
     device : torch.device
     dtype : torch.dtype
         Where the factors are computed and kept.
     cache_bytes : int
-        Budget of the factor cache: every target's factor is kept, once
-        computed, when all of them take at most this many bytes.
 
     Notes
     -----
@@ -114,20 +127,20 @@ class FittedGPs:
     same device and dtype.
     """
 
-    def __init__(self, kernel, theta, X_train, observed, y_mean, y_std, dual, jitter, alpha,
-                 failed, device, dtype, cache_bytes=DEFAULT_CACHE_MIB * 2**20):
-        self.kernel = kernel
+    def __init__(self, problem, result, X_train, theta, failed,
+                 cache_bytes=DEFAULT_CACHE_MIB * 2**20):
+        self.kernel = problem.plan.kernel
         self.theta = theta
         self.X_train = X_train
-        self.observed = observed
-        self.y_mean = y_mean
-        self.y_std = y_std
-        self.dual = dual
-        self.jitter = jitter
-        self.alpha = alpha
+        self.observed = problem.observed
+        self.y_mean = problem.mean
+        self.y_std = problem.std
+        self.dual = result.dual
+        self.jitter = result.jitter
+        self.alpha = problem.alpha_np
         self.failed = failed
-        self.device = device
-        self.dtype = dtype
+        self.device = problem.device
+        self.dtype = problem.dtype
         self.cache_bytes = cache_bytes
         self._tensors = None
         self._lock = threading.Lock()

@@ -583,11 +583,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.converged_ = result.converged & ~failed
         self.jitter_ = result.jitter
         self.failed_targets_ = np.flatnonzero(failed)
-        self.gps_ = FittedGPs(
-            plan.kernel, theta, self.X_train_, problem.observed, problem.mean, problem.std,
-            result.dual, self.jitter_, problem.alpha_np, failed, problem.device, problem.dtype,
-            self._cache_bytes(),
-        )
+        self.gps_ = FittedGPs(problem, result, self.X_train_, theta, failed, self._cache_bytes())
         if result.L is not None:
             self.gps_.keep_factors(result.L, problem.device, problem.dtype)
 
