@@ -345,11 +345,11 @@ class FittedGPs:
 def _pieces(chunks, size):
     """``(targets, L)`` chunks whose factors exceed ``_FACTOR_BLOCK`` numbers, cut into pieces.
 
-    Every block of query points reads the factors of its targets: with all
-    targets of a large cache in every block, 1000 points of 256 targets at
-    n = 500 re-read 512 MB per 8 points (4.0 s, against 1.7 s in pieces of
-    4 targets); below 128 MiB the factors stay in the CPU's caches and whole
-    chunks were faster (256 targets at n = 200: 0.78 s whole, 0.93 s in pieces).
+    Every block of query points reads the factors of its targets: a large
+    cache read whole for every block of points goes to memory again and
+    again, while below ``_FACTOR_BLOCK`` the factors stay in the CPU's caches
+    and whole chunks are faster (doc/benchmarks.rst, "Constants chosen by
+    measurement").
     """
     for sl, L in chunks:
         if L.numel() <= _FACTOR_BLOCK:

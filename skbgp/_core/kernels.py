@@ -25,13 +25,10 @@ __all__ = [
 
 SUPPORTED_NU = (0.5, 1.5, 2.5, math.inf)
 
-# Covariance exponents are floored at -_EXP_FLOOR (exp(-345) ~ 1e-150). At
-# absurdly short length scales, as random restarts propose, most entries would
-# otherwise underflow in ``exp`` or be subnormal, or make subnormal products in
-# the Cholesky factor (entries above 1e-150 keep products of two above 1e-300);
-# both run on slow paths of the CPU: such an evaluation was 2-5x slower than at
-# sensible length scales (n = 200, measured). An entry changes by at most 1e-150
-# times the outputscale, far below float64 round-off of the diagonal.
+# Covariance exponents are floored at -_EXP_FLOOR (exp(-345) ~ 1e-150): underflowing
+# and subnormal entries at a restart's absurd length scales run on the CPU's slow paths
+# (doc/benchmarks.rst, "Constants chosen by measurement"); an entry moves by at most
+# 1e-150 times the outputscale, far below the diagonal's round-off.
 _EXP_FLOOR = 345.0
 
 

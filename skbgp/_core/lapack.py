@@ -2,8 +2,8 @@
 
 ``torch.linalg.cholesky_ex`` copies its input and zeroes the other triangle
 of the factor, and ``torch.cholesky_inverse`` copies the factor and mirrors
-its result. For the matrices of a batched fit (``n`` in the hundreds) those
-passes cost 30-40% of what LAPACK itself spends. LAPACK's ``potrf`` and
+its result: for the matrices of a batched fit, passes of a size comparable to
+LAPACK's own work (doc/design.rst, "The gradient"). LAPACK's ``potrf`` and
 ``potri`` work in place and touch one triangle only, so one buffer can hold
 the factor, then the inverse, above its diagonal while below its diagonal it
 keeps the covariance matrix that the gradient needs

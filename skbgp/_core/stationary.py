@@ -186,8 +186,7 @@ def _training(D2):
     The likelihood functions below accept the squared differences of shape
     (d, n, n), their augmented form of shape (d + 1, n * n), or
     :class:`TrainingDifferences`: a fit passes the last, built once, so that
-    an evaluation of a lone member does not copy ``(d + 1) n^2`` numbers first
-    (15% of its time at n = 264, d = 3).
+    an evaluation of a lone member does not copy ``(d + 1) n^2`` numbers first.
     """
     if isinstance(D2, TrainingDifferences):
         return D2
@@ -253,9 +252,8 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     n = maskf.shape[-1]
     data = _training(D2)
     # Everything per member that is not an n x n matrix is computed here, once
-    # for all blocks: an evaluation of a lone member is dominated by the fixed
-    # cost of each small tensor operation (about 5 us here, and more when
-    # member threads contend for the GIL), not by its arithmetic.
+    # for all blocks: a lone member's evaluation is dominated by the fixed cost
+    # of each small tensor operation, not by its arithmetic (doc/design.rst).
     observed = bool(maskf.bool().all())
     coef, s = covariance_coefficients(kernel, theta, data.full.shape[0] - 1)
     diag = kernel.noise(theta).unsqueeze(-1) + alpha  # (b, n) or (b, 1)
