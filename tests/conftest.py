@@ -18,6 +18,53 @@ def sklearn_kernel(name, length_scale, constant=1.3, noise=0.05):
     return ConstantKernel(constant) * base + WhiteKernel(noise)
 
 
+def slow_except(values, *quick):
+    """``values`` for ``pytest.mark.parametrize`` with all but ``quick`` marked slow.
+
+    The quick run (``python -m pytest -m "not slow"``) keeps the ``quick`` cases;
+    the full run (``python -m pytest``, CI) runs every case.
+    """
+    return [v if v in quick else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
+# scikit-learn's estimator checks (test_common.py) come from parametrize_with_checks,
+# which takes no marks per case: the quick run keeps those of the default estimator
+# (kernel=None) but its slowest checks
+_SLOW_CHECKS = (
+    "check_regressors_train", "check_regressor_data_not_an_array", "check_fit_idempotent",
+    "check_supervised_y_2d", "check_estimators_dtypes", "check_regressors_int",
+    "check_n_features_in", "check_pipeline_consistency", "check_dtype_object",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks scikit-learn's estimator checks slow: all but the default estimator's quick ones."""
+    for item in items:
+        if getattr(item, "originalname", None) != "test_sklearn_compatible_estimator":
+            continue
+        estimator, check = item.callspec.params["estimator"], item.callspec.params["check"]
+        check_name = getattr(check, "func", check).__name__
+        if estimator.kernel is not None or check_name in _SLOW_CHECKS:
+            item.add_marker(pytest.mark.slow)
+
+
+_QUICK_RUN_LIMIT_S = 20.0  # a test the quick run keeps should take well under this
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """In the quick run (-m "not slow"), name the kept tests that took over the limit."""
+    if "not slow" not in (config.getoption("markexpr") or ""):
+        return
+    stats = terminalreporter.stats
+    reports = [r for outcome in ("passed", "failed") for r in stats.get(outcome, [])]
+    long = sorted((r for r in reports if r.when == "call" and r.duration > _QUICK_RUN_LIMIT_S),
+                  key=lambda r: -r.duration)
+    if long:
+        terminalreporter.write_sep("=", f"quick run: over {_QUICK_RUN_LIMIT_S:.0f} s, mark slow?")
+        for r in long:
+            terminalreporter.write_line(f"{r.duration:.1f}s {r.nodeid}")
+
+
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)

@@ -113,6 +113,7 @@ def _splitters():
 # --------------------------------------------------------------------------- oracle: cross_validate
 @pytest.mark.parametrize("est_name", list(ESTIMATORS))
 @pytest.mark.parametrize("split_name", list(_splitters()))
+@pytest.mark.slow
 def test_equals_sklearn_cross_validate_fold_by_fold(est_name, split_name):
     cv, n, groups = _splitters()[split_name]
     X, y = _data(n)
@@ -141,6 +142,7 @@ def test_equals_sklearn_cross_validate_fold_by_fold(est_name, split_name):
                                 LeaveOneOut(),
                                 RepeatedKFold(n_splits=3, n_repeats=2, random_state=0)],
                          ids=["shuffle_split", "time_series", "leave_one_out", "repeated_kfold"])
+@pytest.mark.slow
 def test_other_splitters_equal_cross_validate(cv):
     X, y = _data(18)
     est = BatchedGaussianProcessRegressor(n_restarts_optimizer=1, random_state=0)
@@ -150,6 +152,7 @@ def test_other_splitters_equal_cross_validate(cv):
     assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_fixed_hyperparameters_equal_cross_validate():
     X, y = _data(43)
     kernel = ConstantKernel(1.5) * RBF([0.5, 1.0, 0.3]) + WhiteKernel(0.01)
@@ -160,6 +163,7 @@ def test_fixed_hyperparameters_equal_cross_validate():
         assert_allclose(ours["test_score"], ref["test_score"], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_iterable_of_index_pairs_and_multimetric_scoring():
     X, y = _data(30)
     splits = [(np.arange(0, 20), np.arange(20, 30)), (np.arange(5, 30), np.arange(0, 5)),
@@ -174,6 +178,7 @@ def test_iterable_of_index_pairs_and_multimetric_scoring():
     assert_allclose(ours["indices"]["test"][1], np.arange(0, 5))
 
 
+@pytest.mark.slow
 def test_single_target_has_no_per_target_scores():
     X, y = _data(30)
     ours = batched_cross_validate(_plain(), X, y[:, 0], cv=3)
@@ -182,6 +187,7 @@ def test_single_target_has_no_per_target_scores():
     assert "test_score_per_target" not in ours
 
 
+@pytest.mark.slow
 def test_missing_values_are_masked_per_fold():
     X, y = _data(40)
     y[::6, 1] = np.nan
@@ -205,6 +211,7 @@ def _r2_on_observed(y, pred):
     return np.mean(scores), scores
 
 
+@pytest.mark.slow
 def test_targets_with_missing_values_are_scored_on_their_observed_rows():
     X, y = _data(45)
     y[::4, 1] = np.nan
@@ -224,6 +231,7 @@ def test_targets_with_missing_values_are_scored_on_their_observed_rows():
 
 
 @pytest.mark.parametrize("mode", ["exact", "warm_start"])
+@pytest.mark.slow
 def test_workers_split_the_targets_and_change_nothing(mode, monkeypatch):
     monkeypatch.setattr(skbgp._engine, "MIN_WORKER_WORK", 0)  # workers even for this small batch
     X, y = _data(40)
@@ -250,6 +258,7 @@ def _fails_on(n_rows):
     return FunctionTransformer(check)
 
 
+@pytest.mark.slow
 def test_a_failed_fold_gets_error_score_as_in_cross_validate():
     X, y = _data(31)  # KFold(3): training sets of 20, 21 and 21 rows
     est = make_pipeline(_fails_on(20), BatchedGaussianProcessRegressor(random_state=0))
@@ -302,6 +311,7 @@ def test_a_target_without_observed_test_rows_has_no_score_but_the_fold_has():
 # ------------------------------------------------------------------ oracle: cross_val_predict
 @pytest.mark.parametrize("est_name", ["plain", "pipeline"])
 @pytest.mark.parametrize("split_name", ["kfold_equal", "kfold_unequal", "group_kfold"])
+@pytest.mark.slow
 def test_equals_sklearn_cross_val_predict(est_name, split_name):
     cv, n, groups = _splitters()[split_name]
     X, y = _data(n)
@@ -324,6 +334,7 @@ def test_cross_val_predict_needs_a_partition():
 
 
 # --------------------------------------------------------------------------- warm start
+@pytest.mark.slow
 def test_warm_start_folds_are_optima_at_least_as_good_as_standalone_fits_from_there():
     X, y = _data(43)
     est = _sklearn_kernel()
@@ -355,6 +366,7 @@ def test_warm_start_folds_are_optima_at_least_as_good_as_standalone_fits_from_th
                             r2_score(y[test, t], ref.predict(X[test])), rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_warm_start_scores_close_to_exact():
     X, y = _data(43)
     exact = batched_cross_validate(_plain(), X, y, cv=5)
@@ -362,6 +374,7 @@ def test_warm_start_scores_close_to_exact():
     assert_allclose(warm["test_score"].mean(), exact["test_score"].mean(), atol=0.05)
 
 
+@pytest.mark.slow
 def test_full_data_mode_equals_sklearn_gpr_with_the_full_data_hyperparameters_fixed():
     X, y = _data(43)
     est = _sklearn_kernel()
@@ -378,6 +391,7 @@ def test_full_data_mode_equals_sklearn_gpr_with_the_full_data_hyperparameters_fi
 
 
 # --------------------------------------------------------------------------- per-sample noise
+@pytest.mark.slow
 def test_noise_variance_equals_sklearn_alpha_array():
     X, y = _data(30)
     noise = np.linspace(1e-3, 0.2, 30)
@@ -405,6 +419,7 @@ def test_noise_variance_equals_sklearn_alpha_array():
         assert_allclose(c.theta_, a.theta_, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_noise_variance_is_split_by_routed_cross_validate_and_by_batched_cv():
     X, y = _data(40)
     noise = np.random.RandomState(0).uniform(1e-3, 0.1, size=40)
@@ -434,6 +449,7 @@ def _per_target_noise(y, seed=0):
     return np.where(np.isnan(y), np.nan, noise)
 
 
+@pytest.mark.slow
 def test_noise_per_sample_and_target_equals_each_target_fitted_alone_with_its_column():
     X, y = _data(36)
     y[::5, 1] = np.nan
@@ -549,6 +565,7 @@ def test_loo_errors():
 
 
 # -------------------------------------------------------------------- sklearn meta-estimators
+@pytest.mark.slow
 def test_grid_search_picks_the_same_parameters_as_over_sklearn_gpr():
     X, y = _data(40)
     y = y[:, 0]

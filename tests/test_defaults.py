@@ -68,6 +68,7 @@ KERNELS = {
 
 
 @pytest.mark.parametrize("kernel_name", list(KERNELS))
+@pytest.mark.slow
 def test_a_target_alone_equals_in_any_batch_order_chunk_or_worker(scaled_targets, kernel_name,
                                                                   monkeypatch):
     monkeypatch.setattr(skbgp._engine, "MIN_WORKER_WORK", 0)  # workers even for this small fit
@@ -114,6 +115,7 @@ def _linnerud():
 
 @pytest.mark.parametrize("dataset", [_weak_signal, _linnerud], ids=["weak-signal", "linnerud"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.slow
 def test_more_restarts_never_end_lower(dataset, seed):
     X, Y = dataset()
     previous = None
@@ -150,6 +152,7 @@ def test_sklearn_kernel_restarts_are_sklearns_own_draws(scaled_targets):
             assert_array_equal(starts[:, t], np.array(seen))
 
 
+@pytest.mark.slow
 def test_a_target_far_from_zero_predicts_like_the_same_target_centred():
     data = load_diabetes(scaled=False)
     X, y = data.data[:, [0, 2, 3]], data.target
@@ -220,6 +223,7 @@ def _every_real_target(known_misses):
 
 
 @pytest.mark.parametrize("name,target", _every_real_target(_KNOWN_MISSES))
+@pytest.mark.slow
 def test_real_data_optimum_is_at_least_the_objective_at_the_anchors_hyperparameters(name, target):
     case = _real_case(name)
     ours = case["default"]
@@ -241,6 +245,7 @@ _KNOWN_SKLEARN_KERNEL_MISSES = {
 
 
 @pytest.mark.parametrize("name,target", _every_real_target(_KNOWN_SKLEARN_KERNEL_MISSES))
+@pytest.mark.slow
 def test_real_data_sklearn_kernel_optimum_is_at_least_sklearns(name, target):
     """scikit-learn's kernel, normalize_y=True and 3 restarts in both: the same starts, each run to convergence."""
     case = _real_case(name)

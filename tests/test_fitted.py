@@ -40,6 +40,7 @@ def _sklearn_at(model, X, Y, t):
 @pytest.mark.parametrize(
     "kernel", [None, ConstantKernel() * Matern(np.ones(3), nu=1.5) + WhiteKernel()],
     ids=["default", "sklearn-matern"])
+@pytest.mark.slow
 def test_cached_factors_equal_recomputed_ones_and_sklearns_predictions(kernel):
     X, Y = _data()
     Xq = np.random.RandomState(1).uniform(0, 3, size=(7, 3))
@@ -84,6 +85,7 @@ def test_mean_prediction_needs_no_factorisation(monkeypatch):
     assert_allclose(model.predict(X[:4]), expected, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_model_above_the_budget_holds_no_factors():
     X, Y = _data(n=40, m=5)
     factor_mib = 5 * 40**2 * 8 / 2**20
@@ -135,6 +137,7 @@ def test_factors_of_a_subset_equal_those_of_all_targets():
         assert_allclose(model.gps_.factors([3, 1]).numpy(), L[[3, 1]], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_fitted_gps_has_the_regressors_fitted_values():
     X, Y = _data()
     model = _fit(X, Y, kernel=ConstantKernel() * RBF(np.ones(3)) + WhiteKernel())
@@ -146,6 +149,7 @@ def test_fitted_gps_has_the_regressors_fitted_values():
     assert (gps.observed == ~np.isnan(Y)).all()
 
 
+@pytest.mark.slow
 def test_batched_cv_scores_use_the_fits_factors(monkeypatch):
     X, Y = _data()
     est = BatchedGaussianProcessRegressor(random_state=0)
@@ -168,6 +172,7 @@ def test_a_bad_cache_size_is_a_clear_error(cache_size):
         BatchedGaussianProcessRegressor(cache_size=cache_size).fit(X, Y)
 
 
+@pytest.mark.slow
 def test_predictions_do_not_depend_on_the_blocks(monkeypatch):
     """Pieces of targets, chunks of factors and blocks of query points give the same numbers."""
     from skbgp import _fitted

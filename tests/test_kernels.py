@@ -22,6 +22,8 @@ from skbgp.__main__ import make_data
 from skbgp._core.priors import PriorTerm, log_prior
 from skbgp._sklearn_kernels import plan_from_kernel
 
+from .conftest import slow_except
+
 # kernels that take the composite path (and two of the fast form, isotropic)
 SKLEARN_KERNELS = {
     # alpha bounded: at alpha = 1e5 scikit-learn's (1 + r^2 / (2 alpha l^2)) ** -alpha
@@ -53,7 +55,7 @@ def _quiet_fit(estimator, X, y):
 
 
 # --------------------------------------------------------------------------- sklearn kernels, fixed theta
-@pytest.mark.parametrize("name", list(SKLEARN_KERNELS))
+@pytest.mark.parametrize("name", slow_except(SKLEARN_KERNELS, "expsine*rbf"))
 def test_sklearn_kernel_with_fixed_theta_matches_sklearn(multi_target_data, name):
     X, y = multi_target_data
     Xs = np.random.RandomState(5).uniform(0, 1, size=(7, 3))
@@ -81,6 +83,7 @@ def test_sklearn_kernel_with_fixed_theta_matches_sklearn(multi_target_data, name
 
 
 @pytest.mark.parametrize("name", ["rq", "expsine*rbf", "dot+rbf", "pow", "constant+matern"])
+@pytest.mark.slow
 def test_optimised_lml_at_least_sklearn_from_same_start(multi_target_data, name):
     X, y = multi_target_data
     if name.startswith("expsine"):
@@ -95,7 +98,8 @@ def test_optimised_lml_at_least_sklearn_from_same_start(multi_target_data, name)
         assert ours.log_marginal_likelihood_value_[t] >= ref - 1e-3 * abs(ref)
 
 
-@pytest.mark.parametrize("name", ["rq", "dot+rbf", "matern05-iso", "default"])
+@pytest.mark.parametrize("name", slow_except(["rq", "dot+rbf", "matern05-iso", "default"],
+                                              "default"))
 def test_kernels_are_fitted_sklearn_kernels(multi_target_data, name):
     X, y = multi_target_data
     kernel = None if name == "default" else SKLEARN_KERNELS[name]
@@ -136,6 +140,7 @@ def test_summary_attributes_of_composite_kernels(multi_target_data):
     assert_allclose(ours.noise_levels_, 0.2)
 
 
+@pytest.mark.slow
 def test_grid_search_reaches_nested_composite_kernel_parameters(multi_target_data):
     X, y = multi_target_data
     kernel = SKLEARN_KERNELS["rq"]
@@ -201,6 +206,7 @@ def _native_twin():
     return native, sklearn_kernel
 
 
+@pytest.mark.slow
 def test_native_kernel_equals_its_sklearn_twin(multi_target_data):
     X, y = multi_target_data
     native, twin = _native_twin()
@@ -212,6 +218,7 @@ def test_native_kernel_equals_its_sklearn_twin(multi_target_data):
     assert repr(a.kernels_[0]) == repr(b.kernels_[0])
 
 
+@pytest.mark.slow
 def test_per_target_initial_values_match_sklearn_per_target(multi_target_data):
     X, y = multi_target_data
     ls = np.array([[0.3, 0.5, 0.7], [1.0, 2.0, 0.2], [0.4, 0.4, 0.4], [2.0, 1.0, 0.5]])
@@ -295,6 +302,7 @@ def motivating_fit():
     return X, y, gpr, [str(w.message) for w in caught]
 
 
+@pytest.mark.slow
 def test_motivating_problem_batched_equals_looped(motivating_fit):
     X, y, gpr, _ = motivating_fit
     assert gpr.length_scales_.shape == (4, 3)
@@ -364,6 +372,7 @@ def test_log_prior_and_gradient_match_direct_sum_and_finite_differences():
         assert_allclose(grad[:, j].numpy(), fd.numpy(), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_map_equals_scipy_maximum_of_sklearn_lml_plus_log_prior_over_natural_values():
     # Independent oracle: scikit-learn's LML plus scipy's log densities, maximised
     # by scipy over the natural values (length scales, variances), no Jacobian.
@@ -392,6 +401,7 @@ def test_map_equals_scipy_maximum_of_sklearn_lml_plus_log_prior_over_natural_val
     assert ours.log_marginal_likelihood_value_[0] + ours.log_prior_value_[0] >= -res.fun - 1e-8
 
 
+@pytest.mark.slow
 def test_per_target_prior_batch(multi_target_data):
     X, y = multi_target_data
     rate = torch.tensor([[1.0, 1.0, 1.0], [5.0, 5.0, 5.0], [0.5, 0.5, 0.5], [2.0, 1.0, 0.5]])
@@ -428,6 +438,7 @@ def test_priors_work_on_the_composite_path(multi_target_data):
     assert_allclose(ours.kernels_[0].k1.k2.alpha_bounds, np.float32([0.2, 3.0]), rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_fitted_model_with_composite_kernel_and_priors_pickles(multi_target_data):
     X, y = multi_target_data
     kernel = sk.ConstantKernel(1.0) * sk.ExpSineSquared(
@@ -441,6 +452,7 @@ def test_fitted_model_with_composite_kernel_and_priors_pickles(multi_target_data
 
 
 @pytest.mark.parametrize("name", ["rq", "dot+rbf", "pow", "constant+matern"])
+@pytest.mark.slow
 def test_optimised_composite_fit_batched_equals_looped(multi_target_data, name):
     X, y = multi_target_data
     kernel = SKLEARN_KERNELS[name]

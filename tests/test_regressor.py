@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from skbgp import BatchedGaussianProcessRegressor, batched_cross_validate, loo_predictive
 from skbgp._engine import Optimum
 
-from .conftest import KERNEL_IDS, sklearn_kernel
+from .conftest import KERNEL_IDS, sklearn_kernel, slow_except
 
 
 def _sklearn_fit(kernel, X, y, **kwargs):
@@ -30,8 +30,8 @@ def _sklearn_fit(kernel, X, y, **kwargs):
 
 
 # --------------------------------------------------------------------------- oracle: sklearn, fixed theta
-@pytest.mark.parametrize("name", KERNEL_IDS)
-@pytest.mark.parametrize("normalize_y", [False, True], ids=["raw", "normalized"])
+@pytest.mark.parametrize("name", slow_except(KERNEL_IDS, "rbf"))
+@pytest.mark.parametrize("normalize_y", slow_except([False, True], True), ids=["raw", "normalized"])
 def test_fixed_hyperparameters_match_sklearn_per_target(multi_target_data, name, normalize_y):
     X, y = multi_target_data
     Xs = np.random.RandomState(5).uniform(0, 1, size=(9, 3))
@@ -89,6 +89,7 @@ def test_return_std_and_cov_together_is_an_error(multi_target_data):
 
 
 # --------------------------------------------------------------------------- batched == looped
+@pytest.mark.slow
 def test_batched_fit_equals_fitting_each_target_alone():
     rng = np.random.RandomState(3)
     X = rng.uniform(0, 1, size=(35, 2)) * np.array([2.0, 0.5])
@@ -188,6 +189,7 @@ def test_kernel_is_the_single_targets_fitted_kernel(multi_target_data):
         est.kernel_
 
 
+@pytest.mark.slow
 def test_a_callable_optimizer_gets_scikit_learns_objective_per_target_and_start(multi_target_data):
     X, y = multi_target_data
     kernel = ConstantKernel(1.0) * RBF(np.ones(3)) + WhiteKernel(0.1)
@@ -241,7 +243,8 @@ def _linnerud():
     return X, Y
 
 
-@pytest.mark.parametrize("dataset", [_linnerud, _friedman_targets, _synthetic_16],
+@pytest.mark.parametrize("dataset",
+                         slow_except([_linnerud, _friedman_targets, _synthetic_16], _linnerud),
                          ids=["linnerud", "friedman2", "synthetic16"])
 def test_optimised_lml_at_least_sklearn_from_same_start(dataset):
     X, Y = dataset()
@@ -255,6 +258,7 @@ def test_optimised_lml_at_least_sklearn_from_same_start(dataset):
         assert ours.log_marginal_likelihood_value_[t] >= ref - 1e-3 * abs(ref), t
 
 
+@pytest.mark.slow
 def test_default_restarts_escape_the_all_noise_optimum():
     # sin(3x) explained as noise is a local optimum; scikit-learn with ten
     # random restarts finds the signal, and so does every default fit: its own
@@ -331,8 +335,10 @@ def test_sample_y_is_reproducible_and_leaves_global_seed_alone(multi_target_data
 
 
 # --------------------------------------------------------------------------- attributes, warnings, numerics
-@pytest.mark.parametrize("kernel", [None, ConstantKernel() * Matern(np.ones(3), nu=2.5) + WhiteKernel()],
-                         ids=["default", "sklearn-matern"])
+@pytest.mark.parametrize(
+    "kernel",
+    slow_except([None, ConstantKernel() * Matern(np.ones(3), nu=2.5) + WhiteKernel()], None),
+    ids=["default", "sklearn-matern"])
 def test_latent_predictions_leave_the_white_noise_out(multi_target_data, kernel):
     X, y = multi_target_data
     est = BatchedGaussianProcessRegressor(kernel, random_state=0, n_restarts_optimizer=0,
@@ -592,6 +598,7 @@ def test_cross_validate_and_pipeline_match_sklearn_with_fixed_hyperparameters(mu
     assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_grid_search_reaches_nested_kernel_parameters(multi_target_data):
     X, y = multi_target_data
     kernel = ConstantKernel(1.0) * RBF([1.0, 1.0, 1.0]) + WhiteKernel(0.1)

@@ -173,6 +173,7 @@ def test_suggester_refuses_integer_bounds_without_an_integer_and_unobserved_cons
                         **params).fit(X, y)
 
 
+@pytest.mark.slow
 def test_a_scorer_that_needs_return_std_works_in_batched_cross_validate():
     from sklearn.model_selection import KFold, cross_validate
     from sklearn.pipeline import make_pipeline
@@ -201,6 +202,7 @@ def test_a_scorer_that_needs_return_std_works_in_batched_cross_validate():
             assert_allclose(ours["test_lpd_per_target"][f], expected, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_tell_takes_one_point_with_a_scalar_y_like_the_same_point_as_arrays():
     from skbgp import QBatchSuggester
 

@@ -17,6 +17,8 @@ import skbgp._engine
 from skbgp import BatchedGaussianProcessRegressor
 from skbgp._engine import auto_batch_size
 
+from .conftest import slow_except
+
 
 @pytest.fixture(scope="module")
 def many_targets():
@@ -51,7 +53,7 @@ def whole(many_targets):
     return fit_quietly(*many_targets, batch_size=100)
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 4, 7])
+@pytest.mark.parametrize("batch_size", slow_except([1, 2, 4, 7], 7))
 def test_chunked_fit_equals_one_chunk(many_targets, whole, batch_size):
     assert_same_fit(fit_quietly(*many_targets, batch_size=batch_size), whole)
 
@@ -62,10 +64,12 @@ def workers_for_any_fit(monkeypatch):
     monkeypatch.setattr(skbgp._engine, "MIN_WORKER_WORK", 0)
 
 
+@pytest.mark.slow
 def test_loky_workers_give_the_single_process_result(many_targets, whole, workers_for_any_fit):
     assert_same_fit(fit_quietly(*many_targets, batch_size=3, n_jobs=2), whole)
 
 
+@pytest.mark.slow
 def test_small_fits_stay_in_this_process_whatever_n_jobs(many_targets, whole, monkeypatch):
     ours = fit_quietly(*many_targets, batch_size=3, n_jobs=2)
     assert ours.gps_.cached  # the fit's own factors: it ran here, not on workers
@@ -76,6 +80,7 @@ def test_small_fits_stay_in_this_process_whatever_n_jobs(many_targets, whole, mo
     assert fit_quietly(*many_targets, batch_size=3, n_jobs=1).gps_.cached
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_single_process_result(many_targets, whole, workers_for_any_fit):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -99,6 +104,7 @@ def test_default_batch_size_follows_the_memory_budget():
     assert auto_batch_size(200, 10_000, 3, 2, cpu, 8) == 2500
 
 
+@pytest.mark.slow
 def test_bad_targets_are_warned_recorded_and_do_not_spoil_the_others(many_targets):
     X, y = many_targets
     good = y[:, :3]
@@ -148,6 +154,7 @@ def test_huge_tiny_and_constant_targets_are_fitted_like_the_same_target_in_units
     assert_array_equal(mean[:, 2], 2.5)  # standardised to zeros: its mean exactly
 
 
+@pytest.mark.slow
 def test_verbose_reports_chunks_and_iterations(many_targets, capsys, monkeypatch):
     X, y = many_targets
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
@@ -245,6 +252,7 @@ def _map_composite_estimator(n_targets, **params):
     return BatchedGaussianProcessRegressor(kernel, random_state=0, normalize_y=True, **params)
 
 
+@pytest.mark.slow
 def test_chunks_and_workers_keep_per_target_priors_and_composite_kernels(many_targets,
                                                                          workers_for_any_fit):
     X, y = many_targets

@@ -70,6 +70,7 @@ def _outcomes(xml_path):
 
 
 @pytest.mark.skipif(not SUITE.exists(), reason="this scikit-learn installation has no tests")
+@pytest.mark.slow
 def test_scikit_learns_gpr_tests_pass_except_the_documented_differences(tmp_path):
     source = SUITE.read_text()
     assert source.count(IMPORT) == 1, "scikit-learn's test_gpr.py no longer imports its GPR as before"

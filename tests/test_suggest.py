@@ -14,6 +14,8 @@ from sklearn.linear_model import LinearRegression
 from skbgp import BatchedGaussianProcessRegressor, QBatchSuggester
 from skbgp._suggest import incumbent
 
+from .conftest import slow_except
+
 SMALL = dict(num_restarts=3, raw_samples=64, mc_samples=32)
 
 
@@ -49,7 +51,8 @@ def branin_data():
     return X, branin(X)
 
 
-@pytest.mark.parametrize("acquisition", ["qLogNEI", "qEI", "qUCB", "qSimpleRegret", "LogEI"])
+@pytest.mark.parametrize("acquisition",
+                         slow_except(["qLogNEI", "qEI", "qUCB", "qSimpleRegret", "LogEI"], "LogEI"))
 def test_suggestions_inside_bounds_and_distinct(branin_data, acquisition):
     X, y = branin_data
     q = 1 if acquisition == "LogEI" else 4
@@ -64,6 +67,7 @@ def test_suggestions_inside_bounds_and_distinct(branin_data, acquisition):
     assert opt.suggest(n_points=2).shape == (2, 2) if q > 1 else True
 
 
+@pytest.mark.slow
 def test_same_random_state_same_suggestions(branin_data):
     X, y = branin_data
     runs = [QBatchSuggester(bounds=BRANIN_BOUNDS, q=3, random_state=5, **SMALL).fit(X, y).suggest()
@@ -73,6 +77,7 @@ def test_same_random_state_same_suggestions(branin_data):
     assert not np.allclose(other, runs[0])
 
 
+@pytest.mark.slow
 def test_pending_points_move_the_suggestion_away(branin_data):
     X, y = branin_data
     opt = QBatchSuggester(bounds=BRANIN_BOUNDS, q=1, random_state=0, **SMALL).fit(X, y)
@@ -85,6 +90,7 @@ def test_pending_points_move_the_suggestion_away(branin_data):
     assert_allclose(clone(opt).fit(X, y).suggest(), first)
 
 
+@pytest.mark.slow
 def test_ask_registers_pending_and_tell_clears_it(branin_data):
     X, y = branin_data
     opt = QBatchSuggester(bounds=BRANIN_BOUNDS, q=2, random_state=0, **SMALL).fit(X, y)
@@ -112,6 +118,7 @@ def test_maximize_mirrors_minimize(branin_data):
 
 
 @pytest.mark.parametrize("acquisition", ["qLogNEI", "qLogEI", "LogEI"])
+@pytest.mark.slow
 def test_constraint_keeps_suggestions_feasible(acquisition):
     # minimise x0 + x1 subject to x0 >= 0.6 (constraint target 0.6 - x0 <= 0)
     rng = np.random.RandomState(0)
@@ -138,6 +145,7 @@ def test_weighted_objective_and_multi_target_y():
     assert x[0] < 0.3 and x[1] > 0.7  # towards the corner minimising x0 - x1
 
 
+@pytest.mark.slow
 def test_integer_features_are_rounded_inside_bounds(branin_data):
     X, y = branin_data
     opt = QBatchSuggester(bounds=[(-5.0, 10.0), (0.5, 14.5)], q=3, integer_features=[1],
@@ -180,6 +188,7 @@ def test_bad_input_raises(branin_data, params, fit_args, error, match):
         QBatchSuggester(**params).fit(X, y)
 
 
+@pytest.mark.slow
 def test_bounds_are_low_high_pairs_per_feature(branin_data):
     # Branin's box written as scipy writes it; read as (2, n_features) it would be
     # lows (-5, 10) and highs (0, 15), the box [-5, 0] x [10, 15]
@@ -228,6 +237,7 @@ def _outside_warnings(record):
     return [str(w.message) for w in record if "outside the bounds" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_observations_outside_the_box_warn(branin_data):
     X, y = branin_data
     Xo = X.copy()
@@ -249,6 +259,7 @@ def test_observations_outside_the_box_warn(branin_data):
     assert _outside_warnings(record) == []
 
 
+@pytest.mark.slow
 def test_ask_before_observations_is_a_scaled_scrambled_sobol_design():
     opt = QBatchSuggester(bounds=BRANIN_BOUNDS, q=4, random_state=3, **SMALL)
     first = opt.ask()
@@ -286,6 +297,7 @@ def test_initial_design_rounds_integer_features():
     assert len(np.unique(design[:, 0])) == 16
 
 
+@pytest.mark.slow
 def test_tell_on_a_new_suggester_starts_from_one_point_and_a_scalar():
     a = QBatchSuggester(bounds=BRANIN_BOUNDS, random_state=0, **SMALL)
     a.tell(np.array([1.0, 2.0]), 5.0)
@@ -340,6 +352,7 @@ def test_bad_suggest_input_raises(branin_data):
     [(branin, BRANIN_BOUNDS, 6, 4), (hartmann6, np.array([(0.0, 1.0)] * 6), 8, 5)],
     ids=["branin", "hartmann6"],
 )
+@pytest.mark.slow
 def test_q4_loop_beats_quasi_random_search(problem, bounds, n_init, n_iter):
     # ten seeds: the median of three is at the mercy of one lucky quasi-random
     # design (Sobol's median best on Branin is 0.90 over seeds 0-2, 2.73 over 0-9)

@@ -12,7 +12,7 @@ from skbgp._core.gp import Conditioned, cholesky_inverse, factorize, posterior
 from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood, training_differences
 from skbgp._core.kernels import augmented_differences, squared_differences
 
-from ..conftest import KERNEL_IDS, NUS, sklearn_kernel
+from ..conftest import KERNEL_IDS, NUS, sklearn_kernel, slow_except
 
 ALPHA = torch.tensor(1e-10, dtype=torch.float64)
 
@@ -154,7 +154,7 @@ def test_variance_never_negative_at_duplicated_noise_free_points(rng):
     assert torch.all(var >= 0)
 
 
-@pytest.mark.parametrize("n", [30, 300])
+@pytest.mark.parametrize("n", slow_except([30, 300], 30))
 @pytest.mark.parametrize("threads", [1, 2])
 def test_inverse_from_the_factor_equals_the_inverse_on_each_of_its_paths(rng, n, threads):
     """potri (single-threaded, or n >= 256) and the solve-and-product path (else)."""

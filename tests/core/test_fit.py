@@ -1,6 +1,7 @@
 """Batched hyperparameter fitting: batched equals looped, restarts race per target, MAP."""
 
 import numpy as np
+import pytest
 import torch
 from numpy.testing import assert_allclose
 from torch.distributions import Gamma, LogNormal
@@ -12,6 +13,7 @@ from skbgp._core.kernels import squared_differences
 from skbgp._core.priors import PriorTerm, log_prior
 
 
+@pytest.mark.slow
 def test_fit_batched_equals_looped_with_restarts(rng):
     n, d, m, r = 30, 2, 6, 3
     X = torch.tensor(rng.uniform(size=(n, d)))
@@ -36,6 +38,7 @@ def test_fit_batched_equals_looped_with_restarts(rng):
         assert batched.best_start[t] == alone.best_start[0]
 
 
+@pytest.mark.slow
 def test_map_fit_batched_equals_looped_and_is_a_stationary_point_of_the_log_posterior(rng):
     n, d, m = 30, 2, 3
     X = torch.tensor(rng.uniform(size=(n, d)))

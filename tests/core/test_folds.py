@@ -15,9 +15,12 @@ from skbgp._core.folds import fold_objective, pack_folds
 from skbgp._core.kernels import squared_differences
 from skbgp._core.threads import on_member_threads
 
+from ..conftest import slow_except
+
 
 @pytest.mark.parametrize("nu", [np.inf, 1.5], ids=["rbf", "matern15"])
-@pytest.mark.parametrize("way", ["cached", "rebuilt", "member-threads"])
+@pytest.mark.parametrize("way", slow_except(["cached", "rebuilt", "member-threads"],
+                                             "member-threads"))
 def test_fold_objective_equals_each_fold_alone(rng, nu, way, monkeypatch, request):
     kernel = StationaryKernel(nu, 2)
     X = rng.uniform(size=(23, 2))

@@ -1,6 +1,7 @@
 """The per-member L-BFGS against scipy's L-BFGS-B and against itself looped."""
 
 import numpy as np
+import pytest
 import scipy.optimize
 import torch
 from numpy.testing import assert_allclose
@@ -50,6 +51,7 @@ def test_box_constrained_solution_matches_scipy():
     assert torch.all(res.x >= lower) and torch.all(res.x <= upper)
 
 
+@pytest.mark.slow
 def test_batched_equals_looped_and_members_stop_on_their_own():
     scale = torch.tensor([1.0, 5.0, 50.0, 200.0], dtype=torch.float64)
     x0 = torch.tensor([[-1.2, 1.0, 0.0], [0.5, 0.5, 0.5], [1.5, 2.0, -1.0], [-0.5, -0.5, 2.0]],
