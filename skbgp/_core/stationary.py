@@ -278,10 +278,11 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     grad = torch.empty_like(theta) if eval_gradient else None
 
     def block(blk):
-        whole = blk == slice(0, b)  # one block: no slicing
-        pick = (lambda t: t) if whole else (lambda t: t[blk])
-        _nlml_block(kernel, inputs, members.pick(pick), pick(loss),
-                    None if grad is None else pick(grad))
+        if blk == slice(0, b):  # one block: no slicing
+            _nlml_block(kernel, inputs, members, loss, grad)
+            return
+        _nlml_block(kernel, inputs, members.pick(lambda t: t[blk]), loss[blk],
+                    None if grad is None else grad[blk])
 
     run_blocks(block, member_blocks(b, n, theta.device))
     return loss, grad
