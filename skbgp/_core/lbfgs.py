@@ -15,7 +15,7 @@ the projected gradient below ``gtol``.
 Shape glossary: ``b`` members, ``P`` variables per member, ``M`` history.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -190,9 +190,8 @@ def minimize_lbfgs(fun, x0, bounds, free=None, options=LBFGSOptions(), callback=
         n_evals += _iterate(fun, act, options)
         if callback is not None:
             callback(iteration, int(act.pos.numel()))
-    act.write(out, slice(None))  # members that ran out of iterations
-    return LBFGSResult(x=x, fun=f, grad=g, n_iter=n_iter, converged=converged,
-                       n_evaluations=n_evals)
+    act.stop(torch.ones_like(act.pos, dtype=torch.bool), None)  # ran out of iterations
+    return replace(out, n_evaluations=n_evals)
 
 
 def _initial_history(x0, history_size, memory):
@@ -237,14 +236,15 @@ class _Active:
         self.S, self.Y, self.v = S[pos], Y[pos], valid[pos]
         self.n = out.n_iter[pos]
 
-    def write(self, out, rows):
-        """Copy the members ``rows`` (of the active ones) into ``out`` (the full result)."""
-        ended = self.pos[rows]
+    def stop(self, rows, converged):
+        """Write the members ``rows`` (a bool mask of the active ones) back to the result, with
+        ``converged`` (their stopping rule met; None leaves the result's), and drop them."""
+        out, ended = self.out, self.pos[rows]
         out.x[ended], out.fun[ended], out.grad[ended] = self.x[rows], self.f[rows], self.g[rows]
         out.n_iter[ended] = self.n[rows]
-
-    def keep(self, rows):
-        """Keep only the members ``rows`` (a bool mask)."""
+        if converged is not None:
+            out.converged[ended] = converged
+        rows = ~rows
         self.pos = self.pos[rows]
         self.x, self.f, self.g = self.x[rows], self.f[rows], self.g[rows]
         self.lo, self.hi, self.fr = self.lo[rows], self.hi[rows], self.fr[rows]
@@ -312,9 +312,7 @@ def _iterate(fun, act, options):
     # a failed line search with an empty history is a dead end
     stop = done if moved is None else done | (~moved & step.no_history)
     if bool(stop.any()):
-        act.write(act.out, stop)
-        act.out.converged[act.pos[stop]] = done[stop]
-        act.keep(~stop)
+        act.stop(stop, done[stop])
     return n_evals
 
 
