@@ -71,17 +71,24 @@ class _TargetView(RegressorMixin, BaseEstimator):
 
 def _final_regressor(estimator):
     """The estimator's BatchedGaussianProcessRegressor (itself or the last step)."""
-    if isinstance(estimator, BatchedGaussianProcessRegressor):
-        return estimator
-    if isinstance(estimator, Pipeline) and isinstance(
-        estimator.steps[-1][1], BatchedGaussianProcessRegressor
-    ):
-        return estimator.steps[-1][1]
+    last = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    if isinstance(last, BatchedGaussianProcessRegressor):
+        _refuse_sparse(last, "The batched cross-validation", "sklearn.model_selection.cross_validate")
+        return last
     raise TypeError(
         "estimator must be a BatchedGaussianProcessRegressor or a Pipeline whose last step "
         f"is one; got {type(estimator).__name__}. Use sklearn.model_selection.cross_validate "
         "for other estimators."
     )
+
+
+def _refuse_sparse(estimator, what, instead):
+    """TypeError for a sparse model: ``what`` reads the exact GPs' factors and folds."""
+    if not estimator._exact:
+        raise TypeError(
+            f"{what} takes exact models (BatchedGaussianProcessRegressor); got "
+            f"{type(estimator).__name__}. Use {instead} with it instead."
+        )
 
 
 def _check_params(params, n_samples):
@@ -562,6 +569,7 @@ def loo_predictive(estimator):
             "loo_predictive needs a fitted BatchedGaussianProcessRegressor; for a Pipeline "
             f"pass its last step. Got {type(estimator).__name__}."
         )
+    _refuse_sparse(estimator, "loo_predictive", "sklearn.model_selection.cross_val_predict")
     check_is_fitted(estimator, "gps_")
     gps = estimator.gps_
     observed, std_y, mean_y = gps.observed, gps.y_std, gps.y_mean

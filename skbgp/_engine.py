@@ -33,12 +33,14 @@ from ._core.fit import Box, finite_difference_hessian, fit_hyperparameters, trai
 from ._core.folds import fold_objective, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms, log_prior
-from ._core.threads import on_member_threads
-from ._fitted import cache_bytes, factors_fit
+from ._core.sparse import InducingKernel, greedy_inducing, sparse_factorize, sparse_nlml
+from ._core.threads import on_member_threads, run_blocks, split_blocks
+from ._fitted import factors_fit
 from ._validation import to_numpy, to_tensor
 
 __all__ = ["MIN_WORKER_WORK", "Engine", "worker_jobs", "auto_batch_size", "Chunk", "FitResult",
-           "FitSettings", "Optimum", "fit_chunk", "Progress"]
+           "FitSettings", "Optimum", "fit_chunk", "Progress", "SparseSettings", "SparseFitResult",
+           "fit_sparse_chunk", "sparse_batch_size"]
 
 # Memory budget of one chunk on the CPU. What grows with the number of targets
 # in a chunk is its final Cholesky factors (one n x n matrix per target); the
@@ -243,6 +245,79 @@ class Optimum:
     n_evaluations: object = None
 
 
+@dataclass(frozen=True)
+class SparseSettings:
+    """How :func:`fit_sparse_chunk` fits the sparse kind.
+
+    Attributes
+    ----------
+    n_inducing : int
+        Inducing points per target (at most the candidates).
+    jitter : float
+        Relative jitter on ``K_mm`` (:class:`~skbgp._core.sparse.InducingKernel`).
+    candidates : ndarray of int
+        Training rows the inducing points are chosen from (all, or a random
+        subset that bounds the selection's time).
+    bound_rows : ndarray of int
+        Training rows whose bound the hyperparameters maximise (all, or a
+        random subset that bounds the optimisation's time); the posterior
+        is conditioned on every row.
+    center : ndarray of shape (d,)
+        Subtracted from every input before distances (the training inputs'
+        mean; the fitted model uses the same numbers).
+    """
+
+    n_inducing: int
+    jitter: float
+    candidates: np.ndarray
+    bound_rows: np.ndarray
+    center: np.ndarray
+
+
+@dataclass(frozen=True)
+class SparseFitResult(FitResult):
+    """A :class:`FitResult` of the sparse kind: ``dual`` is over the inducing points.
+
+    Attributes
+    ----------
+    dual : ndarray of shape (c, m)
+        ``L^-T L_B^-T c``: the mean at ``x`` is ``k(x, Z) @ dual``.
+    lml : ndarray of shape (c,)
+        The collapsed bound at ``theta`` (a lower bound on the log marginal likelihood).
+    Z : ndarray of shape (c, m, d)
+        Every target's inducing inputs.
+    zmask : ndarray of shape (c, m)
+        1.0 for an inducing point in use, 0.0 for padding.
+    Lmm, LB : ndarray of shape (c, m, m)
+        The factors of ``K_mm`` and of ``B`` (:class:`~skbgp._core.sparse.SparseFactor`).
+    """
+
+    Z: np.ndarray = None
+    zmask: np.ndarray = None
+    Lmm: np.ndarray = None
+    LB: np.ndarray = None
+
+
+def sparse_batch_size(sparse, n_targets, n_workers, device, itemsize):
+    """Default targets per chunk of a sparse fit: its selection and factors within the budget.
+
+    A target holds its pivoted factor over the candidates (``m`` rows of
+    ``len(candidates)``) while its inducing points are chosen, and about ten
+    ``m x m`` matrices (statistics, factors, gradients) while it is fitted;
+    the blocks of training rows are bounded apart (:func:`~skbgp._core.sparse.row_block`).
+    """
+    m = sparse.n_inducing
+    per_target = itemsize * (sparse.candidates.size * m + 10 * m * m)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        size = int(_GPU_FREE_FRACTION * free) // per_target
+    else:
+        size = _CPU_CHUNK_BYTES // per_target
+    if n_workers > 1:
+        size = min(size, math.ceil(n_targets / (2 * n_workers)))
+    return int(max(1, min(size, n_targets)))
+
+
 def _minimise(objective, box, plan, settings, callback=None, memory=None):
     """The batched L-BFGS of every member of ``box`` (:func:`~skbgp._core.fit.fit_hyperparameters`).
 
@@ -320,8 +395,11 @@ class Engine:
             n_evaluations=to_numpy(optimum.n_evaluations, np.int64),
         )
 
-    def _chunks(self, problem, starts, optimize):
+    def _chunks(self, problem, starts, optimize, sparse=None):
         """Fit (or, with ``optimize`` False, factorise at ``starts[0]``) every target, chunk by chunk.
+
+        ``sparse`` (:class:`SparseSettings`) fits the sparse kind
+        (:func:`fit_sparse_chunk`) instead of the exact one (:func:`fit_chunk`).
 
         Returns
         -------
@@ -331,29 +409,38 @@ class Engine:
         """
         X, plan, bounds = problem.X, problem.plan, problem.bounds
         n_targets = bounds.shape[0]
-        n_jobs = worker_jobs(self.n_jobs, n_targets, starts.shape[0], X.shape[0])
+        if sparse is None:
+            n_jobs = worker_jobs(self.n_jobs, n_targets, starts.shape[0], X.shape[0])
+        else:  # a sparse evaluation costs about n m^2 per target where an exact one costs n^3
+            n_jobs = worker_jobs(self.n_jobs, n_targets, 1,
+                                 math.isqrt(X.shape[0] * sparse.n_inducing))
         batch_size = self.batch_size
-        if batch_size is None:
+        if batch_size is None and sparse is None:
             batch_size = auto_batch_size(
                 X.shape[0], n_targets, starts.shape[0], effective_n_jobs(n_jobs),
                 problem.device, problem.dtype.itemsize,
             )
+        elif batch_size is None:
+            batch_size = sparse_batch_size(sparse, n_targets, effective_n_jobs(n_jobs),
+                                           problem.device, problem.dtype.itemsize)
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
         # the fit's factors seed the prediction cache when they fit its budget
         # and need not travel back from worker processes
         settings = FitSettings(
             optimize=optimize, max_iter=self.max_iter, tol=self.tol, device=problem.device,
             dtype=problem.dtype, verbose=self.verbose,
-            keep_factors=(effective_n_jobs(n_jobs) == 1 and
+            keep_factors=(sparse is None and effective_n_jobs(n_jobs) == 1 and
                           factors_fit(n_targets, X.shape[0], problem.dtype, self.cache_bytes)),
         )
+        extra = {} if sparse is None else {"sparse": sparse}
         jobs = (
-            delayed(fit_chunk)(
+            delayed(fit_chunk if sparse is None else fit_sparse_chunk)(
                 Chunk(plan, np.arange(sl.start, sl.stop), X, problem.Yn[:, sl].T,
                       problem.maskf_np[:, sl].T,
                       problem.alpha_np[:, sl].T if problem.alpha_np.ndim == 2 else problem.alpha_np,
                       starts[:, sl], bounds[sl, :, 0], bounds[sl, :, 1]),
                 settings, label=f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else "",
+                **extra,
             )
             for k, sl in enumerate(chunks)
         )
@@ -366,7 +453,28 @@ class Engine:
                 progress.update(sl.stop - sl.start, int(result.converged.sum()))
         finally:
             progress.close()
-        return FitResult.concatenate(results)
+        return type(results[0]).concatenate(results)
+
+    def fit_sparse(self, problem, theta, sparse, optimize=True):
+        """Fit the sparse kind of every target of ``problem`` from ``theta``, chunk by chunk.
+
+        Parameters
+        ----------
+        problem : FitProblem
+            Of all the training rows.
+        theta : ndarray of shape (n_targets, P)
+            Every target's start (an exact fit on a subset of the rows), inside
+            its bounds.
+        sparse : SparseSettings
+        optimize : bool
+            False factorises at ``theta`` (the inducing points chosen there).
+
+        Returns
+        -------
+        SparseFitResult
+        """
+        return self._chunks(problem, theta[None], optimize and self.optimizer is not None,
+                            sparse=sparse)
 
     def _optimise_with_callable(self, problem):
         """Every start of every target through the user's ``optimizer`` callable, in turn.
@@ -475,7 +583,7 @@ class Engine:
             optimizer=estimator.optimizer, max_iter=estimator.max_iter, tol=estimator.tol,
             n_jobs=estimator.n_jobs if n_jobs is None else n_jobs,
             batch_size=estimator.batch_size, verbose=estimator.verbose,
-            cache_bytes=cache_bytes(estimator.cache_size),
+            cache_bytes=estimator._cache_bytes(),
         )
 
 
@@ -681,3 +789,112 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def _by_member_blocks(fn, b, block):
+    """``fn(sl)`` for blocks of at most ``block`` of ``b`` members, on the member threads.
+
+    ``fn`` returns a tuple of tensors with the members first (or None); the
+    blocks' pieces are concatenated in order.
+    """
+    blocks = split_blocks(b, block)
+    parts = [None] * len(blocks)
+
+    def one(k):
+        parts[k] = fn(blocks[k])
+
+    run_blocks(one, list(range(len(blocks))))
+    return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
+
+
+def fit_sparse_chunk(chunk, settings, label="", sparse=None):
+    """Fit the sparse kind of one chunk of targets: choose inducing points, optimise the bound.
+
+    Every target's inducing points are chosen by greedy variance selection
+    at its start ``chunk.starts[0]`` (an exact fit on a subset of the rows),
+    then its hyperparameters maximise the collapsed bound (minus the log
+    prior) over all rows with the batched L-BFGS, from that start; the
+    inducing points stay fixed.
+
+    Parameters
+    ----------
+    chunk : Chunk
+        ``starts`` of shape (1, c, P).
+    settings : FitSettings
+    label : str
+    sparse : SparseSettings
+
+    Returns
+    -------
+    SparseFitResult
+    """
+    dtype, device = settings.dtype, settings.device
+    as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
+    plan = chunk.plan
+    Xt = as_t(chunk.X)
+    kernel = InducingKernel(plan.kernel, sparse.jitter, center=as_t(sparse.center))
+    yt, mt, alphat = as_t(chunk.y), as_t(chunk.maskf), as_t(chunk.alpha)
+    priors = plan.prior_terms(dtype, device, targets=chunk.targets)
+    c = chunk.y.shape[0]
+    theta0 = as_t(chunk.starts[0])
+    candidates = Xt[torch.as_tensor(sparse.candidates, device=device)]
+    m = min(sparse.n_inducing, candidates.shape[0])
+    alpha_of = lambda sl: alphat[sl] if alphat.dim() == 2 else alphat  # noqa: E731
+
+    def select(sl):
+        # a point the chosen ones explain to within the jitter adds nothing
+        index, zmask = greedy_inducing(kernel, theta0[sl], candidates, m,
+                                       min_variance=max(sparse.jitter, 1e-12))
+        return candidates[index], zmask
+
+    rows = torch.as_tensor(sparse.bound_rows, device=device)
+    Xb, yb, mb = Xt[rows], yt[:, rows], mt[:, rows]
+    alphab = alphat if alphat.dim() == 0 else alphat[..., rows]
+
+    def work():
+        Z, zmask = _by_member_blocks(select, c, 1)
+
+        def objective(theta, targets):
+            def block(sl):
+                t = targets[sl]
+                return sparse_nlml(kernel, theta[sl], Z[t], zmask[t], Xb, yb[t], mb[t],
+                                   alphab[t] if alphab.dim() == 2 else alphab)
+            return _by_member_blocks(block, targets.shape[0], 1)
+
+        if settings.optimize:
+            def report(iteration, n_active):
+                print(f"[skbgp] {label}iteration {iteration}: {n_active} target(s) still "
+                      "optimising", flush=True)
+
+            box = Box(theta0.unsqueeze(0), as_t(chunk.lower), as_t(chunk.upper),
+                      torch.as_tensor(plan.free, device=device))
+            # one start, from the subset's optimum: no race (and no restart of its history)
+            result = fit_hyperparameters(
+                with_priors(objective, priors), box, max_iter=settings.max_iter,
+                gtol=settings.tol, race_iter=settings.max_iter,
+                callback=report if settings.verbose >= 2 else None)
+            theta = result.theta
+            record = (to_numpy(result.n_iter, np.int64), to_numpy(result.converged, bool),
+                      to_numpy(result.member_evaluations, np.int64))
+        else:
+            theta = theta0
+            record = (np.zeros(c, dtype=np.int64), np.ones(c, dtype=bool),
+                      np.zeros(c, dtype=np.int64))
+
+        def factor(sl):
+            f = sparse_factorize(kernel, theta[sl], Z[sl], zmask[sl], Xt, yt[sl], mt[sl],
+                                 alpha_of(sl))
+            return f.L, f.LB, f.dual, f.bound, f.failed
+
+        return theta, record, Z, zmask, _by_member_blocks(factor, c, 1)
+
+    theta, (n_iter, converged, n_evals), Z, zmask, (L, LB, dual, bound, failed) = \
+        on_member_threads(device, work)
+    with torch.no_grad():
+        lp = log_prior(priors, theta, torch.arange(c, device=device), eval_gradient=False)[0]
+    return SparseFitResult(
+        theta=to_numpy(theta), n_iter=n_iter, n_evaluations=n_evals, converged=converged,
+        lml=to_numpy(bound), dual=to_numpy(dual), jitter=np.zeros(c), failed=to_numpy(failed, bool),
+        log_prior=to_numpy(lp), Z=to_numpy(Z), zmask=to_numpy(zmask), Lmm=to_numpy(L),
+        LB=to_numpy(LB),
+    )

@@ -22,10 +22,11 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._core import gp
+from ._core.sparse import InducingKernel
 from ._core.threads import on_member_threads
 from ._validation import compute_device, to_numpy, to_tensor
 
-__all__ = ["FittedGPs", "DEFAULT_CACHE_MIB", "cache_bytes", "factors_fit", "format_targets"]
+__all__ = ["FittedGPs", "SparseFittedGPs", "DEFAULT_CACHE_MIB", "cache_bytes", "factors_fit", "format_targets"]
 
 # Default budget of the factor cache, in MiB (the regressor's cache_size).
 DEFAULT_CACHE_MIB = 1024
@@ -60,7 +61,7 @@ def format_targets(indices, limit=10):
 class _Tensors:
     """The fitted arrays as tensors on one device, in one dtype (built once, reused)."""
 
-    __slots__ = ("X", "theta", "dual", "mask", "alpha", "data", "L")
+    __slots__ = ("X", "theta", "dual", "mask", "alpha", "data", "L", "sparse")
 
     def __init__(self, gps, device, dtype):
         as_t = lambda a: to_tensor(a, dtype, device)  # noqa: E731
@@ -71,6 +72,7 @@ class _Tensors:
         self.alpha = as_t(gps.alpha.T if gps.alpha.ndim == 2 else gps.alpha)  # targets first
         self.data = None  # the kernel's training data, built on the first factorisation
         self.L = None  # every target's factor, while it fits the budget
+        self.sparse = None  # the sparse kind's kernel, inducing points and factors
 
 
 class FittedGPs:
@@ -163,6 +165,15 @@ class FittedGPs:
     @property
     def n_samples(self):
         return self.X_train.shape[0]
+
+    @property
+    def n_basis(self):
+        """Points a prediction is a combination of: the training rows (the sparse kind: inducing points)."""
+        return self.n_samples
+
+    def conditioned(self, t, targets, L):
+        """gp.Conditioned of ``targets`` (a slice) from ``tensors()`` ``t`` and their factors ``L``."""
+        return gp.Conditioned(self.kernel, t.theta[targets], t.X, L, t.dual[targets], t.mask[targets])
 
     def caches(self, dtype=None):
         """Whether every target's factor is kept in memory (within ``cache_bytes``)."""
@@ -319,7 +330,7 @@ class FittedGPs:
         """
         t = self.tensors(device, dtype)
         Xq = to_tensor(X, t.X.dtype, t.X.device)
-        p, n, m = Xq.shape[0], self.n_samples, self.n_targets
+        p, n, m = Xq.shape[0], self.n_basis, self.n_targets
         mean = np.empty((m, p))
         var = None
         if variance or full_cov:
@@ -333,8 +344,7 @@ class FittedGPs:
         with torch.no_grad():
             for sl, L in chunks:
                 chunk = max(1, _PREDICT_BLOCK // max(1, (sl.stop - sl.start) * n))
-                model = gp.Conditioned(self.kernel, t.theta[sl], t.X, L, t.dual[sl], t.mask[sl])
-                mu, v = gp.posterior(model, Xq, full_cov=full_cov,
+                mu, v = gp.posterior(self.conditioned(t, sl, L), Xq, full_cov=full_cov,
                                      observation_noise=observation_noise, chunk_size=chunk)
                 mean[sl] = to_numpy(mu)
                 if var is not None:
@@ -363,3 +373,67 @@ def _slices(m, size):
     """Slices that cut ``range(m)`` into pieces of ``size`` (at least 1)."""
     size = max(1, size)
     return [slice(start, min(start + size, m)) for start in range(0, m, size)]
+
+
+class SparseFittedGPs(FittedGPs):
+    """Every target's fitted sparse GP (:class:`~skbgp.SparseBatchedGaussianProcessRegressor`).
+
+    A :class:`FittedGPs` whose targets are conditioned on their inducing
+    points: ``dual`` is over them, and the factors (of ``K_mm`` and of ``B``,
+    :mod:`skbgp._core.sparse`) are small (``m x m`` per target), so they are
+    always kept and pickled; nothing is recomputed.
+
+    Parameters
+    ----------
+    problem, result, X_train, theta, failed
+        As :class:`FittedGPs`; ``result`` a ``SparseFitResult``.
+    jitter : float
+        The relative jitter on ``K_mm`` of the fit.
+    center : ndarray of shape (n_features,)
+        The fit's centre of the inputs (distances are computed from it).
+
+    Attributes
+    ----------
+    Z : ndarray of shape (n_targets, m, n_features)
+        Every target's inducing inputs.
+    zmask : ndarray of shape (n_targets, m)
+        1.0 for an inducing point in use, 0.0 for padding.
+    Lmm, LB : ndarray of shape (n_targets, m, m)
+    center : ndarray of shape (n_features,)
+    """
+
+    def __init__(self, problem, result, X_train, theta, failed, jitter, center):
+        super().__init__(problem, result, X_train, theta, failed, cache_bytes=0)
+        self.Z, self.zmask, self.Lmm, self.LB = result.Z, result.zmask, result.Lmm, result.LB
+        self.center = center
+        self.inducing_jitter = jitter
+
+    @property
+    def n_basis(self):
+        return self.Z.shape[1]
+
+    def tensors(self, device=None, dtype=None):
+        t = super().tensors(device, dtype)
+        if getattr(t, "sparse", None) is None:
+            as_t = lambda a: to_tensor(a, t.X.dtype, t.X.device)  # noqa: E731
+            t.sparse = (InducingKernel(self.kernel, self.inducing_jitter, as_t(self.center)),
+                        as_t(self.Z), as_t(self.zmask), as_t(self.Lmm), as_t(self.LB))
+        return t
+
+    def conditioned(self, t, targets, L):
+        kernel, Z, zmask, Lmm, LB = t.sparse
+        return gp.Conditioned(kernel, t.theta[targets], Z[targets], Lmm[targets],
+                              t.dual[targets], zmask[targets], LB=LB[targets])
+
+    def factor_chunks(self, numbers_per_target=0, device=None, dtype=None):
+        """Yield ``(targets, Lmm)``: the kept factors of ``K_mm``, a slice of targets at a time."""
+        Lmm = self.tensors(device, dtype).sparse[3]
+        m = self.n_basis
+        for sl in _slices(self.n_targets, _FACTOR_BLOCK // max(1, m * m + numbers_per_target)):
+            yield sl, Lmm[sl]
+
+    def factors(self, targets=None, device=None, dtype=None):
+        raise AttributeError(
+            "A sparse model has no n_samples x n_samples factors: it is conditioned on its "
+            "inducing points (Z, Lmm and LB of gps_)."
+        )

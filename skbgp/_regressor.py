@@ -311,6 +311,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     ((3, 2), (3, 2))
     """
 
+    _exact = True  # conditioned on every training row (the sparse subclass: on inducing points)
+
     def __init__(
         self,
         kernel=None,
@@ -583,12 +585,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.converged_ = result.converged & ~failed
         self.jitter_ = result.jitter
         self.failed_targets_ = np.flatnonzero(failed)
-        self.gps_ = FittedGPs(problem, result, self.X_train_, theta, failed, self._cache_bytes())
+        self.gps_ = self._fitted_gps(problem, result, theta, failed)
         if result.L is not None:
             self.gps_.keep_factors(result.L, problem.device, problem.dtype)
 
         self._warn_after_fit(plan, bounds)
         return self
+
+    def _fitted_gps(self, problem, result, theta, failed):
+        """The FittedGPs of a fit's result (``theta`` with NaN rows where ``failed``)."""
+        return FittedGPs(problem, result, self.X_train_, theta, failed, self._cache_bytes())
 
     def _warn_after_fit(self, plan, bounds):
         fitted = np.ones(self.n_targets_, dtype=bool)
@@ -880,8 +886,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         draws = np.empty((self.n_targets_, X.shape[0], n_samples))
         with torch.no_grad():
             for sl, L in gps.factor_chunks(2 * X.shape[0] ** 2, **where):
-                model = gp.Conditioned(gps.kernel, t.theta[sl], t.X, L, t.dual[sl], t.mask[sl])
-                mean, cov = gp.posterior(model, Xq, full_cov=True,
+                mean, cov = gp.posterior(gps.conditioned(t, sl, L), Xq, full_cov=True,
                                          observation_noise=observation_noise)
                 draws[sl] = to_numpy(gp.sample_mvn(mean, cov, n_samples, generator=generator))
         with np.errstate(over="ignore", invalid="ignore"):

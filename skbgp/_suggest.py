@@ -310,11 +310,11 @@ class QBatchSuggester(BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):
-        if self.estimator is not None and not isinstance(
-                self.estimator, BatchedGaussianProcessRegressor):
+        if self.estimator is not None and not (isinstance(
+                self.estimator, BatchedGaussianProcessRegressor) and self.estimator._exact):
             raise TypeError(
-                "estimator must be None or a skbgp.BatchedGaussianProcessRegressor; got "
-                f"{type(self.estimator).__name__}."
+                "estimator must be None or a skbgp.BatchedGaussianProcessRegressor (exact GPs); "
+                f"got {type(self.estimator).__name__}."
             )
         if self.acquisition not in _ACQUISITIONS:
             raise ValueError(

@@ -3,7 +3,7 @@
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skbgp import BatchedGaussianProcessRegressor, kernels
+from skbgp import BatchedGaussianProcessRegressor, SparseBatchedGaussianProcessRegressor, kernels
 
 ESTIMATORS = [
     BatchedGaussianProcessRegressor(random_state=0),
@@ -24,6 +24,12 @@ ESTIMATORS = [
         n_restarts_optimizer=1,
         max_iter=200,
         random_state=0,
+    ),
+    # the sparse estimator: few inducing points, so that most checks' data exceed them
+    SparseBatchedGaussianProcessRegressor(n_inducing=8, init_subset_size=20, random_state=0),
+    SparseBatchedGaussianProcessRegressor(
+        ConstantKernel(1.0) * Matern(1.0, nu=1.5) + WhiteKernel(0.1), n_inducing=8,
+        max_iter=200, random_state=0,
     ),
 ]
 

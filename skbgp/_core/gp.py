@@ -417,13 +417,18 @@ class Conditioned:
     ----------
     kernel : a kernel of the covariance protocol (module docstring)
     theta : Tensor of shape (b, P)
-    X : Tensor of shape (n, d)
-        Training inputs.
+    X : Tensor of shape (n, d), or (b, n, d) for the sparse kind
+        Training inputs (the sparse kind: every member's inducing inputs).
     L : Tensor of shape (b, n, n) or None
-        Lower factors of the training covariances; ``None`` for the mean only.
+        Lower factors of the training covariances (the sparse kind: of
+        ``K_mm``); ``None`` for the mean only.
     dual : Tensor of shape (b, n)
         ``K^-1 y`` (0 at missing points).
     maskf : Tensor of shape (b, n)
+    LB : Tensor of shape (b, n, n) or None
+        The sparse kind's second factor (:mod:`.sparse`): the variance gains
+        ``|LB^-1 L^-1 k|^2`` back, what the data say beyond the prior's
+        projection on the inducing points. ``None`` for the exact kinds.
     """
 
     kernel: object
@@ -432,6 +437,7 @@ class Conditioned:
     L: torch.Tensor
     dual: torch.Tensor
     maskf: torch.Tensor
+    LB: torch.Tensor = None
 
 
 def posterior(model, X_test, full_cov=False, observation_noise=True, chunk_size=None):
@@ -476,18 +482,23 @@ def posterior(model, X_test, full_cov=False, observation_noise=True, chunk_size=
         Ks = Ks * model.maskf.unsqueeze(-2)  # a composite kernel may return a broadcast view
         means.append(Ks @ model.dual.unsqueeze(-1))
         V = torch.linalg.solve_triangular(L, Ks.mT, upper=False)  # (b, n, c)
+        W = None if model.LB is None else torch.linalg.solve_triangular(model.LB, V, upper=False)
         if full_cov:
-            V_all.append(V)
+            V_all.append((V, W))
         else:
-            variances.append(kernel.prior_variance(theta, Xc, observation_noise)
-                             - V.square().sum(-2))
+            var = kernel.prior_variance(theta, Xc, observation_noise) - V.square().sum(-2)
+            variances.append(var if W is None else var + W.square().sum(-2))
     mean = torch.cat(means, dim=-2).squeeze(-1)
     if L is None:
         return mean, None
     if full_cov:
-        V = torch.cat(V_all, dim=-1)
+        V = torch.cat([v for v, _ in V_all], dim=-1)
         prior = kernel.prior_covariance(theta, X_test, observation_noise)
-        return mean, prior.baddbmm_(V.mT, V, alpha=-1.0)
+        cov = prior.baddbmm_(V.mT, V, alpha=-1.0)
+        if model.LB is not None:
+            W = torch.cat([w for _, w in V_all], dim=-1)
+            cov.baddbmm_(W.mT, W)
+        return mean, cov
     return mean, torch.cat(variances, dim=-1).clamp_min_(0.0)
 
 
