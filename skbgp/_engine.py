@@ -34,7 +34,7 @@ from ._core.folds import fold_objective, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms, log_prior
 from ._core.sparse import InducingKernel, greedy_inducing, sparse_factorize, sparse_nlml
-from ._core.threads import on_member_threads, run_blocks, split_blocks
+from ._core.threads import map_blocks, on_member_threads, run_blocks, split_blocks
 from ._fitted import factors_fit
 from ._validation import to_numpy, to_tensor
 
@@ -855,11 +855,11 @@ def fit_sparse_chunk(chunk, settings, label="", sparse=None):
         Z, zmask = _by_member_blocks(select, c, 1)
 
         def objective(theta, targets):
-            def block(sl):
-                t = targets[sl]
-                return sparse_nlml(kernel, theta[sl], Z[t], zmask[t], Xb, yb[t], mb[t],
-                                   alphab[t] if alphab.dim() == 2 else alphab)
-            return _by_member_blocks(block, targets.shape[0], 1)
+            # units of (target, block of rows) on skbgp's threads: one target still
+            # optimising keeps every thread busy
+            return sparse_nlml(kernel, theta, Z[targets], zmask[targets], Xb, yb[targets],
+                               mb[targets], alphab[targets] if alphab.dim() == 2 else alphab,
+                               map_fn=map_blocks)
 
         if settings.optimize:
             def report(iteration, n_active):
@@ -881,12 +881,15 @@ def fit_sparse_chunk(chunk, settings, label="", sparse=None):
             record = (np.zeros(c, dtype=np.int64), np.ones(c, dtype=bool),
                       np.zeros(c, dtype=np.int64))
 
-        def factor(sl):
+        def factor(i):
+            # one target at a time over every row: its blocks' sums held for it alone
+            sl = slice(i, i + 1)
             f = sparse_factorize(kernel, theta[sl], Z[sl], zmask[sl], Xt, yt[sl], mt[sl],
-                                 alpha_of(sl))
+                                 alpha_of(sl), map_fn=map_blocks)
             return f.L, f.LB, f.dual, f.bound, f.failed
 
-        return theta, record, Z, zmask, _by_member_blocks(factor, c, 1)
+        factors = [torch.cat(column) for column in zip(*(factor(i) for i in range(c)))]
+        return theta, record, Z, zmask, factors
 
     theta, (n_iter, converged, n_evals), Z, zmask, (L, LB, dual, bound, failed) = \
         on_member_threads(device, work)

@@ -224,57 +224,95 @@ def _weighted_block(kernel, theta, X, Z, zmask, sw):
     return rho.mul_(scale), slope.mul_(-2.0 * scale), a, z
 
 
-def _statistics(kernel, theta, Z, zmask, X, y, sw):
-    """``S = K~^T K~`` (b, m, m) and ``r = K~^T (sw y)`` (b, m), summed over blocks of rows."""
-    b, m = Z.shape[0], Z.shape[1]
-    S = theta.new_zeros(b, m, m)
-    r = theta.new_zeros(b, m)
-    rows = row_block(b, m)
-    with torch.no_grad():
-        for i in range(0, X.shape[0], rows):
-            Kw = _weighted_block(kernel, theta, X[i:i + rows], Z, zmask, sw[:, i:i + rows])[0]
-            S.baddbmm_(Kw.mT, Kw)
-            r.add_(torch.bmm((sw[:, i:i + rows] * y[:, i:i + rows]).unsqueeze(-2), Kw).squeeze(-2))
-    return S, r
+class _Members:
+    """The members of one bound evaluation, cut into units of (member, block of rows).
 
-
-def _backward_rows(kernel, theta, Z, zmask, X, y, sw, dS, dr):
-    """``d/dtheta`` of ``<dS, S(theta)> + <dr, r(theta)>``, written out, a block of rows at a time.
-
-    With ``y~ = sw y``: ``dF/dK~ = 2 K~ dS + y~ dr^T`` and ``dF/dy~ = K~ dr``.
-    ``K~`` is proportional to the outputscale; its log length-scale
-    derivative is ``sG~ (a_ij - z_kj)^2`` (summed with ``H = dF/dK~ * sG~`` as
-    three products: no ``(k, m, d)`` tensor); ``sqrt(w)`` and ``y~`` move
-    with the noise as ``-sigma_n^2 w / 2`` times themselves.
+    Every unit is computed alone (one member, one block of ``row_block(1,
+    m)`` rows, a size fixed by ``m``), and a member's sums over its blocks
+    are taken in the blocks' order: so a member's numbers do not depend on
+    the other members, nor on which thread computed which unit.
     """
-    base = kernel.base
-    b, m = Z.shape[0], Z.shape[1]
-    grad = torch.zeros_like(theta)
-    dS = dS + dS.mT  # 2 dS, symmetric
-    rows = row_block(b, m)
-    ls = base.lengthscale_slice
-    with torch.no_grad():
-        for i in range(0, X.shape[0], rows):
-            swb = sw[:, i:i + rows]
-            yt = swb * y[:, i:i + rows]
-            Kw, sG, a, z = _weighted_block(kernel, theta, X[i:i + rows], Z, zmask, swb)
-            dK = torch.bmm(Kw, dS)  # (b, k, m): 2 K~ dS
-            dK.baddbmm_(yt.unsqueeze(-1), dr.unsqueeze(-2))
-            Kdr = torch.bmm(Kw, dr.unsqueeze(-1)).squeeze(-1)  # dF/dy~
-            HK = dK * Kw
-            h = HK.sum(-1)  # (b, k)
-            if base.has_outputscale:
-                grad[:, 0] += h.sum(-1)
-            Hl = HK if sG is None else dK.mul_(sG)
-            hl, gl = Hl.sum(-1), Hl.sum(-2)  # (b, k), (b, m)
-            per_dim = ((a.square() * hl.unsqueeze(-1)).sum(-2)
-                       - 2.0 * (torch.bmm(Hl.mT, a) * z).sum(-2)
-                       + (z.square() * gl.unsqueeze(-1)).sum(-2))  # (b, d)
-            grad[:, ls] += per_dim if base.n_lengthscales > 1 else per_dim.sum(-1, keepdim=True)
-            if base.has_noise:
-                w = swb.square()
-                grad[:, -1] -= 0.5 * base.noise(theta) * (w * (h + yt * Kdr)).sum(-1)
-    return grad
+
+    def __init__(self, kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn):
+        self.kernel, self.theta, self.Z, self.zmask, self.X = kernel, theta, Z, zmask, X
+        self.y, self.maskf, self.alpha, self.map = y, maskf, alpha, map_fn
+        with torch.no_grad():
+            self.sw = _weights(kernel, theta, maskf, alpha).sqrt()
+        self.b, self.m = Z.shape[0], Z.shape[1]
+        rows = row_block(1, self.m)
+        self.blocks = [slice(i, i + rows) for i in range(0, X.shape[0], rows)]
+        self.units = [(i, blk) for i in range(self.b) for blk in self.blocks]
+
+    def member(self, i):
+        """theta, Z, zmask, y, maskf, alpha of member ``i`` (batch of one)."""
+        alpha = self.alpha[i:i + 1] if self.alpha.dim() == 2 else self.alpha
+        return (self.theta[i:i + 1], self.Z[i:i + 1], self.zmask[i:i + 1], self.y[i:i + 1],
+                self.maskf[i:i + 1], alpha)
+
+    def per_member(self, parts):
+        """Every member's sum of its units' results (tuples of tensors), in the blocks' order."""
+        k = len(self.blocks)
+        sums = []
+        for i in range(self.b):
+            mine = parts[i * k:(i + 1) * k]
+            total = list(mine[0])
+            for part in mine[1:]:
+                total = [a + p for a, p in zip(total, part)]
+            sums.append(total)
+        return [torch.cat(column) for column in zip(*sums)]
+
+    def statistics(self):
+        """``S = K~^T K~`` (b, m, m) and ``r = K~^T (sw y)`` (b, m)."""
+        def unit(u):
+            i, blk = u
+            theta, Z, zmask, y, _, _ = self.member(i)
+            sw = self.sw[i:i + 1, blk]
+            with torch.no_grad():
+                Kw = _weighted_block(self.kernel, theta, self.X[blk], Z, zmask, sw)[0]
+                return (torch.bmm(Kw.mT, Kw),
+                        torch.bmm((sw * y[:, blk]).unsqueeze(-2), Kw).squeeze(-2))
+
+        return self.per_member(self.map(unit, self.units))
+
+    def backward(self, dS, dr):
+        """``d/dtheta`` of ``<dS, S(theta)> + <dr, r(theta)>`` (b, P), written out.
+
+        With ``y~ = sw y``: ``dF/dK~ = 2 K~ dS + y~ dr^T`` and ``dF/dy~ = K~ dr``.
+        ``K~`` is proportional to the outputscale; its log length-scale
+        derivative is ``sG~ (a_ij - z_kj)^2`` (summed with ``H = dF/dK~ * sG~``
+        as three products: no ``(k, m, d)`` tensor); ``sqrt(w)`` and ``y~``
+        move with the noise as ``-sigma_n^2 w / 2`` times themselves.
+        """
+        base = self.kernel.base
+        ls = base.lengthscale_slice
+        dS = dS + dS.mT  # 2 dS, symmetric
+
+        def unit(u):
+            i, blk = u
+            theta, Z, zmask, y, _, _ = self.member(i)
+            swb = self.sw[i:i + 1, blk]
+            grad = torch.zeros_like(theta)
+            with torch.no_grad():
+                yt = swb * y[:, blk]
+                Kw, sG, a, z = _weighted_block(self.kernel, theta, self.X[blk], Z, zmask, swb)
+                dK = torch.bmm(Kw, dS[i:i + 1])  # (1, k, m): 2 K~ dS
+                dK.baddbmm_(yt.unsqueeze(-1), dr[i:i + 1].unsqueeze(-2))
+                Kdr = torch.bmm(Kw, dr[i:i + 1].unsqueeze(-1)).squeeze(-1)  # dF/dy~
+                HK = dK * Kw
+                h = HK.sum(-1)  # (1, k)
+                if base.has_outputscale:
+                    grad[:, 0] += h.sum(-1)
+                Hl = HK if sG is None else dK.mul_(sG)
+                hl, gl = Hl.sum(-1), Hl.sum(-2)
+                per_dim = ((a.square() * hl.unsqueeze(-1)).sum(-2)
+                           - 2.0 * (torch.bmm(Hl.mT, a) * z).sum(-2)
+                           + (z.square() * gl.unsqueeze(-1)).sum(-2))  # (1, d)
+                grad[:, ls] += per_dim if base.n_lengthscales > 1 else per_dim.sum(-1, keepdim=True)
+                if base.has_noise:
+                    grad[:, -1] -= 0.5 * base.noise(theta) * (swb.square() * (h + yt * Kdr)).sum(-1)
+            return (grad,)
+
+        return self.per_member(self.map(unit, self.units))[0]
 
 
 def _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha):
@@ -305,7 +343,11 @@ def _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha):
     return torch.where(ok, F, -math.inf), L, LB, c, ok
 
 
-def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True):
+def _serial(fn, items):
+    return [fn(item) for item in items]
+
+
+def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True, map_fn=_serial):
     """The negative collapsed bound of every member and its gradient (module docstring).
 
     Parameters
@@ -322,6 +364,10 @@ def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True)
     alpha : Tensor of shape (n,), () or (b, n)
         Added to the noise variance of every observed row.
     eval_gradient : bool
+    map_fn : callable
+        ``map_fn(fn, items) -> list``: how the units of work (a member and a
+        block of rows) are computed; :func:`.threads.map_blocks` spreads them
+        over skbgp's threads. The result does not depend on it.
 
     Returns
     -------
@@ -330,25 +376,31 @@ def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True)
     grad : Tensor of shape (b, P) or None
         Zero where ``loss`` is ``inf``.
     """
-    theta = theta.detach()
-    with torch.no_grad():
-        w = _weights(kernel, theta, maskf, alpha)
-    S, r = _statistics(kernel, theta, Z, zmask, X, y, w.sqrt())
+    members = _Members(kernel, theta.detach(), Z, zmask, X, y, maskf, alpha, map_fn)
+    S, r = members.statistics()
+
+    def bound(i):
+        th, Zi, zi, yi, mi, ai = members.member(i)
+        if not eval_gradient:
+            with torch.no_grad():
+                w = _weights(kernel, th, mi, ai)
+                return (_bound_terms(kernel, th, Zi, zi, S[i:i + 1], r[i:i + 1], yi, w, mi, ai)[0],)
+        th = th.clone().requires_grad_(True)
+        Si = S[i:i + 1].clone().requires_grad_(True)
+        ri = r[i:i + 1].clone().requires_grad_(True)
+        with torch.enable_grad():
+            w = _weights(kernel, th, mi, ai)
+            F, _, _, _, ok = _bound_terms(kernel, th, Zi, zi, Si, ri, yi, w, mi, ai)
+            g_theta, dS, dr = torch.autograd.grad(torch.where(ok, F, 0.0).sum(), [th, Si, ri])
+        return F.detach(), g_theta, dS, dr
+
+    parts = [torch.cat(column) for column in zip(*map_fn(bound, range(members.b)))]
     if not eval_gradient:
-        with torch.no_grad():
-            F = _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha)[0]
-        return -F, None
-    th = theta.clone().requires_grad_(True)
-    S_ = S.requires_grad_(True)
-    r_ = r.requires_grad_(True)
-    with torch.enable_grad():
-        wt = _weights(kernel, th, maskf, alpha)
-        F, _, _, _, ok = _bound_terms(kernel, th, Z, zmask, S_, r_, y, wt, maskf, alpha)
-        F_ok = torch.where(ok, F, 0.0)
-        g_theta, dS, dr = torch.autograd.grad(F_ok.sum(), [th, S_, r_])
-    grad = g_theta + _backward_rows(kernel, theta, Z, zmask, X, y, w.sqrt(), dS, dr)
-    grad = torch.where(ok.unsqueeze(-1), grad, 0.0)
-    return -F.detach(), -grad
+        return -parts[0], None
+    F, g_theta, dS, dr = parts
+    grad = g_theta + members.backward(dS, dr)
+    grad = torch.where(torch.isfinite(F).unsqueeze(-1), grad, 0.0)
+    return -F, -grad
 
 
 @dataclass(frozen=True)
@@ -375,12 +427,19 @@ class SparseFactor:
     failed: torch.Tensor
 
 
-def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha):
+def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn=_serial):
     """:class:`SparseFactor` of every member at ``theta`` (arguments as :func:`sparse_nlml`)."""
+    members = _Members(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn)
+    S, r = members.statistics()
+
+    def factor(i):
+        th, Zi, zi, yi, mi, ai = members.member(i)
+        with torch.no_grad():
+            w = _weights(kernel, th, mi, ai)
+            return _bound_terms(kernel, th, Zi, zi, S[i:i + 1], r[i:i + 1], yi, w, mi, ai)
+
+    F, L, LB, c, ok = [torch.cat(column) for column in zip(*map_fn(factor, range(members.b)))]
     with torch.no_grad():
-        w = _weights(kernel, theta, maskf, alpha)
-        S, r = _statistics(kernel, theta, Z, zmask, X, y, w.sqrt())
-        F, L, LB, c, ok = _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha)
         eye = torch.eye(Z.shape[1], dtype=theta.dtype, device=theta.device)
         L = torch.where(ok[:, None, None], L, eye)
         LB = torch.where(ok[:, None, None], LB, eye)

@@ -40,7 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-__all__ = ["on_member_threads", "run_blocks", "block_workers", "split_blocks", "available"]
+__all__ = ["on_member_threads", "run_blocks", "map_blocks", "block_workers", "split_blocks",
+           "available"]
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -224,6 +225,21 @@ def run_blocks(fn, blocks):
         raise _Cancelled("interrupted")
     for _ in pool.map(fn, blocks):
         pass
+
+
+def map_blocks(fn, items):
+    """``[fn(item) for item in items]``, on the worker threads inside :func:`on_member_threads`.
+
+    As :func:`run_blocks`, but ``fn`` returns its piece of work's result: the
+    results come back in the order of ``items``, so that sums of them are
+    the same whichever thread computed which.
+    """
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        return [fn(item) for item in items]
+    if _local.cancel.is_set():
+        raise _Cancelled("interrupted")
+    return list(pool.map(fn, items))
 
 
 def split_blocks(b, size):
