@@ -30,11 +30,13 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from ._core import gp
 from ._core.fit import Box, finite_difference_hessian, fit_hyperparameters, training_objective, with_priors
-from ._core.folds import fold_objective, pack_folds
+from ._core.folds import fold_objective, keeps_data, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms, log_prior
 from ._core.threads import on_member_threads
 from ._fitted import cache_bytes, factors_fit
+from ._resources import (SLOW_SECONDS, Placement, Workload, allocation_failures, announce,
+                         assumed_evaluations, check_memory, placement)
 from ._validation import to_numpy, to_tensor
 
 __all__ = ["MIN_WORKER_WORK", "Engine", "worker_jobs", "auto_batch_size", "Chunk", "FitResult",
@@ -160,7 +162,8 @@ class FitSettings:
     device : torch.device
     dtype : torch.dtype
     verbose : int
-        2 prints a line per optimiser iteration.
+        2 prints a line per optimiser iteration (the engine asks for it from
+        ``verbose=1`` on when a chunk will take minutes).
     keep_factors : bool
         Also return the Cholesky factors (:attr:`FitResult.L`), for the
         caller's prediction cache.
@@ -243,7 +246,7 @@ class Optimum:
     n_evaluations: object = None
 
 
-def _minimise(objective, box, plan, settings, callback=None, memory=None):
+def _minimise(objective, box, plan, settings, label="", memory=None):
     """The batched L-BFGS of every member of ``box`` (:func:`~skbgp._core.fit.fit_hyperparameters`).
 
     Parameters
@@ -254,13 +257,21 @@ def _minimise(objective, box, plan, settings, callback=None, memory=None):
     plan : KernelPlan
         Its restart race (``race_iter``).
     settings : FitSettings
-        ``max_iter`` and ``tol``.
-    callback, memory
-        As :func:`~skbgp._core.fit.fit_hyperparameters` takes them.
+        ``max_iter`` and ``tol``; ``verbose >= 2`` prints a line per iteration.
+    label : str
+        Prefix of those lines.
+    memory
+        As :func:`~skbgp._core.fit.fit_hyperparameters` takes it.
     """
+    start = time.perf_counter()
+
+    def report(iteration, n_active):
+        print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still optimising, "
+              f"{time.perf_counter() - start:.1f} s elapsed", flush=True)
+
     return fit_hyperparameters(objective, box, max_iter=settings.max_iter, gtol=settings.tol,
-                               race_iter=plan.race_iter(settings.max_iter), callback=callback,
-                               memory=memory)
+                               race_iter=plan.race_iter(settings.max_iter),
+                               callback=report if settings.verbose >= 2 else None, memory=memory)
 
 
 @dataclass(frozen=True)
@@ -320,8 +331,51 @@ class Engine:
             n_evaluations=to_numpy(optimum.n_evaluations, np.int64),
         )
 
+    def _layout(self, problem, n_starts):
+        """``(n_jobs, batch_size, keep_factors)`` of a fit of ``problem`` from ``n_starts`` starts.
+
+        ``keep_factors``: the fit's factors seed the prediction cache when they
+        fit its budget and need not travel back from worker processes.
+        """
+        n_targets, n = problem.bounds.shape[0], problem.X.shape[0]
+        n_jobs = worker_jobs(self.n_jobs, n_targets, n_starts, n)
+        batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = auto_batch_size(n, n_targets, n_starts, effective_n_jobs(n_jobs),
+                                         problem.device, problem.dtype.itemsize)
+        keep = (effective_n_jobs(n_jobs) == 1
+                and factors_fit(n_targets, n, problem.dtype, self.cache_bytes))
+        return n_jobs, min(batch_size, n_targets), keep
+
+    def workload(self, problem, n_starts, optimize):
+        """The :class:`~skbgp._resources.Workload` of fitting ``problem`` chunk by chunk.
+
+        Parameters
+        ----------
+        problem : FitProblem
+        n_starts : int
+            Starts per target.
+        optimize : bool
+            False: factorise only.
+        """
+        n_jobs, chunk, keep = self._layout(problem, n_starts)
+        n_targets = problem.bounds.shape[0]
+        n_chunks = math.ceil(n_targets / chunk)
+        plan = problem.plan
+        return Workload(
+            plan.kernel, problem.X.shape[0], problem.X.shape[1], problem.device, problem.dtype,
+            members=n_starts * chunk if optimize else 0, factors=chunk, chunk=chunk,
+            targets=n_targets, placement=placement(n_jobs, n_chunks, problem.device),
+            evaluations=(assumed_evaluations(n_starts, self.max_iter, plan.race_iter(self.max_iter))
+                         if optimize else 0),
+            kept=n_targets - chunk if keep else 0, joined=n_targets if keep and n_chunks > 1 else 0,
+        )
+
     def _chunks(self, problem, starts, optimize):
         """Fit (or, with ``optimize`` False, factorise at ``starts[0]``) every target, chunk by chunk.
+
+        Raises :class:`~skbgp._resources.FitMemoryError` before anything is
+        allocated when the fit clearly needs more memory than is available.
 
         Returns
         -------
@@ -329,23 +383,18 @@ class Engine:
             Of all targets; the factors kept when they fit the cache budget
             and the fit ran in this process.
         """
+        work = self.workload(problem, starts.shape[0], optimize)
+        check_memory(work)
+        seconds = announce(work, self.verbose) if optimize else 0.0
         X, plan, bounds = problem.X, problem.plan, problem.bounds
         n_targets = bounds.shape[0]
-        n_jobs = worker_jobs(self.n_jobs, n_targets, starts.shape[0], X.shape[0])
-        batch_size = self.batch_size
-        if batch_size is None:
-            batch_size = auto_batch_size(
-                X.shape[0], n_targets, starts.shape[0], effective_n_jobs(n_jobs),
-                problem.device, problem.dtype.itemsize,
-            )
+        n_jobs, batch_size, keep = self._layout(problem, starts.shape[0])
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
-        # the fit's factors seed the prediction cache when they fit its budget
-        # and need not travel back from worker processes
+        # a chunk that takes minutes reports every optimiser iteration from verbose=1 on
+        slow = self.verbose == 1 and seconds / len(chunks) > SLOW_SECONDS
         settings = FitSettings(
             optimize=optimize, max_iter=self.max_iter, tol=self.tol, device=problem.device,
-            dtype=problem.dtype, verbose=self.verbose,
-            keep_factors=(effective_n_jobs(n_jobs) == 1 and
-                          factors_fit(n_targets, X.shape[0], problem.dtype, self.cache_bytes)),
+            dtype=problem.dtype, verbose=2 if slow else self.verbose, keep_factors=keep,
         )
         jobs = (
             delayed(fit_chunk)(
@@ -360,10 +409,11 @@ class Engine:
         results = []
         progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
         try:
-            # results arrive in order
-            for sl, result in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
-                results.append(result)
-                progress.update(sl.stop - sl.start, int(result.converged.sum()))
+            with allocation_failures(work):
+                # results arrive in order
+                for sl, result in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+                    results.append(result)
+                    progress.update(sl.stop - sl.start, int(result.converged.sum()))
         finally:
             progress.close()
         return FitResult.concatenate(results)
@@ -380,12 +430,22 @@ class Engine:
         Optimum
             The best start of every target (``n_iter`` 0: not known).
         """
+        # one member at a time, in this thread
+        work = Workload(problem.plan.kernel, problem.X.shape[0], problem.X.shape[1],
+                        problem.device, problem.dtype, members=1, factors=0, chunk=1,
+                        targets=problem.bounds.shape[0], placement=Placement(1, 1, True))
+        check_memory(work)
+        with allocation_failures(work):
+            return self._callable_optimum(problem)
+
+    def _callable_optimum(self, problem):
+        """:meth:`_optimise_with_callable` after its memory check."""
         plan, free = problem.plan, problem.plan.free
         kernel = plan.kernel
+        n_targets = problem.bounds.shape[0]
         with torch.no_grad():
             data = kernel.training_data(problem.Xt)
         y, maskf, alpha = problem.y, problem.maskf, problem.alpha
-        n_targets = y.shape[0]
         theta = problem.starts_np[0].copy()
         evaluations = np.zeros(n_targets, dtype=np.int64)
         converged = np.ones(n_targets, dtype=bool)
@@ -447,15 +507,33 @@ class Engine:
         if callable(self.optimizer):
             return [None] * k
         n_starts = 1 if warm is not None else problems[0].starts_np.shape[0]
-        n_jobs = worker_jobs(self.n_jobs, k * m, n_starts, max(p.X.shape[0] for p in problems))
+        first = problems[0]
+        n, d = max(p.X.shape[0] for p in problems), first.X.shape[1]
+        n_jobs = worker_jobs(self.n_jobs, k * m, n_starts, n)
         size = m if effective_n_jobs(n_jobs) == 1 else -(-m // (2 * effective_n_jobs(n_jobs)))
-        settings = FitSettings(optimize=True, max_iter=self.max_iter, tol=self.tol,
-                               device=problems[0].device, dtype=problems[0].dtype)
-        parts = Parallel(n_jobs=n_jobs)(
-            delayed(_optimise_targets)(settings, problems, np.arange(i, min(i + size, m)), warm,
-                                       full_problem)
-            for i in range(0, m, size)
+        # the warm start's full-data curvature evaluates on all rows as the full-data fit
+        # before it did, which was checked
+        plan = first.plan
+        work = Workload(
+            plan.kernel, n, d, first.device, first.dtype, members=k * size * n_starts,
+            factors=0, chunk=size, targets=k * m,
+            placement=placement(n_jobs, math.ceil(m / size), first.device),
+            evaluations=assumed_evaluations(n_starts, self.max_iter, plan.race_iter(self.max_iter)),
+            folds=k, folds_kept=keeps_data(k, n, d, first.dtype.itemsize), task="cross-validation",
         )
+        check_memory(work)
+        seconds = announce(work, self.verbose)
+        # an optimisation that takes minutes reports every iteration from verbose=1 on
+        slow = self.verbose == 1 and seconds / work.placement.processes > SLOW_SECONDS
+        settings = FitSettings(optimize=True, max_iter=self.max_iter, tol=self.tol,
+                               device=first.device, dtype=first.dtype,
+                               verbose=2 if slow else self.verbose)
+        with allocation_failures(work):
+            parts = Parallel(n_jobs=n_jobs)(
+                delayed(_optimise_targets)(settings, problems, np.arange(i, min(i + size, m)),
+                                           warm, full_problem)
+                for i in range(0, m, size)
+            )
         # parts[c][f] holds fold f's record for chunk c's targets
         return [Optimum(*(torch.cat([getattr(part[f], name) for part in parts])
                           for name in ("theta", "n_iter", "converged", "n_evaluations")))
@@ -530,7 +608,7 @@ def _optimise_targets(settings, problems, targets, warm=None, full_problem=None)
             memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
         objective = with_priors(fold_objective(plan.kernel, batch), priors)
         return _minimise(objective, Box(starts, lower, upper, problems[0].free), plan, settings,
-                         memory=memory)
+                         "cross-validation: ", memory=memory)
 
     result = on_member_threads(lower.device, work)
     return [Optimum(result.theta[f * t:(f + 1) * t], result.n_iter[f * t:(f + 1) * t],
@@ -600,15 +678,10 @@ def fit_chunk(chunk, settings, label=""):
 
     def work():
         if settings.optimize:
-            def report(iteration, n_active):
-                print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
-                      "optimising", flush=True)
-
             objective = with_priors(training_objective(kernel, data, yt, mt, alphat), priors)
             box = Box(as_t(chunk.starts), as_t(chunk.lower), as_t(chunk.upper),
                       torch.as_tensor(plan.free, device=Xt.device))
-            result = _minimise(objective, box, plan, settings,
-                               callback=report if settings.verbose >= 2 else None)
+            result = _minimise(objective, box, plan, settings, label)
             theta = result.theta
             n_iter = to_numpy(result.n_iter, np.int64)
             converged = to_numpy(result.converged, bool)
