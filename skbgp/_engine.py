@@ -347,7 +347,7 @@ class Engine:
                 and factors_fit(n_targets, n, problem.dtype, self.cache_bytes))
         return n_jobs, min(batch_size, n_targets), keep
 
-    def workload(self, problem, n_starts, optimize):
+    def workload(self, problem, n_starts, optimize, layout=None):
         """The :class:`~skbgp._resources.Workload` of fitting ``problem`` chunk by chunk.
 
         Parameters
@@ -357,8 +357,10 @@ class Engine:
             Starts per target.
         optimize : bool
             False: factorise only.
+        layout : tuple, optional
+            ``(n_jobs, batch_size, keep_factors)`` of :meth:`_layout`, when known.
         """
-        n_jobs, chunk, keep = self._layout(problem, n_starts)
+        n_jobs, chunk, keep = layout or self._layout(problem, n_starts)
         n_targets = problem.bounds.shape[0]
         n_chunks = math.ceil(n_targets / chunk)
         plan = problem.plan
@@ -383,12 +385,12 @@ class Engine:
             Of all targets; the factors kept when they fit the cache budget
             and the fit ran in this process.
         """
-        work = self.workload(problem, starts.shape[0], optimize)
+        layout = n_jobs, batch_size, keep = self._layout(problem, starts.shape[0])
+        work = self.workload(problem, starts.shape[0], optimize, layout)
         check_memory(work)
         seconds = announce(work, self.verbose) if optimize else 0.0
         X, plan, bounds = problem.X, problem.plan, problem.bounds
         n_targets = bounds.shape[0]
-        n_jobs, batch_size, keep = self._layout(problem, starts.shape[0])
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
         # a chunk that takes minutes reports every optimiser iteration from verbose=1 on
         slow = self.verbose == 1 and seconds / len(chunks) > SLOW_SECONDS
