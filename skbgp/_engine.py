@@ -18,6 +18,7 @@ search and one convergence test per member, a target's result does not depend
 on the chunk, the worker or the batch-mates it lands with.
 """
 
+import contextlib
 import math
 import sys
 import time
@@ -30,12 +31,14 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from ._core import gp
 from ._core.fit import Box, finite_difference_hessian, fit_hyperparameters, training_objective, with_priors
-from ._core.folds import fold_objective, pack_folds
+from ._core.folds import fold_objective, keeps_data, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms, log_prior
 from ._core.sparse import InducingKernel, greedy_inducing, sparse_factorize, sparse_nlml
 from ._core.threads import map_blocks, on_member_threads, run_blocks, split_blocks
 from ._fitted import factors_fit
+from ._resources import (SLOW_SECONDS, Placement, Workload, allocation_failures, announce,
+                         assumed_evaluations, check_memory, placement)
 from ._validation import to_numpy, to_tensor
 
 __all__ = ["MIN_WORKER_WORK", "Engine", "worker_jobs", "auto_batch_size", "Chunk", "FitResult",
@@ -162,7 +165,8 @@ class FitSettings:
     device : torch.device
     dtype : torch.dtype
     verbose : int
-        2 prints a line per optimiser iteration.
+        2 prints a line per optimiser iteration (the engine asks for it from
+        ``verbose=1`` on when a chunk will take minutes).
     keep_factors : bool
         Also return the Cholesky factors (:attr:`FitResult.L`), for the
         caller's prediction cache.
@@ -318,7 +322,7 @@ def sparse_batch_size(sparse, n_targets, n_workers, device, itemsize):
     return int(max(1, min(size, n_targets)))
 
 
-def _minimise(objective, box, plan, settings, callback=None, memory=None):
+def _minimise(objective, box, plan, settings, label="", memory=None):
     """The batched L-BFGS of every member of ``box`` (:func:`~skbgp._core.fit.fit_hyperparameters`).
 
     Parameters
@@ -329,13 +333,21 @@ def _minimise(objective, box, plan, settings, callback=None, memory=None):
     plan : KernelPlan
         Its restart race (``race_iter``).
     settings : FitSettings
-        ``max_iter`` and ``tol``.
-    callback, memory
-        As :func:`~skbgp._core.fit.fit_hyperparameters` takes them.
+        ``max_iter`` and ``tol``; ``verbose >= 2`` prints a line per iteration.
+    label : str
+        Prefix of those lines.
+    memory
+        As :func:`~skbgp._core.fit.fit_hyperparameters` takes it.
     """
+    start = time.perf_counter()
+
+    def report(iteration, n_active):
+        print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still optimising, "
+              f"{time.perf_counter() - start:.1f} s elapsed", flush=True)
+
     return fit_hyperparameters(objective, box, max_iter=settings.max_iter, gtol=settings.tol,
-                               race_iter=plan.race_iter(settings.max_iter), callback=callback,
-                               memory=memory)
+                               race_iter=plan.race_iter(settings.max_iter),
+                               callback=report if settings.verbose >= 2 else None, memory=memory)
 
 
 @dataclass(frozen=True)
@@ -395,11 +407,62 @@ class Engine:
             n_evaluations=to_numpy(optimum.n_evaluations, np.int64),
         )
 
+    def _layout(self, problem, n_starts, sparse=None):
+        """``(n_jobs, batch_size, keep_factors)`` of a fit of ``problem`` from ``n_starts`` starts.
+
+        ``keep_factors``: the fit's factors seed the prediction cache when they
+        fit its budget and need not travel back from worker processes (the
+        sparse kind's small factors always travel back).
+        """
+        n_targets, n = problem.bounds.shape[0], problem.X.shape[0]
+        if sparse is not None:  # an evaluation costs about n m^2 per target, not n^3
+            n_jobs = worker_jobs(self.n_jobs, n_targets, 1, math.isqrt(n * sparse.n_inducing))
+            batch_size = self.batch_size or sparse_batch_size(
+                sparse, n_targets, effective_n_jobs(n_jobs), problem.device, problem.dtype.itemsize)
+            return n_jobs, min(batch_size, n_targets), False
+        n_jobs = worker_jobs(self.n_jobs, n_targets, n_starts, n)
+        batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = auto_batch_size(n, n_targets, n_starts, effective_n_jobs(n_jobs),
+                                         problem.device, problem.dtype.itemsize)
+        keep = (effective_n_jobs(n_jobs) == 1
+                and factors_fit(n_targets, n, problem.dtype, self.cache_bytes))
+        return n_jobs, min(batch_size, n_targets), keep
+
+    def workload(self, problem, n_starts, optimize, layout=None):
+        """The :class:`~skbgp._resources.Workload` of fitting ``problem`` chunk by chunk.
+
+        Parameters
+        ----------
+        problem : FitProblem
+        n_starts : int
+            Starts per target.
+        optimize : bool
+            False: factorise only.
+        layout : tuple, optional
+            ``(n_jobs, batch_size, keep_factors)`` of :meth:`_layout`, when known.
+        """
+        n_jobs, chunk, keep = layout or self._layout(problem, n_starts)
+        n_targets = problem.bounds.shape[0]
+        n_chunks = math.ceil(n_targets / chunk)
+        plan = problem.plan
+        return Workload(
+            plan.kernel, problem.X.shape[0], problem.X.shape[1], problem.device, problem.dtype,
+            members=n_starts * chunk if optimize else 0, factors=chunk, chunk=chunk,
+            targets=n_targets, placement=placement(n_jobs, n_chunks, problem.device),
+            evaluations=(assumed_evaluations(n_starts, self.max_iter, plan.race_iter(self.max_iter))
+                         if optimize else 0),
+            kept=n_targets - chunk if keep else 0, joined=n_targets if keep and n_chunks > 1 else 0,
+        )
+
     def _chunks(self, problem, starts, optimize, sparse=None):
         """Fit (or, with ``optimize`` False, factorise at ``starts[0]``) every target, chunk by chunk.
 
-        ``sparse`` (:class:`SparseSettings`) fits the sparse kind
-        (:func:`fit_sparse_chunk`) instead of the exact one (:func:`fit_chunk`).
+        Raises :class:`~skbgp._resources.FitMemoryError` before anything is
+        allocated when an exact fit clearly needs more memory than is
+        available. ``sparse`` (:class:`SparseSettings`) fits the sparse kind
+        (:func:`fit_sparse_chunk`, its memory bounded by design) instead of
+        the exact one (:func:`fit_chunk`).
 
         Returns
         -------
@@ -407,30 +470,21 @@ class Engine:
             Of all targets; the factors kept when they fit the cache budget
             and the fit ran in this process.
         """
+        layout = n_jobs, batch_size, keep = self._layout(problem, starts.shape[0], sparse)
+        seconds, guard = 0.0, contextlib.nullcontext()
+        if sparse is None:
+            work = self.workload(problem, starts.shape[0], optimize, layout)
+            check_memory(work)
+            seconds = announce(work, self.verbose) if optimize else 0.0
+            guard = allocation_failures(work)
         X, plan, bounds = problem.X, problem.plan, problem.bounds
         n_targets = bounds.shape[0]
-        if sparse is None:
-            n_jobs = worker_jobs(self.n_jobs, n_targets, starts.shape[0], X.shape[0])
-        else:  # a sparse evaluation costs about n m^2 per target where an exact one costs n^3
-            n_jobs = worker_jobs(self.n_jobs, n_targets, 1,
-                                 math.isqrt(X.shape[0] * sparse.n_inducing))
-        batch_size = self.batch_size
-        if batch_size is None and sparse is None:
-            batch_size = auto_batch_size(
-                X.shape[0], n_targets, starts.shape[0], effective_n_jobs(n_jobs),
-                problem.device, problem.dtype.itemsize,
-            )
-        elif batch_size is None:
-            batch_size = sparse_batch_size(sparse, n_targets, effective_n_jobs(n_jobs),
-                                           problem.device, problem.dtype.itemsize)
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
-        # the fit's factors seed the prediction cache when they fit its budget
-        # and need not travel back from worker processes
+        # a chunk that takes minutes reports every optimiser iteration from verbose=1 on
+        slow = self.verbose == 1 and seconds / len(chunks) > SLOW_SECONDS
         settings = FitSettings(
             optimize=optimize, max_iter=self.max_iter, tol=self.tol, device=problem.device,
-            dtype=problem.dtype, verbose=self.verbose,
-            keep_factors=(sparse is None and effective_n_jobs(n_jobs) == 1 and
-                          factors_fit(n_targets, X.shape[0], problem.dtype, self.cache_bytes)),
+            dtype=problem.dtype, verbose=2 if slow else self.verbose, keep_factors=keep,
         )
         extra = {} if sparse is None else {"sparse": sparse}
         jobs = (
@@ -447,10 +501,11 @@ class Engine:
         results = []
         progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
         try:
-            # results arrive in order
-            for sl, result in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
-                results.append(result)
-                progress.update(sl.stop - sl.start, int(result.converged.sum()))
+            with guard:
+                # results arrive in order
+                for sl, result in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+                    results.append(result)
+                    progress.update(sl.stop - sl.start, int(result.converged.sum()))
         finally:
             progress.close()
         return type(results[0]).concatenate(results)
@@ -488,12 +543,22 @@ class Engine:
         Optimum
             The best start of every target (``n_iter`` 0: not known).
         """
+        # one member at a time, in this thread
+        work = Workload(problem.plan.kernel, problem.X.shape[0], problem.X.shape[1],
+                        problem.device, problem.dtype, members=1, factors=0, chunk=1,
+                        targets=problem.bounds.shape[0], placement=Placement(1, 1, True))
+        check_memory(work)
+        with allocation_failures(work):
+            return self._callable_optimum(problem)
+
+    def _callable_optimum(self, problem):
+        """:meth:`_optimise_with_callable` after its memory check."""
         plan, free = problem.plan, problem.plan.free
         kernel = plan.kernel
+        n_targets = problem.bounds.shape[0]
         with torch.no_grad():
             data = kernel.training_data(problem.Xt)
         y, maskf, alpha = problem.y, problem.maskf, problem.alpha
-        n_targets = y.shape[0]
         theta = problem.starts_np[0].copy()
         evaluations = np.zeros(n_targets, dtype=np.int64)
         converged = np.ones(n_targets, dtype=bool)
@@ -555,15 +620,33 @@ class Engine:
         if callable(self.optimizer):
             return [None] * k
         n_starts = 1 if warm is not None else problems[0].starts_np.shape[0]
-        n_jobs = worker_jobs(self.n_jobs, k * m, n_starts, max(p.X.shape[0] for p in problems))
+        first = problems[0]
+        n, d = max(p.X.shape[0] for p in problems), first.X.shape[1]
+        n_jobs = worker_jobs(self.n_jobs, k * m, n_starts, n)
         size = m if effective_n_jobs(n_jobs) == 1 else -(-m // (2 * effective_n_jobs(n_jobs)))
-        settings = FitSettings(optimize=True, max_iter=self.max_iter, tol=self.tol,
-                               device=problems[0].device, dtype=problems[0].dtype)
-        parts = Parallel(n_jobs=n_jobs)(
-            delayed(_optimise_targets)(settings, problems, np.arange(i, min(i + size, m)), warm,
-                                       full_problem)
-            for i in range(0, m, size)
+        # the warm start's full-data curvature evaluates on all rows as the full-data fit
+        # before it did, which was checked
+        plan = first.plan
+        work = Workload(
+            plan.kernel, n, d, first.device, first.dtype, members=k * size * n_starts,
+            factors=0, chunk=size, targets=k * m,
+            placement=placement(n_jobs, math.ceil(m / size), first.device),
+            evaluations=assumed_evaluations(n_starts, self.max_iter, plan.race_iter(self.max_iter)),
+            folds=k, folds_kept=keeps_data(k, n, d, first.dtype.itemsize), task="cross-validation",
         )
+        check_memory(work)
+        seconds = announce(work, self.verbose)
+        # an optimisation that takes minutes reports every iteration from verbose=1 on
+        slow = self.verbose == 1 and seconds / work.placement.processes > SLOW_SECONDS
+        settings = FitSettings(optimize=True, max_iter=self.max_iter, tol=self.tol,
+                               device=first.device, dtype=first.dtype,
+                               verbose=2 if slow else self.verbose)
+        with allocation_failures(work):
+            parts = Parallel(n_jobs=n_jobs)(
+                delayed(_optimise_targets)(settings, problems, np.arange(i, min(i + size, m)),
+                                           warm, full_problem)
+                for i in range(0, m, size)
+            )
         # parts[c][f] holds fold f's record for chunk c's targets
         return [Optimum(*(torch.cat([getattr(part[f], name) for part in parts])
                           for name in ("theta", "n_iter", "converged", "n_evaluations")))
@@ -638,7 +721,7 @@ def _optimise_targets(settings, problems, targets, warm=None, full_problem=None)
             memory = (memory[0].repeat(k, 1, 1), memory[1].repeat(k, 1, 1))
         objective = with_priors(fold_objective(plan.kernel, batch), priors)
         return _minimise(objective, Box(starts, lower, upper, problems[0].free), plan, settings,
-                         memory=memory)
+                         "cross-validation: ", memory=memory)
 
     result = on_member_threads(lower.device, work)
     return [Optimum(result.theta[f * t:(f + 1) * t], result.n_iter[f * t:(f + 1) * t],
@@ -708,15 +791,10 @@ def fit_chunk(chunk, settings, label=""):
 
     def work():
         if settings.optimize:
-            def report(iteration, n_active):
-                print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still "
-                      "optimising", flush=True)
-
             objective = with_priors(training_objective(kernel, data, yt, mt, alphat), priors)
             box = Box(as_t(chunk.starts), as_t(chunk.lower), as_t(chunk.upper),
                       torch.as_tensor(plan.free, device=Xt.device))
-            result = _minimise(objective, box, plan, settings,
-                               callback=report if settings.verbose >= 2 else None)
+            result = _minimise(objective, box, plan, settings, label)
             theta = result.theta
             n_iter = to_numpy(result.n_iter, np.int64)
             converged = to_numpy(result.converged, bool)

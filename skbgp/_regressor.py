@@ -120,7 +120,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         from a memory budget (1 GiB of Cholesky factors per chunk on the CPU, a
         quarter of the free memory on a GPU), and gives every worker at least
         two chunks when ``n_jobs`` asks for several. Results do not depend on
-        it: every target keeps its own line search and convergence test.
+        it: every target keeps its own line search and convergence test. A
+        chunk's memory grows with ``n_samples**2`` (see Notes, "Memory and
+        time"): a fit that would need more than is available stops before it
+        starts with a :class:`~skbgp.FitMemoryError`.
     n_jobs : int or None, default=None
         Number of chunks fitted in parallel by joblib
         (:class:`sklearn.utils.parallel.Parallel`); ``None`` means 1 unless in
@@ -141,9 +144,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         never hold them: an unpickled model computes them on its first such
         call.
     verbose : int, default=0
-        0 is silent; 1 reports every fitted chunk (a progress bar when ``tqdm``
-        is installed, else a line with the targets done, how many converged
-        and the time elapsed); 2 also prints a line per optimiser iteration.
+        0 is silent, but for a :class:`~skbgp.SlowFitWarning` before a fit
+        that will take minutes; 1 reports every fitted chunk (a progress bar
+        when ``tqdm`` is installed, else a line with the targets done, how
+        many converged and the time elapsed), and for a fit that will take
+        minutes its estimated time and a line per optimiser iteration; 2
+        prints a line per optimiser iteration always.
     n_targets : int or None, default=None
         Number of targets of the prior that ``predict`` and ``sample_y`` use
         before ``fit`` (``None``: one, with 1-D outputs), as in scikit-learn;
@@ -290,6 +296,23 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     **Output shapes** follow scikit-learn's GPR: a 1-D ``y``, or a ``y`` with a
     single column, gives 1-D predictions.
+
+    **Memory and time.** An exact GP holds a few ``n_samples x n_samples``
+    matrices at once (3.2 GB each in float64 at 20,000 rows): on the CPU
+    with the default kernel, ``d + 2`` for the training data (``d``
+    features), about a dozen for each likelihood evaluation running at once
+    (one per thread), and one per target of a chunk for its Cholesky factor.
+    Before a fit allocates anything, this estimate is compared with the
+    memory available (MemAvailable, the control group's limit,
+    ``RLIMIT_AS``; the free memory of a GPU); a fit that needs more than
+    110% of it raises :class:`~skbgp.FitMemoryError`, naming the estimate
+    and the remedies: the sparse estimator
+    ``SparseBatchedGaussianProcessRegressor``, a subset of the rows (memory
+    grows as ``n_samples**2``), fewer targets per chunk (``batch_size``)
+    where that helps, ``dtype="float32"``. The time grows as
+    ``n_samples**3``: a fit estimated (roughly) to take more than a minute
+    says so before it starts (see ``verbose``). The "Scale" page gives the
+    formula and its measurements.
 
     References
     ----------

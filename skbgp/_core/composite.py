@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .gp import add_observed_diagonal_, cholesky_inverse, log_likelihood, member_blocks, member_rows
+from .gp import (Footprint, add_observed_diagonal_, cholesky_inverse, log_likelihood, member_blocks,
+                 member_rows)
 from .kernels import correlation, exp_floored, row_product, squared_differences, weighted_sums
 from .threads import run_blocks
 
@@ -390,6 +391,19 @@ class CompositeKernel:
     def nlml(self, theta, data, y, maskf, alpha, eval_gradient=True):
         """:func:`neg_log_marginal_likelihood` of every member and its gradient."""
         return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
+
+    def footprint(self, d, device, dtype):
+        """:class:`~.gp.Footprint` of a fit on ``d`` features: a lower bound.
+
+        The :class:`Geometry` holds ``D2``, the squared distances, the
+        distances and the inner products (``d + 3``); building it holds a
+        copy of ``D2`` (``2 d``). A likelihood evaluation holds the tree's
+        temporaries, saved for the vector-Jacobian product, beside the
+        covariance, its factor and ``W``: 6 to 15 matrices per member in the
+        trees measured (doc/scale.rst), so 6, and 3 per further member of a
+        block; a factorisation at least the covariance and the factor.
+        """
+        return Footprint(d + 3, max(2 * d, d + 3), 6, 3, 2, 2, exact=False)
 
     def cross_covariance(self, theta, X_query, X_train):
         """Tensor of shape (b, p, n): ``k(X_query, X_train)`` (white noise absent, as scikit-learn)."""

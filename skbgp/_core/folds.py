@@ -19,7 +19,7 @@ import torch
 from .gp import member_blocks
 from .threads import block_workers, run_blocks
 
-__all__ = ["FoldBatch", "pack_folds", "fold_objective"]
+__all__ = ["FoldBatch", "pack_folds", "fold_objective", "keeps_data"]
 
 # The folds' training data are built once and kept while they take at most this
 # many bytes together (rebuilt at every call they cost a third of a 10-fold fit;
@@ -95,6 +95,12 @@ def pack_folds(inputs, targets, masks, alphas):
                      sizes=tuple(x.shape[0] for x in inputs))
 
 
+def keeps_data(k, n, d, itemsize):
+    """bool: whether :func:`fold_objective` keeps the training data of ``k`` folds of ``n`` rows
+    and ``d`` features (at about ``(d + 3) n^2`` numbers each) or builds them at every call."""
+    return k * (d + 3) * n * n * itemsize <= _CACHE_BYTES
+
+
 def fold_objective(kernel, batch):
     """The negative log marginal likelihood of members with per-fold inputs.
 
@@ -120,7 +126,7 @@ def fold_objective(kernel, batch):
     """
     m = batch.n_targets
     k, n, d = batch.X.shape
-    keep = k * (d + 3) * n * n * batch.X.element_size() <= _CACHE_BYTES
+    keep = keeps_data(k, n, d, batch.X.element_size())
     cache = {}
 
     def fold_data(f):

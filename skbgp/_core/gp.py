@@ -32,6 +32,10 @@ The covariance protocol (duck-typed; both exact kernels implement it):
     The negative log marginal likelihood and its gradient: the kernel's
     derivatives contracted with ``K^-1 - a a^T`` (R&W eq. 5.9), built on
     :func:`neg_log_likelihood` and :func:`cholesky_inverse`.
+``footprint(d, device, dtype)``
+    A :class:`Footprint`: how many ``n x n`` matrices the training data, a
+    member's likelihood evaluation and a member's factorisation hold, for the
+    memory check of a fit (``skbgp._memory``).
 
 Shape glossary: ``b`` members, ``n`` training points, ``p`` query points,
 ``d`` features, ``P`` hyperparameters per member.
@@ -49,7 +53,9 @@ __all__ = [
     "LOG_2PI",
     "Conditioned",
     "Factor",
+    "Footprint",
     "add_observed_diagonal_",
+    "block_size",
     "cholesky_inverse",
     "factor_members",
     "factorize",
@@ -78,6 +84,20 @@ _BLOCK_NUMBERS = 2**19
 _GPU_BLOCK_NUMBERS = 2**27
 
 
+def block_size(n, device=None):
+    """int: the most members a block of :func:`member_blocks` holds (at least 1).
+
+    Parameters
+    ----------
+    n : int
+        Side of a member's matrices.
+    device : torch.device, optional
+        Blocks are larger on a GPU.
+    """
+    numbers = _GPU_BLOCK_NUMBERS if device is not None and device.type == "cuda" else _BLOCK_NUMBERS
+    return max(1, numbers // max(1, n * n))
+
+
 def member_blocks(b, n, device=None):
     """Slices that cut ``b`` members into blocks of ``n x n`` matrices.
 
@@ -87,8 +107,46 @@ def member_blocks(b, n, device=None):
     device : torch.device, optional
         Blocks are larger on a GPU.
     """
-    numbers = _GPU_BLOCK_NUMBERS if device is not None and device.type == "cuda" else _BLOCK_NUMBERS
-    return split_blocks(b, numbers // max(1, n * n))
+    return split_blocks(b, block_size(n, device))
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The memory of a kernel's fit, in ``n x n`` matrices of the fit's dtype.
+
+    What a kernel of the covariance protocol reports (``footprint``) for the
+    memory check of a fit (``skbgp._memory``). Counted from the code and
+    checked against the peak resident memory of fits (doc/scale.rst,
+    "Memory of an exact fit").
+
+    Attributes
+    ----------
+    data : int
+        Held by ``training_data(X)`` for the whole fit.
+    build : int
+        The most held while ``training_data`` builds them.
+    evaluation : int
+        The most one member's likelihood evaluation (with its gradient) holds
+        at once beside the data, alone in its block (:func:`member_blocks`).
+    evaluation_per_member : int
+        The most each further member of the same block adds.
+    factor : int
+        The most one member's factorisation holds at once beside the data and
+        the factors it writes, alone in its block.
+    factor_per_member : int
+        The most each further member of the same block adds.
+    exact : bool
+        False where the counts are a lower bound (a kernel tree holds more
+        temporaries for some trees than for others).
+    """
+
+    data: int
+    build: int
+    evaluation: int
+    evaluation_per_member: int
+    factor: int
+    factor_per_member: int
+    exact: bool = True
 
 
 def member_rows(alpha, block):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .gp import LOG_2PI, add_observed_diagonal_, cholesky_inverse, mask_, member_blocks, neg_log_likelihood
+from .gp import (LOG_2PI, Footprint, add_observed_diagonal_, cholesky_inverse, mask_, member_blocks,
+                 neg_log_likelihood)
 from .kernels import (
     SUPPORTED_NU,
     augmented_differences,
@@ -126,6 +127,34 @@ class StationaryKernel:
         """:func:`neg_log_marginal_likelihood` of every member and its gradient."""
         return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
 
+    def footprint(self, d, device, dtype):
+        """:class:`~.gp.Footprint` of a fit on ``d`` features (``n x n`` matrices held at once).
+
+        The data: the augmented squared differences (``d + 1``) and, on the
+        in-place LAPACK path, the gradient's mask (1); building them holds
+        ``D2``, a row of ones and the augmented copy (``2 d + 2``). On the
+        CPU a member alone in its block holds its covariance in a product
+        padded to four rows (4, :func:`~.kernels.row_product`), ``K^-1 - a
+        a^T`` (1) and that padded to four rows for the gradient's sums (3
+        zero rows and the copy, 7): 12 for the RBF kernel, one more for a
+        Matern kernel's ``sigma^2 G``, one more again without in-place
+        LAPACK; Matern 0.5 builds its covariance anew and frees the padded
+        product first (10). Its factorisation holds the padded covariance and
+        torch's factor (5), more for a Matern kernel's temporaries. These
+        counts agree with the peak resident memory of fits (doc/scale.rst).
+        On a GPU (no padding, factor and inverse out of place) they are
+        counted from the code, not measured, and given as a lower bound.
+        """
+        data, build = d + 1 + int(lapack.usable(device, dtype)), 2 * d + 2
+        if device.type != "cpu":
+            # covariance, factor, triangular inverse, inverse (and sigma^2 G); covariance and factor
+            each = 4 + int(self.nu != math.inf)
+            return Footprint(data, build, each, each, 2, 2, exact=False)
+        evaluation, per_member, factor, factor_per_member = _CPU_MATRICES[self.nu]
+        copies = int(not lapack.usable(device, dtype))  # torch's factor is a copy
+        return Footprint(data, build, evaluation + copies, per_member + copies, factor,
+                         factor_per_member)
+
     def cross_covariance(self, theta, X_query, X_train):
         """Tensor of shape (b, p, n): the signal covariance of query and training points."""
         D2aug = augmented_differences(squared_differences(X_query, X_train))
@@ -146,6 +175,13 @@ class StationaryKernel:
             cov.diagonal(dim1=-2, dim2=-1).add_(self.noise(theta).unsqueeze(-1))
         return cov
 
+
+
+# n x n matrices of a fit on the CPU by nu: one member's evaluation alone in its
+# block, each further member of a block, one member's factorisation alone in its
+# block, each further member (StationaryKernel.footprint)
+_CPU_MATRICES = {math.inf: (12, 2, 5, 2), 0.5: (10, 5, 7, 5), 1.5: (13, 4, 5, 3),
+                 2.5: (13, 4, 6, 4)}
 
 
 class TrainingDifferences:

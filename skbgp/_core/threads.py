@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 __all__ = ["on_member_threads", "run_blocks", "map_blocks", "block_workers", "split_blocks",
-           "available"]
+           "available", "pool_threads"]
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -167,9 +167,8 @@ def on_member_threads(device, fn):
     -------
     The value of ``fn()``; its exceptions propagate.
     """
-    n = torch.get_num_threads()
-    if (torch.device(device).type != "cpu" or n < 2 or getattr(_local, "single", False)
-            or not available()):
+    n = pool_threads(device)
+    if n == 1 or getattr(_local, "single", False):
         return fn()
     pool = _workers(n)
     cancel = threading.Event()
@@ -195,6 +194,19 @@ def on_member_threads(device, fn):
     if "error" in box:
         raise box.pop("error")
     return box["value"]
+
+
+def pool_threads(device):
+    """int: how many blocks of members :func:`on_member_threads` runs at once on ``device``.
+
+    Torch's intra-op thread count on a CPU whose thread-local settings are
+    :func:`available`; 1 on a GPU, with a single thread, or where the blocks
+    run in turn.
+    """
+    n = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or n < 2 or not available():
+        return 1
+    return n
 
 
 def block_workers():
