@@ -402,7 +402,8 @@ def method_specs(args):
         if family not in _FAMILIES:
             raise SystemExit(f"unknown method {family!r}; choose among {', '.join(_FAMILIES)}")
     if "sparse" in families:
-        specs.append(("sparse", "sparse", {}))
+        if not args.no_sparse_default:
+            specs.append(("sparse", "sparse", {}))
         for m in _ints(args.sparse_inducing):
             specs.append((f"sparse-m{m}", "sparse", {"n_inducing": m}))
     if "exact" in families:
@@ -555,6 +556,8 @@ def main(argv=None):
     parser.add_argument("--synthetic-targets", type=int, default=16)
     parser.add_argument("--sparse-inducing", default="",
                         help="extra sparse runs with n_inducing=M[,M...]")
+    parser.add_argument("--no-sparse-default", action="store_true",
+                        help="run only the --sparse-inducing variants of the sparse method")
     parser.add_argument("--exact-sizes", default="1000,2000")
     parser.add_argument("--sgpr-inducing", type=int, default=500)
     parser.add_argument("--sgpr-iters", type=int, default=100)
