@@ -86,9 +86,9 @@ print("collapsed bound per target (log_marginal_likelihood_value_):",
 # %%
 # Where the inducing points went
 # ------------------------------
-# Greedy variance selection puts them where the prior, given the points so far,
-# is least certain: densely for the target with short length scales, sparsely
-# for the smooth one (which stops early: fewer points explain it to the jitter).
+# Greedy variance selection puts each where the prior, given the points so far,
+# is least certain: evenly for the target with short length scales in both
+# features, along the ridge for the third, spread thin for the smooth one.
 fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
 grid = np.linspace(-1, 1, 80)
 G = np.array(np.meshgrid(grid, grid)).reshape(2, -1).T

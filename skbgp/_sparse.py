@@ -36,14 +36,21 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
 
     1. an exact fit (:class:`BatchedGaussianProcessRegressor`, with its
        restarts and priors) on a random subset of ``init_subset_size`` rows
-       gives the starting hyperparameters;
+       gives the hyperparameters;
     2. greedy variance selection (a pivoted Cholesky of the prior covariance
        at those hyperparameters) chooses ``n_inducing`` training rows as
        inducing points: each the row the points so far explain least;
-    3. the hyperparameters maximise Titsias' collapsed variational bound on
-       the log marginal likelihood over **all** rows (SGPR/VFE; plus the log
-       prior with priors), from that start, the inducing points fixed;
-    4. the optimal variational posterior at those hyperparameters predicts.
+    3. optionally (``bound_max_iter > 0``) the hyperparameters then maximise
+       Titsias' collapsed variational bound on the log marginal likelihood
+       over all rows (SGPR/VFE; plus the log prior with priors), the
+       inducing points fixed;
+    4. the optimal variational posterior of the inducing values given
+       **every** row predicts.
+
+    By default step 3 is skipped: at equal time, more inducing points at the
+    subset's hyperparameters predicted better than fewer points with the
+    bound maximised (the bound's evaluations cost ``4 n m^2`` each; see the
+    "Large n" page).
 
     Parameters
     ----------
@@ -55,14 +62,22 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         * Matern`` (``nu`` 0.5, 1.5, 2.5), isotropic or ARD, with or without
         a ``WhiteKernel`` (and their :mod:`skbgp.kernels` twins, priors
         allowed); any other kernel is a ``ValueError``.
-    n_inducing : int, default=512
+    n_inducing : int, default=1024
         Inducing points per target, chosen among the training rows (at most
         ``MAX_CANDIDATES`` = 20,000 random rows are candidates). Time grows
-        as ``n_inducing**2``; fewer are used when the rest would explain
-        nothing more.
+        as ``n_inducing**2`` per row, memory as ``n_inducing**2`` per target;
+        fewer are used only when the rest are determined to rounding.
     init_subset_size : int, default=1000
-        Rows of the exact fit that gives the starting hyperparameters (all
-        rows when there are fewer).
+        Rows of the exact fit that gives the hyperparameters (all rows when
+        there are fewer).
+    bound_max_iter : int, default=0
+        L-BFGS iterations on the collapsed bound after the subset's fit (0:
+        none). Each evaluates the bound and its gradient on up to
+        ``bound_subset_size`` rows.
+    bound_subset_size : int, default=20_000
+        Rows whose bound is maximised when ``bound_max_iter > 0`` (a random
+        subset beyond that: the cost of an evaluation is capped; the
+        posterior always uses every row).
     alpha : float or array-like of shape (n_samples,), default=1e-10
         Added to every target's noise variance (a known noise per sample).
     optimizer : {"lbfgs", "fmin_l_bfgs_b"} or None, default="lbfgs"
@@ -73,7 +88,7 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
     normalize_y, copy_X_train, random_state, max_iter, tol, device, dtype, n_jobs, verbose, n_targets
         As in :class:`BatchedGaussianProcessRegressor`; ``random_state``
         also draws the subset and the candidate rows; ``max_iter`` and
-        ``tol`` apply to both optimisations.
+        ``tol`` apply to the subset's fit (``tol`` also to the bound's).
     jitter : float, default=1e-6
         Added to the diagonal of every ``K_mm``, relative to the outputscale
         (GPflow's default): it keeps the bound smooth and the factors stable
@@ -86,9 +101,12 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
     Attributes
     ----------
     log_marginal_likelihood_value_ : ndarray of shape (n_targets,)
-        The collapsed bound at the fitted hyperparameters, a lower bound on
-        the log marginal likelihood (of the standardised target when
-        ``normalize_y``); what the fit maximises (plus the log prior).
+        The collapsed bound over every row at the fitted hyperparameters, a
+        lower bound on the log marginal likelihood of all rows (of the
+        standardised target when ``normalize_y``); with ``bound_max_iter >
+        0`` and no more than ``bound_subset_size`` rows, what the fit
+        maximises (plus the log prior). By default the hyperparameters
+        maximise the subset's exact likelihood (plus prior) instead.
     inducing_points_ : ndarray of shape (n_targets, n_inducing, n_features)
         Every target's inducing inputs (rows of ``X``; NaN for unused slots).
     n_inducing_ : ndarray of shape (n_targets,)
@@ -146,8 +164,9 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         self,
         kernel=None,
         *,
-        n_inducing=512,
+        n_inducing=1024,
         init_subset_size=1000,
+        bound_max_iter=0,
         bound_subset_size=20_000,
         alpha=1e-10,
         optimizer="lbfgs",
@@ -168,6 +187,7 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         self.kernel = kernel
         self.n_inducing = n_inducing
         self.init_subset_size = init_subset_size
+        self.bound_max_iter = bound_max_iter
         self.bound_subset_size = bound_subset_size
         self.alpha = alpha
         self.optimizer = optimizer
@@ -195,10 +215,11 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
                 "SparseBatchedGaussianProcessRegressor does not take a callable optimizer; "
                 "use optimizer='lbfgs' or None, or BatchedGaussianProcessRegressor."
             )
-        for name in ("n_inducing", "init_subset_size", "bound_subset_size"):
+        for name, low in (("n_inducing", 1), ("init_subset_size", 1), ("bound_max_iter", 0),
+                          ("bound_subset_size", 1)):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
         if (isinstance(self.jitter, bool) or not isinstance(self.jitter, numbers.Real)
                 or not 0 <= self.jitter < 1):
             raise ValueError(f"jitter must be a number in [0, 1); got {self.jitter!r}.")
@@ -230,17 +251,24 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         n = problem.X.shape[0]
         rng = check_random_state(self.random_state)
         engine = Engine.of(self)
+        start = None  # the subset fit's record
         if optimum is not None:
-            theta, optimize = to_numpy(optimum.theta), False
+            theta = to_numpy(optimum.theta)
         elif self.optimizer is None:
-            theta, optimize = problem.starts_np[0], False
+            theta = problem.starts_np[0]
         else:
-            theta, optimize = self._subset_start(problem, engine, rng), True
+            theta, start = self._subset_start(problem, engine, rng)
+        optimize = optimum is None and self.optimizer is not None and self.bound_max_iter > 0
         sparse = SparseSettings(n_inducing=self.n_inducing, jitter=float(self.jitter),
                                 candidates=_random_rows(rng, n, MAX_CANDIDATES),
                                 bound_rows=_random_rows(rng, n, self.bound_subset_size),
                                 center=problem.X.mean(0))
-        result = engine.fit_sparse(problem, theta, sparse, optimize=optimize)
+        result = replace(engine, max_iter=max(1, self.bound_max_iter)).fit_sparse(
+            problem, theta, sparse, optimize=optimize)
+        if start is not None:  # the record of both optimisations
+            result = replace(result, n_iter=result.n_iter + start.n_iter,
+                             n_evaluations=result.n_evaluations + start.n_evaluations,
+                             converged=start.converged.astype(bool) & (result.converged | (not optimize)))
         self._store_fit(problem, result)
         used = result.zmask > 0
         self.n_inducing_ = used.sum(1)
@@ -248,7 +276,8 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         return self
 
     def _subset_start(self, problem, engine, rng):
-        """ndarray of shape (n_targets, P): every target's exact fit on a random subset of rows.
+        """``(theta, result)``: every target's exact fit on a random subset of rows (theta of
+        shape (n_targets, P)) and its FitResult.
 
         The subset keeps the full problem's target scaling, kernel plan,
         bounds and starts; a target unobserved in it starts at its initial
@@ -262,7 +291,7 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         theta = result.theta
         bad = result.failed | ~np.isfinite(theta).all(1)
         theta[bad] = problem.starts_np[0][bad]
-        return np.clip(theta, problem.bounds[..., 0], problem.bounds[..., 1])
+        return np.clip(theta, problem.bounds[..., 0], problem.bounds[..., 1]), result
 
     def _fitted_gps(self, problem, result, theta, failed):
         return SparseFittedGPs(problem, result, self.X_train_, theta, failed, float(self.jitter),

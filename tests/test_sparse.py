@@ -9,6 +9,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, Matern, WhiteKernel
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -221,8 +222,9 @@ def _dense_bound(gpr, theta):
 def test_fitted_bound_and_gradient_at_theta():
     X, Y = _problem(n=120)
     Y[::5, 1] = np.nan
-    gpr = SparseBatchedGaussianProcessRegressor(n_inducing=20, random_state=0,
-                                                init_subset_size=50).fit(X, Y)
+    gpr = SparseBatchedGaussianProcessRegressor(n_inducing=20, random_state=0, init_subset_size=50,
+                                                bound_max_iter=500).fit(X, Y)
+    assert (gpr.n_iter_ > 0).all()
     assert_allclose(gpr.log_marginal_likelihood(gpr.theta_), gpr.log_marginal_likelihood_value_,
                     rtol=1e-10)
     for theta in (gpr.theta_, gpr.theta_ + 0.05):
@@ -263,7 +265,7 @@ def test_optimised_fit_beats_its_exact_start_on_held_out_data():
 def test_batched_equals_alone_in_any_chunk_and_on_workers(monkeypatch):
     X, Y = _problem(n=150)
     Y[::9, 2] = np.nan
-    params = dict(n_inducing=24, init_subset_size=60, random_state=0)
+    params = dict(n_inducing=24, init_subset_size=60, bound_max_iter=30, random_state=0)
     together = SparseBatchedGaussianProcessRegressor(**params).fit(X, Y)
     Xs = np.random.RandomState(2).uniform(0, 3, size=(5, 2))
     mean, std = together.predict(Xs, return_std=True)
@@ -368,6 +370,33 @@ def test_exact_only_tools_refuse_a_sparse_model():
         batched_cross_validate(SparseBatchedGaussianProcessRegressor(n_inducing=8), X, Y, cv=2)
     with pytest.raises(TypeError, match="exact"):
         QBatchSuggester(gpr, bounds=[(0.0, 3.0), (0.0, 3.0)]).tell(X, Y[:, 0])
+
+
+def test_noise_free_data_get_jitter_on_B_and_a_warning():
+    """Oracle: interpolation. Without noise the posterior mean goes through the inducing rows."""
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0, 1, size=(200, 2))
+    y = np.sin(5 * X).sum(1)
+    with pytest.warns(ConvergenceWarning, match="jitter"):
+        gpr = SparseBatchedGaussianProcessRegressor(n_inducing=40, random_state=0).fit(X, y)
+    assert gpr.jitter_[0] > 0
+    Z = gpr.inducing_points_[0]
+    # the jitter (1e-6 of B's diagonal here) acts as a noise of about 1e-3 of the range
+    assert_allclose(gpr.predict(Z), np.sin(5 * Z).sum(1), atol=1e-2)
+    assert np.abs(gpr.predict(Z) - np.sin(5 * Z).sum(1)).mean() < 2e-3
+
+
+def test_the_subset_fit_is_the_exact_estimator_on_those_rows():
+    """Without bound iterations the hyperparameters are an exact fit's on init_subset_size rows."""
+    X, Y = _problem(n=200)
+    gpr = SparseBatchedGaussianProcessRegressor(n_inducing=16, init_subset_size=50,
+                                                random_state=0).fit(X, Y)
+    rows = np.sort(np.random.RandomState(0).choice(200, 50, replace=False))
+    assert_allclose(np.exp(gpr.theta_[:, 0]), gpr.outputscales_)
+    # the subset keeps the full data's scaling: its exact fit, scaled the same way, agrees
+    exact = BatchedGaussianProcessRegressor(random_state=0).fit(X[rows], Y[rows])
+    assert_allclose(gpr.length_scales_, exact.length_scales_, rtol=0.1)
+    assert (gpr.n_iter_ > 0).all()
 
 
 def test_a_target_without_observations_is_failed_and_the_others_fit():

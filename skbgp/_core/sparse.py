@@ -315,7 +315,7 @@ class _Members:
         return self.per_member(self.map(unit, self.units))[0]
 
 
-def _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha):
+def _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha, b_jitter=0.0):
     """The bound ``F`` (b,) from the statistics, and ``K_mm``'s and ``B``'s factors.
 
     Differentiable in ``theta``, ``S`` and ``r``; ``w`` must be the weights
@@ -328,6 +328,8 @@ def _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha):
     B = torch.linalg.solve_triangular(L, A.mT, upper=False)  # L^-1 S L^-T
     B = 0.5 * (B + B.mT)
     eye = torch.eye(B.shape[-1], dtype=B.dtype, device=B.device)
+    if b_jitter:
+        B = B + b_jitter * (1.0 + B.diagonal(dim1=-2, dim2=-1).mean(-1))[:, None, None] * eye
     LB, infoB = torch.linalg.cholesky_ex(B + eye)
     c = torch.linalg.solve_triangular(
         LB, torch.linalg.solve_triangular(L, r.unsqueeze(-1), upper=False), upper=False).squeeze(-1)
@@ -418,6 +420,8 @@ class SparseFactor:
     bound : Tensor of shape (b,)
         The collapsed bound ``F`` (``-inf`` where a factor failed).
     failed : Tensor of shape (b,), bool
+    jitter : Tensor of shape (b,)
+        Added to ``B``'s diagonal, relative to its mean (0 where none was needed).
     """
 
     L: torch.Tensor
@@ -425,6 +429,10 @@ class SparseFactor:
     dual: torch.Tensor
     bound: torch.Tensor
     failed: torch.Tensor
+    jitter: torch.Tensor
+
+
+_B_JITTERS = (0.0, 1e-10, 1e-8, 1e-6, 1e-4)
 
 
 def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn=_serial):
@@ -436,9 +444,17 @@ def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn=_serial
         th, Zi, zi, yi, mi, ai = members.member(i)
         with torch.no_grad():
             w = _weights(kernel, th, mi, ai)
-            return _bound_terms(kernel, th, Zi, zi, S[i:i + 1], r[i:i + 1], yi, w, mi, ai)
+            # B = I + L^-1 S L^-T is positive definite, but with almost no noise its
+            # rounding may not be: jitter relative to its diagonal, as little as works
+            for jitter in _B_JITTERS:
+                terms = _bound_terms(kernel, th, Zi, zi, S[i:i + 1], r[i:i + 1], yi, w, mi, ai,
+                                     b_jitter=jitter)
+                if bool(terms[-1].all()):
+                    break
+            return terms + (torch.full_like(terms[0], jitter),)
 
-    F, L, LB, c, ok = [torch.cat(column) for column in zip(*map_fn(factor, range(members.b)))]
+    F, L, LB, c, ok, jitter = [torch.cat(column)
+                               for column in zip(*map_fn(factor, range(members.b)))]
     with torch.no_grad():
         eye = torch.eye(Z.shape[1], dtype=theta.dtype, device=theta.device)
         L = torch.where(ok[:, None, None], L, eye)
@@ -446,7 +462,7 @@ def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn=_serial
         v = torch.linalg.solve_triangular(LB.mT, c.unsqueeze(-1), upper=True)
         dual = torch.linalg.solve_triangular(L.mT, v, upper=True).squeeze(-1)
         dual = torch.where(ok[:, None], dual, 0.0)
-    return SparseFactor(L=L, LB=LB, dual=dual, bound=F, failed=~ok)
+    return SparseFactor(L=L, LB=LB, dual=dual, bound=F, failed=~ok, jitter=jitter)
 
 
 def greedy_inducing(kernel, theta, X, m, min_variance=1e-6):
