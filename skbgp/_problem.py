@@ -53,6 +53,9 @@ class FitProblem:
     device: torch.device
     dtype: torch.dtype
     feature_names: object = None  # feature_names_in_ to set at finish_fit (None: none)
+    spec: object = None  # the ProblemSpec it was made with
+    alpha_given: object = None  # the estimator's alpha, checked, before known noise was added
+    noise_given: object = None  # fit's noise_variance as given (None: none)
 
     def _t(self, a):
         return to_tensor(a, self.dtype, self.device)
@@ -147,6 +150,7 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None):
     -------
     FitProblem
     """
+    alpha_given = alpha
     Y = y.reshape(y.shape[0], -1)
     observed = ~np.isnan(Y)
     noise = None if noise_variance is None else _check_noise_variance(noise_variance, observed)
@@ -174,7 +178,8 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None):
         X=X, y_given=y, observed=observed, empty=empty, mean=mean, std=std, Yn=Yn,
         maskf_np=maskf, alpha_np=alpha, plan=plan, bounds=bounds,
         starts_np=_starts(plan, bounds, spec), device=spec.device, dtype=spec.dtype,
-        feature_names=feature_names,
+        feature_names=feature_names, spec=spec, alpha_given=alpha_given,
+        noise_given=None if noise_variance is None else np.asarray(noise_variance, dtype=float),
     )
 
 

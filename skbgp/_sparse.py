@@ -1,6 +1,7 @@
 """SparseBatchedGaussianProcessRegressor: many independent sparse GPs for large n, fitted at once."""
 
 import numbers
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +12,7 @@ from ._core.sparse import sparse_nlml
 from ._core.stationary import StationaryKernel
 from ._engine import Engine, SparseSettings
 from ._fitted import SparseFittedGPs
+from ._problem import make_problem
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import to_numpy, to_tensor
 
@@ -265,7 +267,8 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
                                 center=problem.X.mean(0))
         result = replace(engine, max_iter=max(1, self.bound_max_iter)).fit_sparse(
             problem, theta, sparse, optimize=optimize)
-        if start is not None:  # the record of both optimisations
+        if start is not None and start.n_iter.shape == result.n_iter.shape:
+            # the record of both optimisations
             result = replace(result, n_iter=result.n_iter + start.n_iter,
                              n_evaluations=result.n_evaluations + start.n_evaluations,
                              converged=start.converged.astype(bool) & (result.converged | (not optimize)))
@@ -277,19 +280,34 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
 
     def _subset_start(self, problem, engine, rng):
         """``(theta, result)``: every target's exact fit on a random subset of rows (theta of
-        shape (n_targets, P)) and its FitResult.
+        shape (n_targets, P), in the full data's target scaling) and its FitResult.
 
-        The subset keeps the full problem's target scaling, kernel plan,
-        bounds and starts; a target unobserved in it starts at its initial
-        value.
+        The subset is fitted exactly as the exact estimator fits those rows
+        (its own scaling, kernel plan, bounds and starts); a target
+        unobserved in it keeps its initial value.
         """
         n = problem.X.shape[0]
         rows = _random_rows(rng, n, self.init_subset_size)
-        alpha = problem.alpha_np
-        subset = _replace_rows(problem, rows, alpha[rows] if alpha.ndim >= 1 else alpha)
+        alpha, noise = problem.alpha_given, problem.noise_given
+        with warnings.catch_warnings():
+            # a target unobserved in the subset is handled below, not warned about
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                subset = make_problem(problem.spec, problem.X[rows], problem.y_given[rows],
+                                      alpha[rows] if alpha.ndim else alpha,
+                                      None if noise is None else noise[rows])
+            except ValueError:  # no target observed in the subset: the initial values
+                return problem.starts_np[0].copy(), None
         result = engine.fit(subset)
-        theta = result.theta
-        bad = result.failed | ~np.isfinite(theta).all(1)
+        theta = result.theta.copy()
+        # variances are relative to each target's variance: the subset's to the full data's
+        kernel = problem.plan.kernel
+        shift = 2.0 * np.log(subset.std / problem.std)
+        if kernel.has_outputscale:
+            theta[:, 0] += shift
+        if kernel.has_noise:
+            theta[:, -1] += shift
+        bad = result.failed | subset.empty | ~np.isfinite(theta).all(1)
         theta[bad] = problem.starts_np[0][bad]
         return np.clip(theta, problem.bounds[..., 0], problem.bounds[..., 1]), result
 
@@ -360,8 +378,3 @@ def _random_rows(rng, n, k):
     return np.arange(n) if n <= k else np.sort(rng.choice(n, k, replace=False))
 
 
-def _replace_rows(problem, rows, alpha):
-    """The FitProblem of ``rows`` of ``problem`` (scaling, plan, bounds and starts kept)."""
-    return replace(problem, X=problem.X[rows], y_given=problem.y_given[rows],
-                   observed=problem.observed[rows], Yn=problem.Yn[rows],
-                   maskf_np=problem.maskf_np[rows], alpha_np=alpha)
