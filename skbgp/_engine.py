@@ -34,8 +34,7 @@ from ._core.fit import Box, finite_difference_hessian, fit_hyperparameters, trai
 from ._core.folds import fold_objective, keeps_data, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms, log_prior
-from ._core.sparse import (InducingKernel, greedy_inducing, residual_variance, sparse_factorize,
-                           sparse_nlml)
+from ._core.sparse import InducingKernel, greedy_inducing, sparse_factorize, sparse_nlml
 from ._core.threads import map_blocks, on_member_threads, run_blocks, split_blocks
 from ._fitted import factors_fit
 from ._resources import (SLOW_SECONDS, Placement, Workload, allocation_failures, announce,
@@ -971,15 +970,9 @@ def fit_sparse_chunk(chunk, settings, label="", sparse=None):
         def factor(i):
             # one target at a time over every row: its blocks' sums held for it alone
             sl = slice(i, i + 1)
-            # the posterior is FITC's: a row's noise gains what the inducing points miss
-            # there, so that rows far from them do not pull the fit (on the weather data
-            # of bench_large_n.py VFE's posterior lost 0.28 in R^2 on wind speed)
-            missed = residual_variance(kernel, theta[sl], Z[sl], zmask[sl], Xt, map_blocks)
             f = sparse_factorize(kernel, theta[sl], Z[sl], zmask[sl], Xt, yt[sl], mt[sl],
-                                 alpha_of(sl) + missed, map_fn=map_blocks)
-            bound = -sparse_nlml(kernel, theta[sl], Z[sl], zmask[sl], Xt, yt[sl], mt[sl],
-                                 alpha_of(sl), eval_gradient=False, map_fn=map_blocks)[0]
-            return f.L, f.LB, f.dual, bound, f.failed, f.jitter
+                                 alpha_of(sl), map_fn=map_blocks)
+            return f.L, f.LB, f.dual, f.bound, f.failed, f.jitter
 
         factors = [torch.cat(column) for column in zip(*(factor(i) for i in range(c)))]
         return theta, record, Z, zmask, factors

@@ -36,9 +36,9 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
 
     The fit, for every target:
 
-    1. an exact fit (:class:`BatchedGaussianProcessRegressor`, with its
-       restarts and priors) on a random subset of ``init_subset_size`` rows
-       gives the hyperparameters;
+    1. the exact estimator's fit (:class:`BatchedGaussianProcessRegressor`,
+       with its restarts and priors) of a random subset of
+       ``init_subset_size`` rows gives the hyperparameters;
     2. greedy variance selection (a pivoted Cholesky of the prior covariance
        at those hyperparameters) chooses ``n_inducing`` training rows as
        inducing points: each the row the points so far explain least;
@@ -47,7 +47,7 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
        over all rows (SGPR/VFE; plus the log prior with priors), the
        inducing points fixed;
     4. the optimal variational posterior of the inducing values given
-       **every** row predicts.
+       **every** row (Titsias') predicts.
 
     By default step 3 is skipped: at equal time, more inducing points at the
     subset's hyperparameters predicted better than fewer points with the
@@ -130,15 +130,16 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
     Notes
     -----
     ``predict(return_std=True)`` is the SGPR predictive distribution: the
-    mean ``k(x, Z) (K_mm + K_mn \Lambda^{-1} K_nm)^{-1} K_mn \Lambda^{-1} y`` and
-    the variance ``k(x, x) - k(x, Z) K_mm^{-1} k(Z, x) + k(x, Z) (K_mm +
+    mean ``k(x, Z) (K_mm + K_mn \Lambda^{-1} K_nm)^{-1} K_mn \Lambda^{-1} y``
+    and the variance ``k(x, x) - k(x, Z) K_mm^{-1} k(Z, x) + k(x, Z) (K_mm +
     K_mn \Lambda^{-1} K_nm)^{-1} k(Z, x)`` (plus the white noise unless
     ``observation_noise=False``), with ``\Lambda`` the noise variance plus
-    ``alpha``. With the inducing points at every training row (``n_inducing
-    >= n_samples``), bound and predictions are the exact GP's, up to
+    ``alpha`` on every row. With the inducing points at every training row (``n_inducing >=
+    n_samples``), bound and predictions are the exact GP's, up to
     ``jitter``. A target's result does not depend on the other targets, the
-    chunks or the workers. The batched cross-validation, :func:`loo_predictive`
-    and :class:`QBatchSuggester` take exact models only.
+    chunks or the workers. The batched cross-validation,
+    :func:`loo_predictive` and :class:`QBatchSuggester` take exact models
+    only.
 
     References
     ----------

@@ -51,7 +51,6 @@ __all__ = [
     "InducingKernel",
     "SparseFactor",
     "greedy_inducing",
-    "residual_variance",
     "sparse_factorize",
     "sparse_nlml",
     "row_block",
@@ -434,33 +433,6 @@ class SparseFactor:
 
 
 _B_JITTERS = (0.0, 1e-10, 1e-8, 1e-6, 1e-4)
-
-
-def residual_variance(kernel, theta, Z, zmask, X, map_fn=_serial):
-    """Tensor of shape (b, n): ``k(x_i, x_i) - q(x_i, x_i)``, what the inducing points miss at every row.
-
-    ``q = k(x, Z) K_mm^-1 k(Z, x)``; computed a (member, block of rows) unit
-    at a time, as the bound's statistics. FITC's posterior adds it to every
-    row's noise (Snelson and Ghahramani 2006).
-    """
-    b, m = Z.shape[0], Z.shape[1]
-    L = torch.linalg.cholesky_ex(kernel.inducing_covariance(theta, Z, zmask))[0]
-    rows = row_block(1, m)
-    blocks = [slice(i, i + rows) for i in range(0, X.shape[0], rows)]
-    ones = theta.new_ones(1, X.shape[0])
-
-    def unit(u):
-        i, blk = u
-        with torch.no_grad():
-            K = _weighted_block(kernel, theta[i:i + 1], X[blk], Z[i:i + 1], zmask[i:i + 1],
-                                ones[:, blk])[0]  # (1, k, m)
-            V = torch.linalg.solve_triangular(L[i:i + 1], K.mT, upper=False)
-            s = kernel.base.outputscale(theta[i:i + 1]).unsqueeze(-1)
-            return (s - V.square().sum(-2)).clamp_min_(0.0)
-
-    parts = map_fn(unit, [(i, blk) for i in range(b) for blk in blocks])
-    k = len(blocks)
-    return torch.cat([torch.cat(parts[i * k:(i + 1) * k], dim=-1) for i in range(b)])
 
 
 def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn=_serial):
