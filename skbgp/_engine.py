@@ -35,7 +35,7 @@ from ._core.folds import fold_objective, keeps_data, pack_folds
 from ._core.lbfgs import hessian_pairs
 from ._core.priors import concatenate_terms, log_prior
 from ._core.sparse import InducingKernel, greedy_inducing, sparse_factorize, sparse_nlml
-from ._core.threads import map_blocks, on_member_threads, run_blocks, split_blocks
+from ._core.threads import map_blocks, on_member_threads
 from ._fitted import factors_fit
 from ._resources import (SLOW_SECONDS, Placement, Workload, allocation_failures, announce,
                          assumed_evaluations, check_memory, placement)
@@ -869,22 +869,6 @@ class Progress:
             self.bar.close()
 
 
-def _by_member_blocks(fn, b, block):
-    """``fn(sl)`` for blocks of at most ``block`` of ``b`` members, on the member threads.
-
-    ``fn`` returns a tuple of tensors with the members first (or None); the
-    blocks' pieces are concatenated in order.
-    """
-    blocks = split_blocks(b, block)
-    parts = [None] * len(blocks)
-
-    def one(k):
-        parts[k] = fn(blocks[k])
-
-    run_blocks(one, list(range(len(blocks))))
-    return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
-
-
 # Conditional variance (relative to the outputscale) below which a target stops
 # choosing inducing points: only points the chosen ones already determine to rounding.
 _INDUCING_FLOOR = 1e-12
@@ -922,14 +906,13 @@ def fit_sparse_chunk(chunk, settings, label="", sparse=None):
     theta0 = as_t(chunk.starts[0])
     candidates = Xt[torch.as_tensor(sparse.candidates, device=device)]
     m = min(sparse.n_inducing, candidates.shape[0])
-    alpha_of = lambda sl: alphat[sl] if alphat.dim() == 2 else alphat  # noqa: E731
 
-    def select(sl):
+    def select(i):
         # the whole budget unless the rest is explained to rounding: the start's length
         # scales are a subset's, and points they call redundant let the bound shorten
         # them (on the weather data of bench_large_n.py stopping at the jitter lost
         # up to 0.03 in R^2; doc/benchmarks.rst)
-        index, zmask = greedy_inducing(kernel, theta0[sl], candidates, m,
+        index, zmask = greedy_inducing(kernel, theta0[i:i + 1], candidates, m,
                                        min_variance=_INDUCING_FLOOR)
         return candidates[index], zmask
 
@@ -938,14 +921,14 @@ def fit_sparse_chunk(chunk, settings, label="", sparse=None):
     alphab = alphat if alphat.dim() == 0 else alphat[..., rows]
 
     def work():
-        Z, zmask = _by_member_blocks(select, c, 1)
+        # one target per unit of work on skbgp's threads
+        Z, zmask = (torch.cat(column) for column in zip(*map_blocks(select, range(c))))
 
         def objective(theta, targets):
             # units of (target, block of rows) on skbgp's threads: one target still
             # optimising keeps every thread busy
             return sparse_nlml(kernel, theta, Z[targets], zmask[targets], Xb, yb[targets],
-                               mb[targets], alphab[targets] if alphab.dim() == 2 else alphab,
-                               map_fn=map_blocks)
+                               mb[targets], gp.member_rows(alphab, targets))
 
         if settings.optimize:
             def report(iteration, n_active):
@@ -971,7 +954,7 @@ def fit_sparse_chunk(chunk, settings, label="", sparse=None):
             # one target at a time over every row: its blocks' sums held for it alone
             sl = slice(i, i + 1)
             f = sparse_factorize(kernel, theta[sl], Z[sl], zmask[sl], Xt, yt[sl], mt[sl],
-                                 alpha_of(sl), map_fn=map_blocks)
+                                 gp.member_rows(alphat, sl))
             return f.L, f.LB, f.dual, f.bound, f.failed, f.jitter
 
         factors = [torch.cat(column) for column in zip(*(factor(i) for i in range(c)))]

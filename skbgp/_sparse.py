@@ -96,9 +96,10 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         (GPflow's default): it keeps the bound smooth and the factors stable
         and leaves it a lower bound.
     batch_size : int or None, default=None
-        Targets per chunk; ``None`` from a 1 GiB budget (``12 n_inducing**2``
-        numbers per target). The training rows go through in blocks, so it
-        does not grow with ``n_samples``.
+        Targets per chunk; ``None`` from a 1 GiB budget of ``n_inducing``
+        times (the candidates plus ``10 n_inducing``) numbers per target.
+        The training rows go through in blocks, so it does not grow with
+        ``n_samples``.
 
     Attributes
     ----------

@@ -43,9 +43,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .gp import LOG_2PI
+from .gp import LOG_2PI, member_rows
 from .kernels import _EXP_FLOOR, correlation
 from .stationary import StationaryKernel
+from .threads import map_blocks
 
 __all__ = [
     "InducingKernel",
@@ -62,9 +63,9 @@ __all__ = [
 _BLOCK_NUMBERS = 2**22
 
 
-def row_block(b, m):
-    """Training rows per block so that ``b`` members of ``m`` inducing points hold ``_BLOCK_NUMBERS``."""
-    return max(256, _BLOCK_NUMBERS // max(1, b * m))
+def row_block(m):
+    """Training rows per block so that a member of ``m`` inducing points holds ``_BLOCK_NUMBERS``."""
+    return max(256, _BLOCK_NUMBERS // max(1, m))
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,6 @@ class InducingKernel:
     center: torch.Tensor = None
 
     stationary = False  # not the acquisition model's fast kernel
-
-    @property
-    def n_params(self):
-        return self.base.n_params
 
     def _scaled(self, theta, X):
         """Tensor of shape (b, k, d): ``(X - center) / lengthscale`` of every member."""
@@ -147,15 +144,7 @@ class InducingKernel:
         return self.base.prior_variance(theta, X_query, observation_noise)
 
     def prior_covariance(self, theta, X_query, observation_noise=True):
-        """Tensor of shape (b, p, p): the prior covariance of the query points."""
-        a = self._scaled(theta, X_query)
-        r2 = torch.baddbmm(a.square().sum(-1, keepdim=True) + a.square().sum(-1).unsqueeze(-2),
-                           a, a.mT, alpha=-2.0).clamp_min(0.0)
-        r2.diagonal(dim1=-2, dim2=-1).zero_()
-        cov = self.base.outputscale(theta)[:, None, None] * correlation(self.base.nu, r2)[0]
-        if observation_noise:
-            cov.diagonal(dim1=-2, dim2=-1).add_(self.base.noise(theta).unsqueeze(-1))
-        return cov
+        return self.base.prior_covariance(theta, X_query, observation_noise)
 
 
 def _weights(kernel, theta, maskf, alpha):
@@ -227,27 +216,27 @@ def _weighted_block(kernel, theta, X, Z, zmask, sw):
 class _Members:
     """The members of one bound evaluation, cut into units of (member, block of rows).
 
-    Every unit is computed alone (one member, one block of ``row_block(1,
-    m)`` rows, a size fixed by ``m``), and a member's sums over its blocks
+    Every unit is computed alone (one member, one block of ``row_block(m)``
+    rows, a size fixed by ``m``), and a member's sums over its blocks
     are taken in the blocks' order: so a member's numbers do not depend on
     the other members, nor on which thread computed which unit.
     """
 
-    def __init__(self, kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn):
+    def __init__(self, kernel, theta, Z, zmask, X, y, maskf, alpha):
         self.kernel, self.theta, self.Z, self.zmask, self.X = kernel, theta, Z, zmask, X
-        self.y, self.maskf, self.alpha, self.map = y, maskf, alpha, map_fn
+        self.y, self.maskf, self.alpha = y, maskf, alpha
         with torch.no_grad():
             self.sw = _weights(kernel, theta, maskf, alpha).sqrt()
         self.b, self.m = Z.shape[0], Z.shape[1]
-        rows = row_block(1, self.m)
+        rows = row_block(self.m)
         self.blocks = [slice(i, i + rows) for i in range(0, X.shape[0], rows)]
         self.units = [(i, blk) for i in range(self.b) for blk in self.blocks]
 
     def member(self, i):
         """theta, Z, zmask, y, maskf, alpha of member ``i`` (batch of one)."""
-        alpha = self.alpha[i:i + 1] if self.alpha.dim() == 2 else self.alpha
-        return (self.theta[i:i + 1], self.Z[i:i + 1], self.zmask[i:i + 1], self.y[i:i + 1],
-                self.maskf[i:i + 1], alpha)
+        one = slice(i, i + 1)
+        return (self.theta[one], self.Z[one], self.zmask[one], self.y[one], self.maskf[one],
+                member_rows(self.alpha, one))
 
     def per_member(self, parts):
         """Every member's sum of its units' results (tuples of tensors), in the blocks' order."""
@@ -272,7 +261,7 @@ class _Members:
                 return (torch.bmm(Kw.mT, Kw),
                         torch.bmm((sw * y[:, blk]).unsqueeze(-2), Kw).squeeze(-2))
 
-        return self.per_member(self.map(unit, self.units))
+        return self.per_member(map_blocks(unit, self.units))
 
     def backward(self, dS, dr):
         """``d/dtheta`` of ``<dS, S(theta)> + <dr, r(theta)>`` (b, P), written out.
@@ -312,7 +301,7 @@ class _Members:
                     grad[:, -1] -= 0.5 * base.noise(theta) * (swb.square() * (h + yt * Kdr)).sum(-1)
             return (grad,)
 
-        return self.per_member(self.map(unit, self.units))[0]
+        return self.per_member(map_blocks(unit, self.units))[0]
 
 
 def _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha, b_jitter=0.0):
@@ -345,12 +334,12 @@ def _bound_terms(kernel, theta, Z, zmask, S, r, y, w, maskf, alpha, b_jitter=0.0
     return torch.where(ok, F, -math.inf), L, LB, c, ok
 
 
-def _serial(fn, items):
-    return [fn(item) for item in items]
-
-
-def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True, map_fn=_serial):
+def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True):
     """The negative collapsed bound of every member and its gradient (module docstring).
+
+    Its units of work (a member and a block of rows) go through
+    :func:`.threads.map_blocks`: onto skbgp's threads inside
+    :func:`.threads.on_member_threads`, in turn elsewhere; the result is the same.
 
     Parameters
     ----------
@@ -366,11 +355,6 @@ def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True,
     alpha : Tensor of shape (n,), () or (b, n)
         Added to the noise variance of every observed row.
     eval_gradient : bool
-    map_fn : callable
-        ``map_fn(fn, items) -> list``: how the units of work (a member and a
-        block of rows) are computed; :func:`.threads.map_blocks` spreads them
-        over skbgp's threads. The result does not depend on it.
-
     Returns
     -------
     loss : Tensor of shape (b,)
@@ -378,7 +362,7 @@ def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True,
     grad : Tensor of shape (b, P) or None
         Zero where ``loss`` is ``inf``.
     """
-    members = _Members(kernel, theta.detach(), Z, zmask, X, y, maskf, alpha, map_fn)
+    members = _Members(kernel, theta.detach(), Z, zmask, X, y, maskf, alpha)
     S, r = members.statistics()
 
     def bound(i):
@@ -396,7 +380,7 @@ def sparse_nlml(kernel, theta, Z, zmask, X, y, maskf, alpha, eval_gradient=True,
             g_theta, dS, dr = torch.autograd.grad(torch.where(ok, F, 0.0).sum(), [th, Si, ri])
         return F.detach(), g_theta, dS, dr
 
-    parts = [torch.cat(column) for column in zip(*map_fn(bound, range(members.b)))]
+    parts = [torch.cat(column) for column in zip(*map_blocks(bound, range(members.b)))]
     if not eval_gradient:
         return -parts[0], None
     F, g_theta, dS, dr = parts
@@ -435,9 +419,9 @@ class SparseFactor:
 _B_JITTERS = (0.0, 1e-10, 1e-8, 1e-6, 1e-4)
 
 
-def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn=_serial):
+def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha):
     """:class:`SparseFactor` of every member at ``theta`` (arguments as :func:`sparse_nlml`)."""
-    members = _Members(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn)
+    members = _Members(kernel, theta, Z, zmask, X, y, maskf, alpha)
     S, r = members.statistics()
 
     def factor(i):
@@ -454,7 +438,7 @@ def sparse_factorize(kernel, theta, Z, zmask, X, y, maskf, alpha, map_fn=_serial
             return terms + (torch.full_like(terms[0], jitter),)
 
     F, L, LB, c, ok, jitter = [torch.cat(column)
-                               for column in zip(*map_fn(factor, range(members.b)))]
+                               for column in zip(*map_blocks(factor, range(members.b)))]
     with torch.no_grad():
         eye = torch.eye(Z.shape[1], dtype=theta.dtype, device=theta.device)
         L = torch.where(ok[:, None, None], L, eye)
