@@ -186,7 +186,7 @@ class Workload:
 
     def footprint(self):
         """The kernel's :class:`~skbgp._core.gp.Footprint` for this data."""
-        return self.kernel.footprint(self.d, self.device, self.dtype)
+        return self.kernel.footprint(self.n, self.d, self.device, self.dtype)
 
     def matrix_bytes(self):
         """Bytes of one ``n x n`` matrix."""
@@ -394,10 +394,14 @@ def _remedies(work, needed, available):
     remedies."""
     fp = work.footprint()
     matrices, blocks = _process_matrices(work)
-    parts = f"{fp.data} for the training data"
+    pieces = [f"{fp.data} for the training data"] if fp.data else []
+    more = " more" if fp.data else ""
     if blocks:
-        parts += (f", up to {matrices - fp.data} more while {blocks} likelihood evaluation(s) "
-                  "run at once")
+        pieces.append(f"up to {matrices - fp.data}{more} while {blocks} likelihood evaluation(s) "
+                      "run at once")
+    else:
+        pieces.append(f"up to {matrices - fp.data}{more} while the covariances are factorised")
+    parts = ", ".join(pieces)
     if work.placement.processes > 1:
         parts += f", in each of {work.placement.processes} worker processes"
     alone = peak_bytes(replace(work, members=work.members // work.chunk,

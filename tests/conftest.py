@@ -101,3 +101,15 @@ def linalg_path(request, monkeypatch):
     if request.param == "torch":
         monkeypatch.setattr(lapack, "ENABLED", False)
     return request.param
+
+
+@pytest.fixture(params=["whole", "row-blocks"])
+def differences(request, monkeypatch):
+    """Both forms of the exact likelihood's training data: the augmented squared
+    differences held whole (small n) and built in blocks of rows (large n), the
+    latter forced at small n (a block is then a few rows)."""
+    from skbgp._core import stationary
+
+    if request.param == "row-blocks":
+        monkeypatch.setattr(stationary, "_FULL_MAX_NUMBERS", 0)
+    return request.param

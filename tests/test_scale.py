@@ -276,3 +276,42 @@ def test_chunks_and_workers_keep_per_target_priors_and_composite_kernels(many_ta
     # each chunk used its own targets' rows of the per-target prior: the
     # fitted MAP differs from a fit with target 0's prior everywhere
     assert np.ptp(whole.log_prior_value_) > 0
+
+
+# ------------------------------------------------- the exact fit at large n
+@pytest.mark.parametrize("kernel", ["rbf", "matern"])
+def test_covariance_in_row_blocks_predicts_like_sklearn(differences, kernel):
+    # at large n the training inputs' squared differences are built in blocks of rows at every
+    # use (forced here at small n); scikit-learn's GPR at the same hyperparameters is the oracle
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(40, 3))
+    y = np.sin(4 * X[:, 0]) + X[:, 1] ** 2 + 0.05 * rng.randn(40)
+    base = RBF([0.3, 0.7, 2.0]) if kernel == "rbf" else Matern([0.3, 0.7, 2.0], nu=2.5)
+    k = ConstantKernel(1.3) * base + WhiteKernel(0.01)
+    ours = BatchedGaussianProcessRegressor(k, optimizer=None).fit(X, y)
+    theirs = GaussianProcessRegressor(k, optimizer=None).fit(X, y)
+    Xq = rng.uniform(size=(7, 3))
+    for a, b in zip(ours.predict(Xq, return_std=True), theirs.predict(Xq, return_std=True)):
+        assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    lml, grad = ours.log_marginal_likelihood(k.theta, eval_gradient=True)
+    lml_sk, grad_sk = theirs.log_marginal_likelihood(k.theta, eval_gradient=True)
+    assert_allclose(np.ravel(lml), lml_sk, rtol=1e-10)  # ravel: (1,) or () for a 1-D y
+    assert_allclose(np.ravel(grad), grad_sk, rtol=1e-8, atol=1e-10)
+
+
+def test_fit_in_row_blocks_keeps_each_target_independent_of_its_batch(many_targets, monkeypatch):
+    from skbgp._core import stationary
+
+    monkeypatch.setattr(stationary, "_FULL_MAX_NUMBERS", 0)
+    X, y = many_targets
+    together = fit_quietly(X, y[:, :4], max_iter=15)
+    for t in range(4):
+        alone = fit_quietly(X, y[:, t], max_iter=15)
+        assert_array_equal(alone.theta_[0], together.theta_[t])  # to the bit
+        assert_array_equal(alone.log_marginal_likelihood_value_[0],
+                           together.log_marginal_likelihood_value_[t])
+        assert_allclose(alone.predict(X), together.predict(X)[:, t], rtol=1e-12, atol=1e-13)
+

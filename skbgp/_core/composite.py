@@ -392,7 +392,7 @@ class CompositeKernel:
         """:func:`neg_log_marginal_likelihood` of every member and its gradient."""
         return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
 
-    def footprint(self, d, device, dtype):
+    def footprint(self, n, d, device, dtype):
         """:class:`~.gp.Footprint` of a fit on ``d`` features: a lower bound.
 
         The :class:`Geometry` holds ``D2``, the squared distances, the

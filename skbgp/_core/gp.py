@@ -32,7 +32,7 @@ The covariance protocol (duck-typed; both exact kernels implement it):
     The negative log marginal likelihood and its gradient: the kernel's
     derivatives contracted with ``K^-1 - a a^T`` (R&W eq. 5.9), built on
     :func:`neg_log_likelihood` and :func:`cholesky_inverse`.
-``footprint(d, device, dtype)``
+``footprint(n, d, device, dtype)``
     A :class:`Footprint`: how many ``n x n`` matrices the training data, a
     member's likelihood evaluation and a member's factorisation hold, for the
     memory check of a fit (``skbgp._memory``).

@@ -117,7 +117,7 @@ class StationaryKernel:
 
     def training_covariance(self, theta, data, maskf, alpha):
         """Tensor of shape (b, n, n): :func:`training_covariance` from ``training_data``."""
-        return training_covariance(self, theta, _training(data).full, maskf, alpha)
+        return training_covariance(self, theta, data, maskf, alpha)
 
     def block_side(self, n):
         """A member's likelihood holds about one ``n x n`` matrix at a time."""
@@ -127,11 +127,12 @@ class StationaryKernel:
         """:func:`neg_log_marginal_likelihood` of every member and its gradient."""
         return neg_log_marginal_likelihood(self, theta, data, y, maskf, alpha, eval_gradient)
 
-    def footprint(self, d, device, dtype):
-        """:class:`~.gp.Footprint` of a fit on ``d`` features (``n x n`` matrices held at once).
+    def footprint(self, n, d, device, dtype):
+        """:class:`~.gp.Footprint` of a fit of ``n`` points on ``d`` features (``n x n`` matrices).
 
-        The data: the augmented squared differences (``d + 1``) and, on the
-        in-place LAPACK path, the gradient's mask (1); building them holds
+        While the augmented squared differences are held whole
+        (:class:`TrainingDifferences`): the data are those (``d + 1``) and, on
+        the in-place LAPACK path, the gradient's mask (1); building them holds
         ``D2``, a row of ones and the augmented copy (``2 d + 2``). On the
         CPU a member alone in its block holds its covariance in a product
         padded to four rows (4, :func:`~.kernels.row_product`), ``K^-1 - a
@@ -140,11 +141,24 @@ class StationaryKernel:
         Matern kernel's ``sigma^2 G``, one more again without in-place
         LAPACK; Matern 0.5 builds its covariance anew and frees the padded
         product first (10). Its factorisation holds the padded covariance and
-        torch's factor (5), more for a Matern kernel's temporaries. These
-        counts agree with the peak resident memory of fits (doc/scale.rst).
-        On a GPU (no padding, factor and inverse out of place) they are
-        counted from the code, not measured, and given as a lower bound.
+        torch's factor (5), more for a Matern kernel's temporaries.
+
+        Where the differences are built in blocks of rows, no data are held;
+        a member's evaluation holds its covariance, factorised and inverted
+        in place (1), and the temporaries of a block of rows (at most 1,
+        :func:`row_block`); without in-place LAPACK also torch's factor and
+        the inverse (2 more). A factorisation holds the covariance, the
+        temporaries of a block, then torch's factor and its copy into the
+        factors (3).
+
+        These counts agree with the peak resident memory of fits
+        (doc/scale.rst). On a GPU (no padding, factor and inverse out of
+        place) they are counted from the code, not measured, and given as a
+        lower bound.
         """
+        if not held_whole(n, d):
+            each = 2 if device.type == "cpu" and lapack.usable(device, dtype) else 4
+            return Footprint(0, 0, each, each, 3, 3, exact=device.type == "cpu")
         data, build = d + 1 + int(lapack.usable(device, dtype)), 2 * d + 2
         if device.type != "cpu":
             # covariance, factor, triangular inverse, inverse (and sigma^2 G); covariance and factor
@@ -184,52 +198,134 @@ _CPU_MATRICES = {math.inf: (12, 2, 5, 2), 0.5: (10, 5, 7, 5), 1.5: (13, 4, 5, 3)
                  2.5: (13, 4, 6, 4)}
 
 
+# The training inputs' augmented squared differences are held whole while they
+# take at most this many numbers (64 MiB in float64); beyond it they are built
+# anew in blocks of rows at every use, so that a fit holds no (d + 1) n^2
+# numbers and no product padded to four n x n rows (doc/scale.rst, "Memory of
+# an exact fit"; doc/benchmarks.rst, "Constants chosen by measurement").
+_FULL_MAX_NUMBERS = 2**23
+# The most numbers per matrix of a block of rows (r x n of them; 2 MiB in float64).
+_ROW_BLOCK_NUMBERS = 2**18
+_ROW_SHARE = 4
+
+
+def held_whole(n, d):
+    """bool: whether :class:`TrainingDifferences` of ``n`` points on ``d`` features hold the
+    augmented squared differences whole (else they are built in blocks of rows)."""
+    return (d + 1) * n * n <= _FULL_MAX_NUMBERS
+
+
+def row_block(n, d):
+    """int: rows per block of :meth:`TrainingDifferences.row_blocks`.
+
+    A block's temporaries (its squared differences, their augmented copy and
+    a few ``r x n`` matrices per member, about ``(2 d + 8) r n`` numbers) stay
+    within one ``n x n`` matrix and 2 MiB per matrix. Depends on ``n`` and
+    ``d`` only, so a member's sums add in the same order in any batch.
+    """
+    return max(1, min(n // (_ROW_SHARE * (2 * d + 8)), _ROW_BLOCK_NUMBERS // n))
+
+
 class TrainingDifferences:
-    """The squared differences of the training inputs, built once per fit.
+    """The squared differences of the training inputs, held whole or built in row blocks.
 
     Parameters
     ----------
-    full : Tensor of shape (d + 1, n * n)
-        :func:`augmented_differences` of the training inputs.
+    X : Tensor of shape (n, d)
+        Training inputs.
 
     Attributes
     ----------
-    full : Tensor of shape (d + 1, n * n)
+    X : Tensor of shape (n, d)
+    n : int
+    full : Tensor of shape (d + 1, n * n) or None
+        :func:`augmented_differences` of the training inputs while they take
+        at most ``_FULL_MAX_NUMBERS`` numbers; None beyond (then
+        :meth:`row_blocks` builds them in blocks of rows at every use).
     twice_upper : Tensor of shape (n, n) or None
         2 above the diagonal and 0 elsewhere: the mask of the gradient's sums
         when a matrix holds ``K^-1`` only above its diagonal (the in-place
-        LAPACK path, :mod:`.lapack`); None where that path is not used.
+        LAPACK path, :mod:`.lapack`); None where that path is not used or the
+        differences are built in blocks.
     """
 
-    __slots__ = ("full", "twice_upper")
+    __slots__ = ("X", "n", "full", "twice_upper")
 
-    def __init__(self, full):
-        self.full = full
-        self.twice_upper = None
-        if lapack.usable(full.device, full.dtype):
-            n = math.isqrt(full.shape[-1])
-            self.twice_upper = torch.ones(n, n, dtype=full.dtype, device=full.device).triu_(1).mul_(2.0)
+    def __init__(self, X):
+        n, d = X.shape
+        self.X, self.n = X, n
+        self.full = self.twice_upper = None
+        if held_whole(n, d):
+            self.full = augmented_differences(squared_differences(X, X))
+            if lapack.usable(X.device, X.dtype):
+                self.twice_upper = torch.ones(n, n, dtype=X.dtype, device=X.device).triu_(1).mul_(2.0)
+
+    @property
+    def blocked(self):
+        """Whether the differences are built in blocks of rows."""
+        return self.full is None
+
+    def row_blocks(self):
+        """The augmented squared differences in blocks of rows.
+
+        Yields
+        ------
+        rows : slice
+            Rows ``i`` of the block (the same for every batch: a member's
+            sums add in the same order alone and in any batch).
+        D2aug : Tensor of shape (d + 1, r * n)
+            :func:`augmented_differences` of ``X[rows]`` and ``X``, in a
+            buffer that the next block overwrites.
+        """
+        n, d = self.X.shape
+        r = row_block(n, d)
+        Xt = self.X.mT.contiguous()  # (d, n): the differences of contiguous rows are fast
+        buffer = torch.empty(d + 1, r, n, dtype=Xt.dtype, device=Xt.device)
+        buffer[d] = 1.0
+        for start in range(0, n, r):
+            stop = min(start + r, n)
+            block = buffer[:, :stop - start]
+            torch.sub(Xt[:, start:stop, None], Xt[:, None, :], out=block[:d]).square_()
+            yield slice(start, stop), block.reshape(d + 1, (stop - start) * n)
 
 
 def training_differences(X):
     """:class:`TrainingDifferences` of training inputs ``X`` (Tensor of shape (n, d))."""
-    return TrainingDifferences(augmented_differences(squared_differences(X, X)))
+    return TrainingDifferences(X)
 
 
 def _training(D2):
     """``D2`` as :class:`TrainingDifferences`; unchanged if it already is.
 
-    The likelihood functions below accept the squared differences of shape
-    (d, n, n), their augmented form of shape (d + 1, n * n), or
-    :class:`TrainingDifferences`: a fit passes the last, built once, so that
-    an evaluation of a lone member does not copy ``(d + 1) n^2`` numbers first.
+    The likelihood functions below accept the training inputs of shape (n, d)
+    or :class:`TrainingDifferences`: a fit passes the latter, built once.
     """
     if isinstance(D2, TrainingDifferences):
         return D2
-    return TrainingDifferences(D2 if D2.dim() == 2 else augmented_differences(D2))
+    return TrainingDifferences(D2)
 
 
-def training_covariance(kernel, theta, D2aug, maskf, alpha):
+def _signal(kernel, coef, s, data, b):
+    """Tensor of shape (b, n, n): every member's signal covariance ``sigma^2 rho``.
+
+    Parameters
+    ----------
+    kernel : StationaryKernel
+    coef, s : from :func:`covariance_coefficients`
+    data : TrainingDifferences
+    b : int
+        Members.
+    """
+    n = data.n
+    if not data.blocked:
+        return signal_from_coefficients(kernel, coef, s, data.full, n, n)[0]
+    K = torch.empty(b, n, n, dtype=coef.dtype, device=coef.device)
+    for rows, D2aug in data.row_blocks():
+        K[:, rows] = signal_from_coefficients(kernel, coef, s, D2aug, rows.stop - rows.start, n)[0]
+    return K
+
+
+def training_covariance(kernel, theta, data, maskf, alpha):
     """Masked training covariance of every member.
 
     Parameters
@@ -237,9 +333,8 @@ def training_covariance(kernel, theta, D2aug, maskf, alpha):
     kernel : StationaryKernel
     theta : Tensor of shape (b, P)
         Log hyperparameters.
-    D2aug : Tensor of shape (d + 1, n * n)
-        Augmented squared differences of the training inputs
-        (:func:`augmented_differences`, ``TrainingDifferences.full``).
+    data : TrainingDifferences or Tensor of shape (n, d)
+        :func:`training_differences` of the training inputs, or the inputs.
     maskf : Tensor of shape (b, n)
         1.0 where observed, 0.0 where missing.
     alpha : Tensor of shape (n,), () or (b, n)
@@ -251,8 +346,9 @@ def training_covariance(kernel, theta, D2aug, maskf, alpha):
         Observed block of ``sigma^2 rho + (sigma_n^2 + alpha) I``, identity on
         the missing rows and columns.
     """
-    n = maskf.shape[-1]
-    K, _ = signal_covariance(kernel, theta, D2aug, n, n)
+    data = _training(data)
+    coef, s = covariance_coefficients(kernel, theta, data.X.shape[1])
+    K = _signal(kernel, coef, s, data, theta.shape[0])
     mask_(K, maskf)
     add_observed_diagonal_(K, maskf, kernel.noise(theta).unsqueeze(-1) + alpha)
     return K
@@ -266,10 +362,9 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     kernel : StationaryKernel
     theta : Tensor of shape (b, P)
         Log hyperparameters.
-    D2 : Tensor of shape (d, n, n) or (d + 1, n * n), or TrainingDifferences
-        Squared differences of the training inputs, their
-        :func:`augmented_differences`, or :func:`training_differences`
-        (fastest when reused).
+    D2 : TrainingDifferences or Tensor of shape (n, d)
+        :func:`training_differences` of the training inputs (fastest when
+        reused), or the inputs.
     y : Tensor of shape (b, n)
         Targets with missing entries set to 0.
     maskf : Tensor of shape (b, n)
@@ -291,7 +386,7 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     # for all blocks: a lone member's evaluation is dominated by the fixed cost
     # of each small tensor operation, not by its arithmetic (doc/design.rst).
     observed = bool(maskf.bool().all())
-    coef, s = covariance_coefficients(kernel, theta, data.full.shape[0] - 1)
+    coef, s = covariance_coefficients(kernel, theta, data.X.shape[1])
     diag = kernel.noise(theta).unsqueeze(-1) + alpha  # (b, n) or (b, 1)
     if observed:
         mask, const = None, 0.5 * LOG_2PI * n
@@ -306,10 +401,9 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
             + ([1.0] if kernel.has_noise else [])
         scale = theta.mul(theta.new_tensor(powers)).exp_().mul_(0.5)
     # in place LAPACK (no copies) where it is available; see .lapack
-    direct = data.twice_upper is not None and lapack.usable(theta.device, theta.dtype)
+    direct = lapack.usable(theta.device, theta.dtype) and (data.blocked or data.twice_upper is not None)
     members = _Members(coef, s, diag, y, mask, None if observed else const, scale)
-    inputs = _Inputs(data.full, data.twice_upper if direct else None, n,
-                     const if observed else None)
+    inputs = _Inputs(data, direct, n, const if observed else None)
     loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
     grad = torch.empty_like(theta) if eval_gradient else None
 
@@ -328,14 +422,13 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
 class _Inputs:
     """What every block of :func:`neg_log_marginal_likelihood` shares.
 
-    ``D2aug`` of shape (d + 1, n * n); ``twice_upper``
-    (:attr:`TrainingDifferences.twice_upper`) or None off the in-place LAPACK
-    path; ``const`` the shared ``n log(2 pi) / 2`` when every point is
+    ``data`` the :class:`TrainingDifferences`; ``direct`` whether the
+    in-place LAPACK path is taken; ``const`` the shared ``n log(2 pi) / 2`` when every point is
     observed, else None (then per member).
     """
 
-    D2aug: torch.Tensor
-    twice_upper: object
+    data: TrainingDifferences
+    direct: bool
     n: int
     const: object
 
@@ -367,16 +460,17 @@ class _Members:
 def _nlml_block(kernel, inputs, members, loss_out, grad_out):
     """One block of :func:`neg_log_marginal_likelihood`, written into the outputs.
 
-    With ``inputs.twice_upper`` the covariance buffer is factorised and
-    inverted in place (:mod:`.lapack`).
+    On the in-place LAPACK path (``inputs.direct``) the covariance buffer is
+    factorised and inverted in place (:mod:`.lapack`).
     """
-    D2aug, twice_upper, n = inputs.D2aug, inputs.twice_upper, inputs.n
-    coef, s, diag, y, maskf, scale = (members.coef, members.s, members.diag, members.y,
-                                      members.maskf, members.scale)
+    data, direct, n = inputs.data, inputs.direct, inputs.n
+    coef, s, diag, y, maskf = members.coef, members.s, members.diag, members.y, members.maskf
     const = inputs.const if members.const is None else members.const
     b = coef.shape[0]
-    direct = twice_upper is not None
-    Kf, sG = signal_from_coefficients(kernel, coef, s, D2aug, n, n)
+    if data.blocked:
+        Kf, sG = _signal(kernel, coef, s, data, b), None
+    else:
+        Kf, sG = signal_from_coefficients(kernel, coef, s, data.full, n, n)
     if maskf is not None:
         Kf.mul_(maskf.unsqueeze(-1)).mul_(maskf.unsqueeze(-2))
     Kd = Kf.diagonal(dim1=-2, dim2=-1)
@@ -410,10 +504,59 @@ def _nlml_block(kernel, inputs, members, loss_out, grad_out):
     # d nlml / d theta_k = 0.5 tr(V dK/dtheta_k), V = K^-1 - a a^T  (R&W eq. 5.9).
     # At missing points V is 1 on the diagonal and 0 elsewhere, while Kf and
     # the squared differences vanish there: they add nothing.
-    flat = (b, n * n)
     if direct:
         lapack.potri_upper_(U)  # above the diagonal: K^-1; below it, still Kf
-        v_diag = Kd - a.square()
+        Kinv = U
+    else:
+        Kinv = cholesky_inverse(U)
+    if data.blocked:
+        signal, sums, v_diag = _blocked_gradient(kernel, coef, s, data, Kinv, a, kf_diag)
+    else:
+        signal, sums, v_diag = _full_gradient(data, Kinv, a, Kf if not direct else None, sG,
+                                              kf_diag, direct)
+    ls = sums[:, :-1] if kernel.n_lengthscales > 1 else sums[:, :-1].sum(-1, keepdim=True)
+    parts = ([signal] if kernel.has_outputscale else []) + [ls]
+    if kernel.has_noise:
+        parts.append((v_diag if maskf is None else v_diag * maskf).sum(-1, keepdim=True))
+    torch.mul(torch.cat(parts, dim=-1), members.scale, out=grad_out)
+    if ok is not None:
+        grad_out.masked_fill_(~ok[:, None], 0.0)
+
+
+def _full_gradient(data, Kinv, a, Kf, sG, kf_diag, direct):
+    """The gradient's sums from the whole augmented differences (:func:`_nlml_block`).
+
+    Parameters
+    ----------
+    data : TrainingDifferences
+        Held whole.
+    Kinv : Tensor of shape (b, n, n)
+        ``K^-1``; on the in-place LAPACK path (``direct``) above the diagonal
+        only, with ``Kf`` below it.
+    a : Tensor of shape (b, n)
+        ``K^-1 y``.
+    Kf : Tensor of shape (b, n, n) or None
+        The masked signal covariance off the in-place path.
+    sG : Tensor of shape (b, n, n) or None
+        ``sigma^2 G`` of a Matern kernel (None for the RBF kernel, where it is ``Kf``).
+    kf_diag : Tensor of shape (b, n)
+    direct : bool
+
+    Returns
+    -------
+    signal : Tensor of shape (b, 1)
+        ``sum(V * Kf)``.
+    sums : Tensor of shape (b, d + 1)
+        ``sum(V * sigma^2 G * D2_j)`` for each feature, then ``sum(V * sigma^2 G)``.
+    v_diag : Tensor of shape (b, n)
+        The diagonal of ``V``.
+    """
+    D2aug = data.full
+    b, n = a.shape
+    flat = (b, n * n)
+    if direct:
+        twice_upper, U = data.twice_upper, Kinv
+        v_diag = U.diagonal(dim1=-2, dim2=-1) - a.square()
         # a sum over all entries is twice the sum above the diagonal (the mask
         # ``twice_upper`` also drops what lies below) plus the diagonal's; Kf
         # above the diagonal is read from below it (U.mT)
@@ -421,25 +564,44 @@ def _nlml_block(kernel, inputs, members, loss_out, grad_out):
         on_diag = torch.linalg.vecdot(v_diag, kf_diag).unsqueeze(-1)
         if sG is None:
             sums = weighted_sums(V.mul_(U.mT).mul_(twice_upper).view(flat), D2aug)
-            signal = sums[:, -1:] + on_diag
+            return sums[:, -1:] + on_diag, sums, v_diag
+        signal = torch.mul(V, U.mT).mul_(twice_upper).view(flat).sum(-1, keepdim=True) + on_diag
+        return signal, weighted_sums(V.mul_(sG).mul_(twice_upper).view(flat), D2aug), v_diag
+    V = Kinv.addcmul_(a.unsqueeze(-1), a.unsqueeze(-2), value=-1.0)
+    v_diag = V.diagonal(dim1=-2, dim2=-1).clone()
+    if sG is None:
+        # RBF: sigma^2 G = Kf. sums[b, j] = sum_ik (V Kf)[b, i, k] D2aug[j, i k]; the
+        # last row of ones gives sum(V * Kf)
+        sums = weighted_sums(V.mul_(Kf).view(flat), D2aug)
+        return sums[:, -1:], sums, v_diag
+    signal = torch.linalg.vecdot(V.view(flat), Kf.view(flat)).unsqueeze(-1)
+    return signal, weighted_sums(V.mul_(sG).view(flat), D2aug), v_diag
+
+
+def _blocked_gradient(kernel, coef, s, data, Kinv, a, kf_diag):
+    """The gradient's sums of :func:`_full_gradient`, the differences built in row blocks.
+
+    Reads only the entries of ``Kinv`` on and above the diagonal (where the
+    in-place LAPACK path leaves ``K^-1``) and builds the signal covariance
+    and ``sigma^2 G`` of each block anew, so nothing beyond ``Kinv`` is
+    ``n x n``: a sum over all entries of the symmetric ``V * Kf`` is twice
+    the sum above the diagonal plus the diagonal's. Off the diagonal ``V``
+    is 0 at missing points, so the signal needs no mask there.
+    """
+    b, n = a.shape
+    v_diag = Kinv.diagonal(dim1=-2, dim2=-1) - a.square()
+    signal = torch.linalg.vecdot(v_diag, kf_diag).unsqueeze(-1)
+    sums = None
+    for rows, D2aug in data.row_blocks():
+        r = rows.stop - rows.start
+        Kf, sG = signal_from_coefficients(kernel, coef, s, D2aug, r, n)  # (b, r, n)
+        V = torch.addcmul(Kinv[:, rows], a[:, rows].unsqueeze(-1), a.unsqueeze(-2), value=-1.0)
+        V.mul_(torch.ones(r, n, dtype=V.dtype, device=V.device).triu_(rows.start + 1).mul_(2.0))
+        if sG is None:  # RBF: sigma^2 G = Kf, and the row of ones sums V * Kf
+            part = weighted_sums(V.mul_(Kf).view(b, r * n), D2aug)
+            signal = signal + part[:, -1:]
         else:
-            signal = torch.mul(V, U.mT).mul_(twice_upper).view(flat).sum(-1, keepdim=True) + on_diag
-            sums = weighted_sums(V.mul_(sG).mul_(twice_upper).view(flat), D2aug)
-    else:
-        V = cholesky_inverse(U).addcmul_(a.unsqueeze(-1), a.unsqueeze(-2), value=-1.0)
-        v_diag = V.diagonal(dim1=-2, dim2=-1).clone()
-        if sG is None:
-            # RBF: sigma^2 G = Kf. sums[b, j] = sum_ik (V Kf)[b, i, k] D2aug[j, i k]; the
-            # last row of ones gives sum(V * Kf)
-            sums = weighted_sums(V.mul_(Kf).view(flat), D2aug)
-            signal = sums[:, -1:]
-        else:
-            signal = torch.linalg.vecdot(V.view(flat), Kf.view(flat)).unsqueeze(-1)
-            sums = weighted_sums(V.mul_(sG).view(flat), D2aug)
-    ls = sums[:, :-1] if kernel.n_lengthscales > 1 else sums[:, :-1].sum(-1, keepdim=True)
-    parts = ([signal] if kernel.has_outputscale else []) + [ls]
-    if kernel.has_noise:
-        parts.append((v_diag if maskf is None else v_diag * maskf).sum(-1, keepdim=True))
-    torch.mul(torch.cat(parts, dim=-1), scale, out=grad_out)
-    if ok is not None:
-        grad_out.masked_fill_(~ok[:, None], 0.0)
+            signal = signal + torch.linalg.vecdot(V.view(b, r * n), Kf.view(b, r * n)).unsqueeze(-1)
+            part = weighted_sums(V.mul_(sG).view(b, r * n), D2aug)
+        sums = part if sums is None else sums.add_(part)
+    return signal, sums, v_diag

@@ -24,7 +24,7 @@ from skbgp._core.acquisition import (
 from skbgp._core.acquisition.smooth import _log_ei_helper
 from skbgp._core.gp import factorize
 from skbgp._core.stationary import StationaryKernel
-from skbgp._core.kernels import squared_differences
+from skbgp._core.stationary import training_differences
 from skbgp._core.optimize import (
     OptimizeOptions,
     initial_conditions,
@@ -56,7 +56,7 @@ def _fit(name, X, Y, length_scales):
     yt = torch.tensor(((Y - mean) / std).T)
     theta = torch.tensor(np.array(thetas))
     maskf = torch.ones_like(yt)
-    f = factorize(core, theta, squared_differences(Xt, Xt), yt, maskf,
+    f = factorize(core, theta, training_differences(Xt), yt, maskf,
                   torch.tensor(ALPHA, dtype=torch.float64))
     model = make_model(core, theta, Xt, f.L, f.alpha, maskf, torch.tensor(mean), torch.tensor(std))
     return gprs, model

@@ -10,7 +10,6 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 
 from skbgp._core.gp import Conditioned, cholesky_inverse, factorize, posterior
 from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood, training_differences
-from skbgp._core.kernels import augmented_differences, squared_differences
 
 from ..conftest import KERNEL_IDS, NUS, sklearn_kernel, slow_except
 
@@ -21,13 +20,12 @@ def _setup(X, y, mask=None):
     Xt = torch.tensor(X)
     y = np.atleast_2d(y)
     mask = np.ones_like(y) if mask is None else mask.astype(float)
-    return Xt, squared_differences(Xt, Xt), torch.tensor(np.where(mask > 0, y, 0.0)), torch.tensor(mask)
+    return Xt, training_differences(Xt), torch.tensor(np.where(mask > 0, y, 0.0)), torch.tensor(mask)
 
 
 @pytest.mark.parametrize("name", KERNEL_IDS)
 @pytest.mark.parametrize("ard", [True, False], ids=["ard", "iso"])
-@pytest.mark.parametrize("form", ["D2", "augmented", "training"])
-def test_lml_and_gradient_match_sklearn(rng, name, ard, form, linalg_path):
+def test_lml_and_gradient_match_sklearn(rng, name, ard, linalg_path, differences):
     X = rng.uniform(size=(30, 3))
     y = np.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * rng.randn(30)
     k = sklearn_kernel(name, [0.4, 0.9, 1.7] if ard else 0.7)
@@ -35,17 +33,14 @@ def test_lml_and_gradient_match_sklearn(rng, name, ard, form, linalg_path):
     expected, expected_grad = gpr.log_marginal_likelihood(k.theta, eval_gradient=True)
     core = StationaryKernel(NUS[name], 3 if ard else 1)
     Xt, D2, yt, m = _setup(X, y)
-    if form == "augmented":
-        D2 = augmented_differences(D2)
-    elif form == "training":  # the form a fit builds once and passes to every evaluation
-        D2 = training_differences(Xt)
+    assert D2.blocked == (differences == "row-blocks")
     loss, grad = neg_log_marginal_likelihood(core, torch.tensor(k.theta)[None], D2, yt, m, ALPHA)
     assert_allclose(-loss.numpy()[0], expected, rtol=1e-10)
     assert_allclose(-grad.numpy()[0], expected_grad, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", KERNEL_IDS)
-def test_gradient_matches_finite_differences(rng, name, linalg_path):
+def test_gradient_matches_finite_differences(rng, name, linalg_path, differences):
     X = rng.uniform(size=(25, 2))
     y = np.cos(5 * X[:, 0]) * X[:, 1] + 0.1 * rng.randn(25)
     core = StationaryKernel(NUS[name], 2)
@@ -64,7 +59,7 @@ def test_gradient_matches_finite_differences(rng, name, linalg_path):
 
 
 @pytest.mark.parametrize("name", KERNEL_IDS)
-def test_masked_lml_equals_lml_of_observed_subset(rng, name, linalg_path):
+def test_masked_lml_equals_lml_of_observed_subset(rng, name, linalg_path, differences):
     X = rng.uniform(size=(30, 2))
     y = np.sin(4 * X[:, 0]) + 0.1 * rng.randn(30)
     mask = np.ones(30, dtype=bool)
@@ -81,7 +76,7 @@ def test_masked_lml_equals_lml_of_observed_subset(rng, name, linalg_path):
     assert_allclose(-grad.numpy()[0], expected_grad, rtol=1e-8, atol=1e-10)
 
 
-def test_batched_likelihood_equals_looped(rng, linalg_path):
+def test_batched_likelihood_equals_looped(rng, linalg_path, differences):
     X = rng.uniform(size=(20, 3))
     Y = rng.randn(5, 20)
     mask = rng.rand(5, 20) > 0.2
@@ -95,7 +90,7 @@ def test_batched_likelihood_equals_looped(rng, linalg_path):
         torch.testing.assert_close(grad[i:i + 1], gi, rtol=1e-10, atol=1e-12)
 
 
-def test_not_positive_definite_member_is_inf_and_others_unaffected(rng, linalg_path):
+def test_not_positive_definite_member_is_inf_and_others_unaffected(rng, linalg_path, differences):
     X = np.repeat(rng.uniform(size=(10, 1)), 2, axis=0)  # duplicate rows
     y = rng.randn(2, 20)
     core = StationaryKernel(math.inf, 1, has_noise=True)

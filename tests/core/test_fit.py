@@ -9,7 +9,7 @@ from torch.distributions import Gamma, LogNormal
 from skbgp._core import composite
 from skbgp._core.stationary import StationaryKernel
 from skbgp._core.fit import Box, fit_hyperparameters, training_objective, with_priors
-from skbgp._core.kernels import squared_differences
+from skbgp._core.stationary import training_differences
 from skbgp._core.priors import PriorTerm, log_prior
 
 
@@ -17,7 +17,7 @@ from skbgp._core.priors import PriorTerm, log_prior
 def test_fit_batched_equals_looped_with_restarts(rng):
     n, d, m, r = 30, 2, 6, 3
     X = torch.tensor(rng.uniform(size=(n, d)))
-    D2 = squared_differences(X, X)
+    D2 = training_differences(X)
     Y = torch.tensor(np.stack([np.sin((2 + j) * X[:, 0].numpy()) + 0.1 * rng.randn(n) for j in range(m)]))
     mask = torch.ones(m, n, dtype=torch.float64)
     mask[1, :5] = 0

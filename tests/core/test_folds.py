@@ -12,7 +12,7 @@ from skbgp._core import folds as folds_module
 from skbgp._core.gp import factorize, loo_from_factor
 from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood
 from skbgp._core.folds import fold_objective, pack_folds
-from skbgp._core.kernels import squared_differences
+from skbgp._core.stationary import training_differences
 from skbgp._core.threads import on_member_threads
 
 from ..conftest import slow_except
@@ -50,7 +50,7 @@ def test_fold_objective_equals_each_fold_alone(rng, nu, way, monkeypatch, reques
     loss, grad = on_member_threads(batch.X.device, twice) if way == "member-threads" else twice()
     for i, member in enumerate(members.tolist()):
         f, t = divmod(member, 2)
-        D2 = squared_differences(inputs[f], inputs[f])
+        D2 = training_differences(inputs[f])
         l_ref, g_ref = neg_log_marginal_likelihood(
             kernel, theta[member][None], D2, targets[f][t][None], torch.tensor(masks[f][t])[None],
             alphas[f])
@@ -69,7 +69,7 @@ def test_loo_from_factor_equals_gaussian_conditionals(rng):
     yt = torch.tensor(np.where(mask > 0, y, 0.0))[None]
     alpha = torch.tensor(1e-6, dtype=torch.float64)
     maskf = torch.tensor(mask)[None]
-    factor = factorize(kernel, theta, squared_differences(Xt, Xt), yt, maskf, alpha)
+    factor = factorize(kernel, theta, training_differences(Xt), yt, maskf, alpha)
     mean, var, logp = (a[0].numpy() for a in loo_from_factor(factor.L, factor.alpha, yt,
                                                                torch.tensor(mask)[None]))
     # dense covariance of the observed points, built in numpy

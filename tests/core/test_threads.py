@@ -14,7 +14,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteK
 
 from skbgp import BatchedGaussianProcessRegressor
 from skbgp._core.gp import member_blocks
-from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood
+from skbgp._core.stationary import StationaryKernel, neg_log_marginal_likelihood, training_differences
 from skbgp._core.kernels import (
     augmented_differences,
     signal_covariance,
@@ -102,7 +102,7 @@ def test_split_blocks_cover_the_members_evenly_over_threads(two_threads, b, size
 def test_likelihood_in_member_threads_equals_one_member_at_a_time(two_threads):
     X, theta, y, mask = _problem()
     kernel = StationaryKernel(math.inf, X.shape[1])
-    D2 = squared_differences(X, X)
+    D2 = training_differences(X)
     alpha = torch.tensor(1e-10, dtype=DT)
     def threaded():
         assert len(member_blocks(theta.shape[0], X.shape[0])) >= 2
