@@ -61,7 +61,13 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         DotProduct, and their Sum, Product and Exponentiation; length scales
         isotropic or ARD) is used with scikit-learn's formulas,
         parameterisation and bounds, every target starting from the kernel's
-        values. An :mod:`skbgp.kernels` object may also give every target its
+        values. Any other scikit-learn kernel object (your own ``Kernel``
+        subclass, on numbers or, with ``requires_vector_input`` False, on
+        structured inputs such as strings) runs through scikit-learn's kernel
+        API (``clone_with_theta``, ``__call__`` with ``eval_gradient``,
+        ``diag``), one target at a time in numpy, without priors: slower,
+        and a ``UserWarning`` says so at every fit. An :mod:`skbgp.kernels`
+        object may also give every target its
         own initial values and put priors on hyperparameters (the fit is then
         maximum a posteriori). The kernel object is never modified.
     alpha : float or array-like of shape (n_samples,), default=1e-10

@@ -12,7 +12,11 @@ Kernels of the form ``[ConstantKernel *] (RBF | Matern) [+ WhiteKernel]`` (in
 this operand order) run on the fast stationary path of
 :mod:`skbgp._core.kernels` and :mod:`skbgp._core.stationary`, with theta laid out
 as ``[log constant] + [log length scales] + [log noise]``; every other kernel
-runs on the composite path of :mod:`skbgp._core.composite`. On both paths
+of those classes runs on the composite path of :mod:`skbgp._core.composite`.
+Any other scikit-learn kernel object (a user's ``Kernel`` subclass, a Matern
+of another ``nu``, ``PairwiseKernel``) runs on the generic path of
+:mod:`skbgp._generic_kernel`, through scikit-learn's own kernel API, with
+scikit-learn's ``theta`` and ``bounds`` (:func:`plan_generic`). On the first two paths
 theta is in scikit-learn's order (``kernel.theta`` with the fixed
 hyperparameters kept).
 Values and bounds keep scikit-learn's parameterisation: ``theta`` is the log
@@ -96,9 +100,10 @@ class KernelPlan:
 
     Attributes
     ----------
-    kernel : StationaryKernel or CompositeKernel
-        The core kernel; its methods evaluate the likelihood, factorise and
-        predict.
+    kernel : StationaryKernel, CompositeKernel or GenericKernel
+        The core kernel (a kernel of the covariance protocol of
+        :mod:`skbgp._core.gp`); its methods evaluate the likelihood,
+        factorise and predict.
     theta0 : ndarray of shape (n_targets, n_params) or (n_params,)
         Initial log hyperparameters.
     bounds : ndarray of shape (n_targets, n_params, 2) or (n_params, 2)
@@ -561,7 +566,9 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
     Raises
     ------
     ValueError
-        For an unsupported kernel (naming its class), a hyperparameter or a
+        For an skbgp kernel outside the translated classes (naming it; a
+        scikit-learn kernel of any other class runs on the generic path,
+        :func:`plan_generic`, with a ``UserWarning``), a hyperparameter or a
         prior whose shape does not fit the data (naming it, with the shape
         received and the shapes expected), or an initial value outside the
         support of its prior.
