@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.spatial.distance import cdist
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -277,3 +278,14 @@ def test_a_kernel_that_breaks_the_api_is_a_clear_error():
         gpr.predict(X[:3], return_std=True)
     with pytest.raises(ValueError, match="An skbgp.kernels object combines only these classes"):
         BatchedGaussianProcessRegressor(sk.Matern(nu=3.5)).fit(*_data())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_generic_kernel_on_a_gpu_equals_the_cpu():
+    make, data = KERNELS["my_rbf"]
+    X, Y = data()
+    cpu = _fit(make(), X, Y, optimizer=None)
+    gpu = _fit(make(), X, Y, optimizer=None, device="cuda")
+    for a, b in zip(gpu.predict(X[:5], return_std=True), cpu.predict(X[:5], return_std=True)):
+        assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert_allclose(gpu.log_marginal_likelihood_value_, cpu.log_marginal_likelihood_value_, rtol=1e-10)
