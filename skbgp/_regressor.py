@@ -16,7 +16,7 @@ from ._engine import Engine
 from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, cache_bytes, format_targets
 from ._problem import ProblemSpec, make_problem
 from ._scoring import observed_r2_score
-from ._generic_kernel import encode_points
+from ._generic_kernel import decode_points, encode_points
 from ._sklearn_kernels import plan_from_kernel, requires_vector_input
 from ._validation import (compute_device, reject_grad_tensors, resolve_device, resolve_dtype, to_numpy,
                           to_tensor, torch_generator)
@@ -607,7 +607,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.__dict__.pop("feature_names_in_", None)
         if problem.feature_names is not None:
             self.feature_names_in_ = problem.feature_names
-        self.X_train_ = np.copy(X) if self.copy_X_train else X
+        # structured inputs: the points as given (the core keeps them encoded)
+        points = X if requires_vector_input(self.kernel) else decode_points(X)
+        self.X_train_ = np.copy(points) if self.copy_X_train else points
         self.y_train_ = np.copy(y) if self.copy_X_train else y
         self.n_targets_ = n_targets
         self._free = plan.free
@@ -638,7 +640,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     def _fitted_gps(self, problem, result, theta, failed):
         """The FittedGPs of a fit's result (``theta`` with NaN rows where ``failed``)."""
-        return FittedGPs(problem, result, self.X_train_, theta, failed, self._cache_bytes())
+        X = self.X_train_ if requires_vector_input(self.kernel) else problem.X  # numbers for the core
+        return FittedGPs(problem, result, X, theta, failed, self._cache_bytes())
 
     def _warn_after_fit(self, plan, bounds):
         fitted = np.ones(self.n_targets_, dtype=bool)

@@ -242,6 +242,7 @@ def test_structured_inputs_equal_scikit_learn():
     assert_allclose(ours.log_marginal_likelihood(Letters().theta), ref.log_marginal_likelihood(Letters().theta),
                     rtol=1e-8)
     assert not hasattr(ours, "n_features_in_")
+    assert_array_equal(ours.X_train_, np.asarray(X))  # the points as given, as scikit-learn keeps them
     assert ours.sample_y(Xq, 3).shape == (3, 3)
     fitted = _fit(Letters(), X, y, n_restarts_optimizer=0, alpha=1e-2)
     fitted_ref = GaussianProcessRegressor(Letters(), alpha=1e-2).fit(X, y)
