@@ -394,10 +394,12 @@ class Engine:
         -------
         FitResult
         """
-        if optimum is None and callable(self.optimizer):
+        # a kernel without hyperparameters has nothing to optimise (scikit-learn's n_dims == 0)
+        optimize = self.optimizer is not None and problem.plan.free.size > 0
+        if optimum is None and optimize and callable(self.optimizer):
             optimum = self._optimise_with_callable(problem)
         if optimum is None:
-            return self._chunks(problem, problem.starts_np, self.optimizer is not None)
+            return self._chunks(problem, problem.starts_np, optimize)
         result = self._chunks(problem, to_numpy(optimum.theta)[None], False)  # 0 evaluations
         if optimum.n_iter is None:
             return result

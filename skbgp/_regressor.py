@@ -16,7 +16,8 @@ from ._engine import Engine
 from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, cache_bytes, format_targets
 from ._problem import ProblemSpec, make_problem
 from ._scoring import observed_r2_score
-from ._sklearn_kernels import plan_from_kernel
+from ._generic_kernel import decode_points, encode_points
+from ._sklearn_kernels import plan_from_kernel, requires_vector_input
 from ._validation import (compute_device, reject_grad_tensors, resolve_device, resolve_dtype, to_numpy,
                           to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
@@ -60,7 +61,13 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         DotProduct, and their Sum, Product and Exponentiation; length scales
         isotropic or ARD) is used with scikit-learn's formulas,
         parameterisation and bounds, every target starting from the kernel's
-        values. An :mod:`skbgp.kernels` object may also give every target its
+        values. Any other scikit-learn kernel object (your own ``Kernel``
+        subclass, on numbers or, with ``requires_vector_input`` False, on
+        structured inputs such as strings) runs through scikit-learn's kernel
+        API (``clone_with_theta``, ``__call__`` with ``eval_gradient``,
+        ``diag``), one target at a time in numpy, without priors: slower,
+        and a ``UserWarning`` says so at every fit. An :mod:`skbgp.kernels`
+        object may also give every target its
         own initial values and put priors on hyperparameters (the fit is then
         maximum a posteriori). The kernel object is never modified.
     alpha : float or array-like of shape (n_samples,), default=1e-10
@@ -430,17 +437,29 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             return self.kernel is None
         return bool(self.normalize_y)
 
+    def _input_checks(self):
+        """validate_data's checks of X: numbers, or any points for a kernel on structured inputs
+        (scikit-learn's rule, from ``kernel.requires_vector_input``)."""
+        if requires_vector_input(self.kernel):
+            return dict(dtype=np.float64, ensure_2d=True)
+        return dict(dtype=None, ensure_2d=False)
+
+    def _core_inputs(self, X):
+        """X as the core takes it: numbers (structured points encoded, see skbgp._generic_kernel)."""
+        return X if requires_vector_input(self.kernel) else encode_points(X)
+
     def _validate_fit_data(self, X, y):
         X, y = validate_data(
             self,
             X,
             y,
             validate_separately=(
-                dict(dtype=np.float64, ensure_2d=True),
+                self._input_checks(),
                 dict(dtype=np.float64, ensure_2d=False, ensure_all_finite="allow-nan"),
             ),
         )
         check_consistent_length(X, y)
+        X = self._core_inputs(X)
         if y.ndim > 2:
             raise ValueError(f"y must be 1-D or 2-D; got an array of shape {y.shape}.")
         if np.isinf(y).any():
@@ -582,11 +601,15 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
         theta = result.theta.copy()  # the caller's Optimum or starts stay as they are
         theta[failed] = np.nan  # not fitted: no hyperparameters
-        self.n_features_in_ = X.shape[1]
+        self.__dict__.pop("n_features_in_", None)
+        if requires_vector_input(self.kernel):  # structured inputs have no features (scikit-learn's rule)
+            self.n_features_in_ = X.shape[1]
         self.__dict__.pop("feature_names_in_", None)
         if problem.feature_names is not None:
             self.feature_names_in_ = problem.feature_names
-        self.X_train_ = np.copy(X) if self.copy_X_train else X
+        # structured inputs: the points as given (the core keeps them encoded)
+        points = X if requires_vector_input(self.kernel) else decode_points(X)
+        self.X_train_ = np.copy(points) if self.copy_X_train else points
         self.y_train_ = np.copy(y) if self.copy_X_train else y
         self.n_targets_ = n_targets
         self._free = plan.free
@@ -617,7 +640,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
     def _fitted_gps(self, problem, result, theta, failed):
         """The FittedGPs of a fit's result (``theta`` with NaN rows where ``failed``)."""
-        return FittedGPs(problem, result, self.X_train_, theta, failed, self._cache_bytes())
+        X = self.X_train_ if requires_vector_input(self.kernel) else problem.X  # numbers for the core
+        return FittedGPs(problem, result, X, theta, failed, self._cache_bytes())
 
     def _warn_after_fit(self, plan, bounds):
         fitted = np.ones(self.n_targets_, dtype=bool)
@@ -843,12 +867,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
                 "At most one of return_std or return_cov can be requested."
             )
         reject_grad_tensors(X=X)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, X, reset=False, **self._input_checks())
         if not self._fitted():
             return self._predict_prior(X, return_std, return_cov, observation_noise)
         self._warn_failed()
         gps, where = self._gps()
-        mean, var = gps.posterior(X, variance=return_std, full_cov=return_cov,
+        mean, var = gps.posterior(self._core_inputs(X), variance=return_std, full_cov=return_cov,
                                   observation_noise=observation_noise, **where)
         y_mean = mean.T
         y_var = None if var is None else np.moveaxis(var, 0, -1)
@@ -894,7 +918,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         reject_grad_tensors(X=X)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, X, reset=False, **self._input_checks())
         generator = torch_generator(random_state)
         if not self._fitted():
             device, dtype = self._check_params()
@@ -905,7 +929,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self._warn_failed()
         gps, where = self._gps()
         t = gps.tensors(**where)
-        Xq = to_tensor(X, t.X.dtype, t.X.device)
+        Xq = to_tensor(self._core_inputs(X), t.X.dtype, t.X.device)
         draws = np.empty((self.n_targets_, X.shape[0], n_samples))
         with torch.no_grad():
             for sl, L in gps.factor_chunks(2 * X.shape[0] ** 2, **where):

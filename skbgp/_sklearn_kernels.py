@@ -12,7 +12,11 @@ Kernels of the form ``[ConstantKernel *] (RBF | Matern) [+ WhiteKernel]`` (in
 this operand order) run on the fast stationary path of
 :mod:`skbgp._core.kernels` and :mod:`skbgp._core.stationary`, with theta laid out
 as ``[log constant] + [log length scales] + [log noise]``; every other kernel
-runs on the composite path of :mod:`skbgp._core.composite`. On both paths
+of those classes runs on the composite path of :mod:`skbgp._core.composite`.
+Any other scikit-learn kernel object (a user's ``Kernel`` subclass, a Matern
+of another ``nu``, ``PairwiseKernel``) runs on the generic path of
+:mod:`skbgp._generic_kernel`, through scikit-learn's own kernel API, with
+scikit-learn's ``theta`` and ``bounds`` (:func:`plan_generic`). On the first two paths
 theta is in scikit-learn's order (``kernel.theta`` with the fixed
 hyperparameters kept).
 Values and bounds keep scikit-learn's parameterisation: ``theta`` is the log
@@ -21,6 +25,7 @@ of each hyperparameter and ``"fixed"`` bounds hold it constant.
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +37,10 @@ from ._core import composite
 from ._core.fit import RACE_ITER
 from ._core.stationary import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
+from ._generic_kernel import GenericKernel
 from ._validation import log_mean_square
 
-__all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel",
+__all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel", "plan_generic", "requires_vector_input",
            "plan_default", "length_scale_prior"]
 
 SUPPORTED = (
@@ -94,9 +100,10 @@ class KernelPlan:
 
     Attributes
     ----------
-    kernel : StationaryKernel or CompositeKernel
-        The core kernel; its methods evaluate the likelihood, factorise and
-        predict.
+    kernel : StationaryKernel, CompositeKernel or GenericKernel
+        The core kernel (a kernel of the covariance protocol of
+        :mod:`skbgp._core.gp`); its methods evaluate the likelihood,
+        factorise and predict.
     theta0 : ndarray of shape (n_targets, n_params) or (n_params,)
         Initial log hyperparameters.
     bounds : ndarray of shape (n_targets, n_params, 2) or (n_params, 2)
@@ -139,6 +146,11 @@ class KernelPlan:
         ``(parameter path, theta columns, scalar)`` of every hyperparameter.
     set_bounds : bool
         Whether :meth:`sklearn_kernels` also sets each target's bounds.
+    generic : bool
+        The kernel runs through scikit-learn's kernel API
+        (:class:`~skbgp._generic_kernel.GenericKernel`): theta is the
+        template's ``theta`` (its free hyperparameters), and
+        :meth:`sklearn_kernels` is ``template.clone_with_theta``.
     """
 
     kernel: object
@@ -159,6 +171,7 @@ class KernelPlan:
     set_bounds: bool
     restart_design: str = "uniform"
     race: bool = False
+    generic: bool = False
 
     def race_iter(self, max_iter):
         """Iterations every start runs before only the record setters go on (see ``fit.py``).
@@ -221,6 +234,12 @@ class KernelPlan:
         """
         out = []
         for t in range(theta.shape[0]):
+            if self.generic:
+                # scikit-learn's theta: the free hyperparameters, all of theta here
+                finite = np.all(np.isfinite(theta[t]))
+                out.append(self.template.clone_with_theta(theta[t]) if finite
+                           else copy.deepcopy(self.template))
+                continue
             kernel = copy.deepcopy(self.template)
             params = {}
             for path, index, scalar in self.groups:
@@ -282,10 +301,18 @@ _OPERATOR_CLASSES = {
 }
 
 
+class _Untranslatable(ValueError):
+    """A kernel (or part of one, ``part``) that the batched core has no formula for."""
+
+    def __init__(self, message, part):
+        super().__init__(message)
+        self.part = part
+
+
 def _unsupported(kernel):
-    return ValueError(
+    return _Untranslatable(
         f"Kernel {kernel!r} ({type(kernel).__name__}) is not supported by "
-        f"BatchedGaussianProcessRegressor. Supported kernels: {SUPPORTED}."
+        f"BatchedGaussianProcessRegressor. Supported kernels: {SUPPORTED}.", kernel
     )
 
 
@@ -439,9 +466,9 @@ def _walk(kernel, prefix, n_features, n_targets):
     if kind == "matern":
         nu = float(kernel.nu)
         if nu not in (0.5, 1.5, 2.5, math.inf):
-            raise ValueError(
+            raise _Untranslatable(
                 f"Matern kernels with nu={kernel.nu} are not supported; use nu in "
-                "0.5, 1.5, 2.5 or inf (the closed forms)."
+                "0.5, 1.5, 2.5 or inf (the closed forms).", kernel
             )
     hps = []
     for attr in attrs:
@@ -539,12 +566,23 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
     Raises
     ------
     ValueError
-        For an unsupported kernel (naming its class), a hyperparameter or a
+        For an skbgp kernel outside the translated classes (naming it; a
+        scikit-learn kernel of any other class runs on the generic path,
+        :func:`plan_generic`, with a ``UserWarning``), a hyperparameter or a
         prior whose shape does not fit the data (naming it, with the shape
         received and the shapes expected), or an initial value outside the
         support of its prior.
     """
-    tree = _walk(kernel, "", n_features, n_targets)
+    try:
+        tree = _walk(kernel, "", n_features, n_targets)
+    except _Untranslatable as error:
+        if not isinstance(kernel, skk.Kernel):
+            raise ValueError(
+                f"{error} An skbgp.kernels object combines only these classes; any other "
+                "kernel runs as a scikit-learn kernel object (without priors), through "
+                "scikit-learn's kernel API."
+            ) from None
+        return plan_generic(kernel, error.part)
     fast = None if force_composite else _fast_form(tree)
     if fast is not None:
         scale, base, noise = fast
@@ -614,6 +652,90 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
         template=_sklearn_twin(tree) if is_native else copy.deepcopy(kernel),
         groups=tuple(groups),
         set_bounds=is_native,
+    )
+
+
+def requires_vector_input(kernel):
+    """Whether ``kernel`` (None, a scikit-learn or an skbgp kernel) takes numeric feature vectors.
+
+    scikit-learn's ``requires_vector_input`` (False for kernels on strings,
+    graphs or other structured inputs, ``GenericKernelMixin``); True for
+    skbgp's kernels and the default model.
+    """
+    return not isinstance(kernel, skk.Kernel) or bool(kernel.requires_vector_input)
+
+
+# The start of the warning of the generic path, for users who filter it
+GENERIC_WARNING = "skbgp evaluates the kernel"
+
+
+def plan_generic(kernel, part=None):
+    """A scikit-learn kernel the core cannot translate, run through scikit-learn's kernel API.
+
+    Every target's covariance, its gradient and its diagonal come from
+    ``kernel.clone_with_theta(theta)`` in numpy, one target at a time
+    (:class:`~skbgp._generic_kernel.GenericKernel`); the optimiser, restarts
+    and everything downstream are the batched engine's. theta and bounds are
+    scikit-learn's (``kernel.theta``, ``kernel.bounds``: the free
+    hyperparameters in log space); there are no priors. Warns
+    (``UserWarning``) that this path is slower.
+
+    Parameters
+    ----------
+    kernel : sklearn.gaussian_process.kernels.Kernel
+    part : sklearn.gaussian_process.kernels.Kernel, optional
+        The part of ``kernel`` that cannot be translated (named in the warning).
+
+    Returns
+    -------
+    KernelPlan
+    """
+    part = kernel if part is None else part
+    what = type(part).__name__ + (f"(nu={part.nu})" if isinstance(part, skk.Matern) else "")
+    template = copy.deepcopy(kernel)
+    try:
+        theta0 = np.asarray(template.theta, dtype=float).reshape(-1)
+        P = theta0.size
+        bounds = np.asarray(template.bounds, dtype=float).reshape(P, 2)
+        hyperparameters = template.hyperparameters
+    except (AttributeError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"The kernel ({type(kernel).__name__}, containing {what}) does not follow "
+            f"scikit-learn's Kernel API: reading its theta and bounds failed with "
+            f"{type(error).__name__}: {error}. A kernel needs theta, bounds, "
+            "clone_with_theta, __call__(X, Y=None, eval_gradient=False) and diag(X)."
+        ) from error
+    names = []
+    for hp in hyperparameters:
+        if not hp.fixed:
+            names.extend([hp.name] if hp.n_elements == 1
+                         else [f"{hp.name}[{j}]" for j in range(hp.n_elements)])
+    if len(names) != P:  # a kernel whose hyperparameters do not describe its theta
+        names = [f"theta[{j}]" for j in range(P)]
+    warnings.warn(
+        f"{GENERIC_WARNING} through scikit-learn's kernel API, one target at a time in "
+        f"numpy, as it contains {what}, which skbgp does not translate into its batched core "
+        f"(it translates {SUPPORTED}): the fit is correct but slower.",
+        UserWarning, stacklevel=2,
+    )
+    return KernelPlan(
+        kernel=GenericKernel(template, P, structured=not requires_vector_input(kernel)),
+        theta0=theta0,
+        bounds=bounds,
+        free=np.ones(P, dtype=bool),
+        names=names,
+        restart_bounds=bounds,
+        warn_at_upper=np.ones(P, dtype=bool),
+        prior_bounded=np.zeros((P, 2), dtype=bool),
+        priors=(),
+        length_scale_index=None,
+        outputscale_index=None,
+        noise_index=None,
+        ambiguous=frozenset({"length_scale", "outputscale", "noise_level"}),
+        template=template,
+        groups=(),
+        set_bounds=False,
+        generic=True,
     )
 
 

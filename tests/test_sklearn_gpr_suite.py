@@ -29,10 +29,6 @@ _NO_CLONE = "log_marginal_likelihood(clone_kernel=False) changes kernel_ in scik
 DELIBERATE_DIFFERENCES = {
     **{f"test_constant_target[kernel{i}]": _CONSTANT_TARGET for i in range(6)},
     **{f"test_lml_without_cloning_kernel[kernel{i}]": _NO_CLONE for i in (0, 2, 3, 4, 5)},
-    "test_gpr_interpolation_structured": "a custom kernel on string inputs: skbgp's kernels are "
-                                         "numeric, translated into its batched core",
-    "test_gpr_predict_input_not_modified": "a custom kernel (a ConstantKernel subclass): only "
-                                           "scikit-learn's own kernel classes are translated",
     "test_no_optimizer[None-None]": "kernel=None is skbgp's default model (data-driven starts, "
                                     "priors, fitted), not scikit-learn's fixed 1.0 * RBF(1.0)",
     "test_y_multioutput": "a 2-D y gets one kernel per target (kernels_), not one shared kernel_",
