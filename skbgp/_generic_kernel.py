@@ -244,7 +244,7 @@ class GenericKernel:
         g = 0.5 * np.einsum("ij,jik->k", W, dK)
         return -lml[0], -torch.as_tensor(g, dtype=theta.dtype, device=theta.device)
 
-    def footprint(self, d, device, dtype):
+    def footprint(self, n, d, device, dtype):
         """:class:`~skbgp._core.gp.Footprint`: a lower bound.
 
         The training inputs are kept as the kernel takes them (no ``n x n``
