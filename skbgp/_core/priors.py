@@ -50,8 +50,11 @@ def rebuild_distribution(distribution, transform):
         If the family cannot be rebuilt from its parameters.
     """
     names = list(distribution.arg_constraints)
+    # on the parameters' own device, not torch's default one (set_default_device)
+    device = next((p.device for p in map(distribution.__getattribute__, names)
+                   if isinstance(p, torch.Tensor)), "cpu")
     try:
-        params = {name: transform(torch.as_tensor(getattr(distribution, name))
+        params = {name: transform(torch.as_tensor(getattr(distribution, name), device=device)
                                   .expand(distribution.batch_shape)) for name in names}
         return type(distribution)(**params, validate_args=False)
     except (TypeError, ValueError, AttributeError, NotImplementedError) as exc:
