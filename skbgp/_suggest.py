@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from scipy.stats import qmc
 from sklearn.base import BaseEstimator, clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 from torch.distributions import LogNormal
@@ -167,7 +166,8 @@ class QBatchSuggester(BaseEstimator):
         The search box as one ``(low, high)`` pair per feature, the layout of
         ``scipy.optimize.minimize`` and scikit-optimize:
         ``bounds=[(-5, 10), (0, 15)]`` means ``-5 <= x0 <= 10`` and
-        ``0 <= x1 <= 15``. Required; finite, with ``low < high``. BoTorch's
+        ``0 <= x1 <= 15``. Required; finite, with ``low < high`` and a width
+        ``high - low`` that float64 holds. BoTorch's
         ``bounds`` tensor is the transpose, shape ``(2, n_features)`` (a row
         of lows, a row of highs): pass ``bounds.T``. Such an array is rejected
         when ``n_features != 2``, but a 2 x 2 array cannot be told apart and
@@ -258,7 +258,18 @@ class QBatchSuggester(BaseEstimator):
     every candidate set of a Monte-Carlo acquisition function, so their joint
     posterior with the candidates counts: a candidate close to a pending point
     adds little. :meth:`ask` registers its points as pending until
-    :meth:`tell` receives them.
+    :meth:`tell` receives them (matched to within ``1e-6`` of the box's
+    width in every feature; see :meth:`tell`).
+
+    **Suggest, then ask.** :meth:`suggest` shows the points the next
+    :meth:`ask` hands out: a suggestion's random numbers are drawn once and
+    used by that :meth:`ask`.
+
+    **Threads and torch's settings.** The acquisition is optimised on a
+    single-threaded thread of skbgp's own, as the GP is fitted (the caller's
+    torch threads are left as they are), with inference mode off there, so
+    that it works inside ``torch.inference_mode()``; torch's default dtype
+    and device change nothing.
 
     **Observations outside the box** are modelled (the GP sees them outside
     the unit cube) but suggestions stay inside it; :meth:`fit` and
@@ -278,8 +289,10 @@ class QBatchSuggester(BaseEstimator):
     spurious short length scales, and in many dimensions send most length
     scales to their upper bound, so that the suggestions crowd the faces of
     the box; the bounds and the prior (whose median grows as ``sqrt(d)``, as
-    BoTorch's dimension-scaled prior does) prevent both. "Value at the bound"
-    warnings of the default GP are silenced; pass an estimator to see them.
+    BoTorch's dimension-scaled prior does) prevent both. The default GP does
+    not warn about values at its bounds, which belong to its prior (no
+    warnings filter is set: that would be process-wide and not thread-safe);
+    pass an estimator to see such warnings.
 
     **Integer features** are optimised as continuous and rounded at the end,
     which may make two of the ``q`` points equal.
@@ -665,7 +678,9 @@ class QBatchSuggester(BaseEstimator):
         """Suggest points to evaluate next, chosen jointly.
 
         Before any observation, the next points of the initial design (a
-        scrambled Sobol' sequence in the box; see Notes).
+        scrambled Sobol' sequence in the box; see Notes). The points are those
+        that the next :meth:`ask` with the same arguments hands out; calling
+        :meth:`suggest` draws no random numbers of its own.
 
         Parameters
         ----------
