@@ -32,10 +32,10 @@ __all__ = ["QBatchSuggester", "Incumbent", "incumbent"]
 
 _ACQUISITIONS = MONTE_CARLO + ANALYTIC
 
-# A told point is the pending point nearest to it within this fraction of each feature's
-# width: a value printed to 6 significant digits is within 5e-7 of its magnitude, so a point
-# in a box such as (0, 1000) told back rounded that way matches, and points of a box
-# narrower than float64's spacing around it stay apart unless told back exactly.
+# A told point clears the nearest pending point within this fraction of each feature's width:
+# rounding to 6 significant digits moves a value by at most 5e-7 of its magnitude, within
+# 1e-6 of the width where |value| <= 2 * width (a box such as (0, 1000)); relative to the
+# width, distinct points of a box narrower than 1e-12 stay apart.
 PENDING_RTOL = 1e-6
 
 
