@@ -1,7 +1,9 @@
 """QBatchSuggester: bounds as (low, high) pairs, the initial design, determinism, pending
 points, constraints, bad input, and optimisation loops against quasi-random search."""
 
+import _thread
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -494,6 +496,16 @@ def test_a_told_point_that_matches_no_pending_point_warns_naming_it(branin_data)
         opt.tell(stray, branin(stray))
 
 
+def _filters():
+    """The process-wide warnings filters, their patterns as strings.
+
+    scikit-learn's ``Parallel`` (which runs the regressor's fit) re-adds the
+    caller's filters around every job, compiling the patterns of filters that
+    held strings: the same filters.
+    """
+    return [tuple(getattr(v, "pattern", v) for v in f) for f in warnings.filters]
+
+
 def _bound_warnings(record):
     return [w for w in record if "close to the specified" in str(w.message)]
 
@@ -529,10 +541,10 @@ def test_suggesters_fitted_in_threads_leave_later_fits_warning(branin_data):
         QBatchSuggester(bounds=BRANIN_BOUNDS, random_state=seed, **SMALL).fit(X, y)
 
     fit(0)  # first, alone: modules imported on first use may add filters of their own
-    before = list(warnings.filters)
+    before = _filters()
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(fit, range(8)))
-    assert list(warnings.filters) == before
+    assert _filters() == before
     gp = BatchedGaussianProcessRegressor(**default_estimator(2).get_params(deep=False))
     with pytest.warns(ConvergenceWarning, match="close to the specified"):
         gp.fit((X - BRANIN_LOW) / (BRANIN_HIGH - BRANIN_LOW), y)
@@ -569,3 +581,25 @@ def test_suggestions_run_single_threaded_on_skbgp_threads(branin_data, monkeypat
         assert seen == [("skbgp-driver", 1)]
     else:  # torch is single-threaded already, or its threads cannot be set per thread
         assert seen == [(threading.current_thread().name, threads)]
+
+
+@pytest.mark.slow
+def test_an_interrupted_ask_stops_soon_and_changes_nothing():
+    # ask() runs on skbgp's thread: an interrupt of the caller must still stop it early
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 3))
+    y = np.sin(5 * X).sum(axis=1)
+    opt = QBatchSuggester(bounds=[(0, 1)] * 3, q=4, random_state=0, raw_samples=4096,
+                          num_restarts=40).fit(X, y)
+    start = time.perf_counter()
+    clone(opt).fit(X, y).ask()
+    full = time.perf_counter() - start
+    timer = threading.Timer(0.1 * full, _thread.interrupt_main)
+    timer.start()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        opt.ask()
+        time.sleep(full)  # not interrupted during ask(): here, to fail below
+    assert time.perf_counter() - start < 0.5 * full
+    assert opt.X_pending_.shape == (0, 3)
+    assert_array_equal(opt.ask(), clone(opt).fit(X, y).ask())  # nothing was drawn

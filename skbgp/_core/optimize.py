@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from .lbfgs import LBFGSOptions, minimize_lbfgs
 from .sobol import sobol_points
+from .threads import check_cancelled
 
 __all__ = [
     "OptimizeOptions",
@@ -129,8 +130,11 @@ def raw_candidates(raw_samples, q, d, generator, dtype, device):
 
 def _evaluate(acquisition, X, batch_limit):
     """Acquisition values of many candidate sets, without gradients: (b,) from (b, q, d)."""
+    chunks = []
     with torch.no_grad():
-        chunks = [acquisition(X[i:i + batch_limit]) for i in range(0, X.shape[0], batch_limit)]
+        for i in range(0, X.shape[0], batch_limit):
+            check_cancelled()  # an interrupted caller stops the work here
+            chunks.append(acquisition(X[i:i + batch_limit]))
         return torch.cat(chunks)
 
 
@@ -215,6 +219,7 @@ def maximize_acquisition(acquisition, q, d, options=OptimizeOptions(), *, genera
     value_and_grad = getattr(acquisition, "value_and_grad", None)
 
     def fun(x, idx):
+        check_cancelled()  # an interrupted caller stops the optimiser here
         if value_and_grad is not None:
             val, grad = value_and_grad(x.detach().view(-1, q, d))
         else:
