@@ -16,6 +16,7 @@ import torch
 from sklearn.utils import check_random_state
 
 from ._core.gp import member_rows
+from ._core.sobol import sobol_points
 from ._fitted import format_targets
 from ._sklearn_kernels import plan_default, plan_from_kernel
 from ._validation import column_sums, log_mean_square, to_tensor
@@ -292,8 +293,7 @@ def restart_design(kind, random_state, n_restarts, n_free):
     if n_restarts <= 0:
         return np.empty((0, n_free))
     if kind == "sobol":
-        engine = torch.quasirandom.SobolEngine(n_free, scramble=True, seed=int(rng.randint(2**31 - 1)))
-        return engine.draw(n_restarts, dtype=torch.float64).numpy()
+        return sobol_points(n_restarts, n_free, int(rng.randint(2**31 - 1))).numpy()
     return np.stack([rng.uniform(size=n_free) for _ in range(n_restarts)])
 
 

@@ -416,7 +416,7 @@ def _prior(kernel, path, attr, value, scalar, log_bounds, free):
         bound = getattr(dist.support, name, None)
         if bound is None:
             return np.full((n_targets, q), default)
-        bound = torch.as_tensor(bound, dtype=torch.float64)
+        bound = torch.as_tensor(bound, dtype=torch.float64, device="cpu")
         if bound.ndim:
             bound = bound.expand(batch).reshape(shape)
         return np.broadcast_to(bound.numpy(), (n_targets, q))
@@ -788,8 +788,9 @@ def length_scale_prior(X):
     """
     d = X.shape[1]
     loc, variance = _length_scale_prior_parameters(d)
-    loc = torch.as_tensor(loc + np.log(_span(X)), dtype=torch.float64)
-    return torch.distributions.LogNormal(loc, torch.full((d,), math.sqrt(variance), dtype=torch.float64))
+    loc = torch.as_tensor(loc + np.log(_span(X)), dtype=torch.float64, device="cpu")
+    scale = torch.full((d,), math.sqrt(variance), dtype=torch.float64, device="cpu")
+    return torch.distributions.LogNormal(loc, scale)
 
 
 def _span(X):
@@ -828,7 +829,7 @@ def noise_prior(log_power):
     a, b = NOISE_PRIOR
     # floored: a target too large for float64's range keeps a finite log density
     rate = np.maximum(b * np.exp(-np.asarray(log_power, dtype=float)), np.finfo(float).tiny)
-    rate = torch.as_tensor(rate, dtype=torch.float64).reshape(-1, 1)
+    rate = torch.as_tensor(rate, dtype=torch.float64, device="cpu").reshape(-1, 1)
     return torch.distributions.Gamma(torch.full_like(rate, a), rate)
 
 

@@ -3,13 +3,12 @@
 import math
 import numbers
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from scipy.stats import qmc
 from sklearn.base import BaseEstimator, clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 from torch.distributions import LogNormal
@@ -24,6 +23,7 @@ from ._core.acquisition import (
     make_model,
 )
 from ._core.optimize import OptimizeOptions, maximize_acquisition
+from ._core.threads import on_member_threads
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import resolve_device, to_numpy, to_tensor, torch_generator
 from .kernels import ConstantKernel, Matern, WhiteKernel
@@ -31,6 +31,27 @@ from .kernels import ConstantKernel, Matern, WhiteKernel
 __all__ = ["QBatchSuggester", "Incumbent", "incumbent"]
 
 _ACQUISITIONS = MONTE_CARLO + ANALYTIC
+
+# A told point clears the nearest pending point within this fraction of each feature's width:
+# rounding to 6 significant digits moves a value by at most 5e-7 of its magnitude, within
+# 1e-6 of the width where |value| <= 2 * width (a box such as (0, 1000)); relative to the
+# width, distinct points of a box narrower than 1e-12 stay apart.
+PENDING_RTOL = 1e-6
+
+
+class _DefaultGP(BatchedGaussianProcessRegressor):
+    """The default GP of :class:`QBatchSuggester`, which does not warn at its bounds.
+
+    Its bounds belong to its prior (fixed in the unit cube on standardised
+    targets; see the notes of :class:`QBatchSuggester`), so a value fitted at
+    one is treated as the regressor treats a bound set by a prior's support:
+    not warned about. Decided in the fit itself, not by a warnings filter,
+    which is process-wide and not thread-safe.
+    """
+
+    def _warn_after_fit(self, plan, bounds):
+        at_prior_bounds = replace(plan, prior_bounded=np.ones_like(plan.prior_bounded))
+        super()._warn_after_fit(at_prior_bounds, bounds)
 
 
 def default_estimator(n_features):
@@ -49,12 +70,15 @@ def default_estimator(n_features):
     Returns
     -------
     BatchedGaussianProcessRegressor
+        Of a private subclass that does not warn about values at the bounds.
     """
-    prior = LogNormal(math.log(0.25 * math.sqrt(n_features)), 1.0)
+    # float64 on the CPU whatever torch's default dtype and device (the fit converts it)
+    loc = torch.tensor(math.log(0.25 * math.sqrt(n_features)), dtype=torch.float64, device="cpu")
+    prior = LogNormal(loc, torch.ones((), dtype=torch.float64, device="cpu"))
     kernel = (ConstantKernel(1.0, (0.05, 20.0))
               * Matern(np.full(n_features, 0.5), (0.05, 10.0), nu=2.5, length_scale_prior=prior)
               + WhiteKernel(1e-4, (1e-6, 1e-1)))
-    return BatchedGaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=4)
+    return _DefaultGP(kernel, normalize_y=True, n_restarts_optimizer=4)
 
 
 def _check_int(name, value, low):
@@ -142,7 +166,8 @@ class QBatchSuggester(BaseEstimator):
         The search box as one ``(low, high)`` pair per feature, the layout of
         ``scipy.optimize.minimize`` and scikit-optimize:
         ``bounds=[(-5, 10), (0, 15)]`` means ``-5 <= x0 <= 10`` and
-        ``0 <= x1 <= 15``. Required; finite, with ``low < high``. BoTorch's
+        ``0 <= x1 <= 15``. Required; finite, with ``low < high`` and a width
+        ``high - low`` that float64 holds. BoTorch's
         ``bounds`` tensor is the transpose, shape ``(2, n_features)`` (a row
         of lows, a row of highs): pass ``bounds.T``. Such an array is rejected
         when ``n_features != 2``, but a 2 x 2 array cannot be told apart and
@@ -233,7 +258,18 @@ class QBatchSuggester(BaseEstimator):
     every candidate set of a Monte-Carlo acquisition function, so their joint
     posterior with the candidates counts: a candidate close to a pending point
     adds little. :meth:`ask` registers its points as pending until
-    :meth:`tell` receives them.
+    :meth:`tell` receives them (matched to within ``1e-6`` of the box's
+    width in every feature; see :meth:`tell`).
+
+    **Suggest, then ask.** :meth:`suggest` shows the points the next
+    :meth:`ask` hands out: a suggestion's random numbers are drawn once and
+    used by that :meth:`ask`.
+
+    **Threads and torch's settings.** The acquisition is optimised on a
+    single-threaded thread of skbgp's own, as the GP is fitted (the caller's
+    torch threads are left as they are), with inference mode off there, so
+    that it works inside ``torch.inference_mode()``; torch's default dtype
+    and device change nothing.
 
     **Observations outside the box** are modelled (the GP sees them outside
     the unit cube) but suggestions stay inside it; :meth:`fit` and
@@ -253,8 +289,10 @@ class QBatchSuggester(BaseEstimator):
     spurious short length scales, and in many dimensions send most length
     scales to their upper bound, so that the suggestions crowd the faces of
     the box; the bounds and the prior (whose median grows as ``sqrt(d)``, as
-    BoTorch's dimension-scaled prior does) prevent both. "Value at the bound"
-    warnings of the default GP are silenced; pass an estimator to see them.
+    BoTorch's dimension-scaled prior does) prevent both. The default GP does
+    not warn about values at its bounds, which belong to its prior (no
+    warnings filter is set: that would be process-wide and not thread-safe);
+    pass an estimator to see such warnings.
 
     **Integer features** are optimised as continuous and rounded at the end,
     which may make two of the ``q`` points equal.
@@ -353,6 +391,15 @@ class QBatchSuggester(BaseEstimator):
                 f"{[(float(bounds[j, 0]), float(bounds[j, 1])) for j in bad]}. (A row of lows "
                 "and a row of highs is BoTorch's layout: pass its transpose.)"
             )
+        with np.errstate(over="ignore"):
+            wide = np.flatnonzero(~np.isfinite(bounds[:, 1] - bounds[:, 0]))
+        if wide.size:
+            raise ValueError(
+                f"The width high - low of feature(s) {wide.tolist()} overflows float64 (bounds "
+                f"{[(float(bounds[j, 0]), float(bounds[j, 1])) for j in wide]}): the unit cube "
+                "the GP works in cannot be mapped to such a box. Rescale those features so "
+                "that high - low is finite (below about 1.8e308)."
+            )
         return bounds
 
     def _check_objective(self, n_targets):
@@ -420,7 +467,26 @@ class QBatchSuggester(BaseEstimator):
                              if isinstance(self.random_state, numbers.Integral)
                              else int(self._rng.randint(np.iinfo(np.int32).max)))
         self._n_design = 0
+        self._seed = None  # the seed of the next suggestion, drawn once, used by the next ask()
         self.X_pending_ = np.empty((0, d))
+
+    def _atomic(self, update):
+        """Call ``update()``; on any exception (KeyboardInterrupt too) restore the state before.
+
+        The random state is restored with the attributes, so that a retried
+        call draws what the failed one drew.
+        """
+        saved = dict(self.__dict__)
+        rng = saved.get("_rng")
+        rng_state = None if rng is None else rng.get_state()
+        try:
+            update()
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            if rng is not None:
+                rng.set_state(rng_state)
+            raise
 
     def _check_observations(self, X, y):
         """The first observations, checked as :meth:`fit` checks them."""
@@ -486,23 +552,20 @@ class QBatchSuggester(BaseEstimator):
         self : QBatchSuggester
             The fitted suggester, with no pending points.
         """
-        self._start()
-        X, y = self._check_observations(X, y)
-        self._warn_outside(X)
-        self._fit_model(X, y)
+        def update():
+            self._start()
+            X_checked, y_checked = self._check_observations(X, y)
+            self._warn_outside(X_checked)
+            self._fit_model(X_checked, y_checked)
+
+        self._atomic(update)  # a failed or interrupted fit leaves the previous state
         return self
 
     def _fit_model(self, X, y):
-        default = self.estimator is None
-        est = default_estimator(X.shape[1]) if default else clone(self.estimator)
+        est = default_estimator(X.shape[1]) if self.estimator is None else clone(self.estimator)
         if est.random_state is None:
             est.set_params(random_state=int(self._rng.randint(np.iinfo(np.int32).max)))
-        with warnings.catch_warnings():
-            if default:
-                # documented: bound warnings of the default GP are expected with few points
-                warnings.filterwarnings("ignore", message=".*close to the specified",
-                                        category=ConvergenceWarning)
-            est.fit(self._to_unit(X), y)
+        est.fit(self._to_unit(X), y)  # the default GP does not warn at its bounds (_DefaultGP)
         if not est.gps_.kernel.stationary:
             raise ValueError(
                 "QBatchSuggester's acquisition functions need an estimator whose kernel is "
@@ -569,7 +632,7 @@ class QBatchSuggester(BaseEstimator):
                     "use a Monte-Carlo acquisition such as 'qLogNEI'."
                 )
             return make_analytic_acquisition(name, model, objective, best_f, beta=self.beta)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device="cpu"))
         return make_mc_acquisition(
             name, model, objective, q, MCOptions(self.mc_samples, seed, beta=self.beta),
             X_pending=as_t(pending) if pending.shape[0] else None, best_f=best_f,
@@ -595,11 +658,10 @@ class QBatchSuggester(BaseEstimator):
         """Points ``_n_design`` to ``_n_design + n_points`` of the scrambled Sobol' sequence."""
         engine = qmc.Sobol(self.n_features_in_, scramble=True,
                            seed=np.random.default_rng(self._design_seed))
-        with warnings.catch_warnings():
-            # a design of any size is wanted; the balance of 2^k points is a nicety
-            warnings.filterwarnings("ignore", message="The balance properties",
-                                    category=UserWarning)
-            U = engine.random(self._n_design + n_points)[self._n_design:]
+        # the first 2^k points, then those wanted: the same points as random(n), without its
+        # warning about the balance of 2^k points (a design of any size is wanted)
+        k = max(0, math.ceil(math.log2(self._n_design + n_points)))
+        U = engine.random_base2(k)[self._n_design:self._n_design + n_points]
         return self._to_box(U)
 
     def _check_points(self, X, name):
@@ -616,7 +678,9 @@ class QBatchSuggester(BaseEstimator):
         """Suggest points to evaluate next, chosen jointly.
 
         Before any observation, the next points of the initial design (a
-        scrambled Sobol' sequence in the box; see Notes).
+        scrambled Sobol' sequence in the box; see Notes). The points are those
+        that the next :meth:`ask` with the same arguments hands out; calling
+        :meth:`suggest` draws no random numbers of its own.
 
         Parameters
         ----------
@@ -646,15 +710,33 @@ class QBatchSuggester(BaseEstimator):
         pending = self.X_pending_
         if X_pending is not None:
             pending = np.vstack([pending, self._check_points(X_pending, "X_pending")])
-        generator = torch_generator(self._rng)
-        acq = self._acquisition_function(q, self._to_unit(pending), generator)
+        if self._seed is None:  # drawn once: suggest() shows what the next ask() hands out
+            self._seed = int(self._rng.randint(np.iinfo(np.int32).max))
+        return self._to_box(self._maximize(q, self._to_unit(pending), self._seed))
+
+    def _maximize(self, q, pending, seed):
+        """The best ``q`` points (q, n_features) in the unit cube, from ``seed``.
+
+        On skbgp's own single-threaded thread, as the fit (see
+        :func:`~skbgp._core.threads.on_member_threads`): a busy machine slows
+        it down no more than it slows one thread, and the caller's torch
+        threads are left as they are. With inference mode off on that thread,
+        since the optimiser needs gradients even inside the caller's
+        ``torch.inference_mode()``.
+        """
+        device = resolve_device(self.estimator_.device)
         options = OptimizeOptions(num_restarts=self.num_restarts, raw_samples=self.raw_samples,
                                   max_iter=self.max_iter)
-        result = maximize_acquisition(
-            acq, q, self.n_features_in_, options, generator=generator,
-            device=resolve_device(self.estimator_.device),
-        )
-        return self._to_box(to_numpy(result.X))
+
+        def work():
+            with torch.inference_mode(False):
+                generator = torch_generator(seed)
+                acq = self._acquisition_function(q, pending, generator)
+                result = maximize_acquisition(acq, q, self.n_features_in_, options,
+                                              generator=generator, device=device)
+                return to_numpy(result.X)
+
+        return on_member_threads(device, work)
 
     def ask(self, n_points=None):
         """Suggest points and register them as pending until :meth:`tell`.
@@ -678,6 +760,7 @@ class QBatchSuggester(BaseEstimator):
         X_next = self.suggest(n_points)
         if not hasattr(self, "X_"):
             self._n_design += X_next.shape[0]
+        self._seed = None  # handed out: the next suggestion draws anew
         self.X_pending_ = np.vstack([self.X_pending_, X_next])
         return X_next
 
@@ -699,7 +782,21 @@ class QBatchSuggester(BaseEstimator):
         Returns
         -------
         self : QBatchSuggester
+
+        Notes
+        -----
+        A told point clears the pending point nearest to it that lies within
+        ``1e-6`` of the box's width in every feature (so points rounded to 6
+        significant digits match in a box such as ``(0, 1000)``); a UserWarning
+        names each told point that matches no pending point while some are
+        pending. The call is atomic: if the refit fails or is interrupted, the
+        suggester is left exactly as it was (the evaluations are neither lost
+        nor half added).
         """
+        self._atomic(lambda: self._tell(X, y))
+        return self
+
+    def _tell(self, X, y):
         if not hasattr(self, "bounds_"):
             self._start()
         one = np.ndim(X) == 1
@@ -725,11 +822,38 @@ class QBatchSuggester(BaseEstimator):
                 raise ValueError("y contains infinity.")
             X_all, y_all = np.vstack([self.X_, X]), np.concatenate([self.y_, y])
         self._warn_outside(X)
-        keep = np.ones(self.X_pending_.shape[0], dtype=bool)
-        for row in X:
-            match = keep & np.all(np.isclose(self.X_pending_, row, rtol=0, atol=1e-12), axis=1)
-            if match.any():
-                keep[np.flatnonzero(match)[0]] = False
-        self.X_pending_ = self.X_pending_[keep]
+        self.X_pending_ = self._pending_after(X)
         self._fit_model(X_all, y_all)
-        return self
+
+    def _pending_after(self, X):
+        """The pending points (n_pending', n_features) left when the rows of ``X`` are told.
+
+        Each row clears the nearest pending point (in widths of the box) within
+        ``PENDING_RTOL`` of the width in every feature; a UserWarning names the
+        rows that clear none while points are pending.
+        """
+        pending = self.X_pending_
+        width = self.bounds_[:, 1] - self.bounds_[:, 0]
+        keep = np.ones(pending.shape[0], dtype=bool)
+        unmatched = []
+        for row in X:
+            gap = np.max(np.abs(pending - row) / width, axis=1, initial=0.0)
+            gap[~keep] = np.inf
+            nearest = int(np.argmin(gap)) if gap.size else -1
+            if nearest >= 0 and gap[nearest] <= PENDING_RTOL:
+                keep[nearest] = False
+            elif pending.shape[0]:
+                unmatched.append(row)
+        if unmatched:
+            shown = ", ".join(np.array2string(row, precision=17, separator=", ")
+                              for row in unmatched[:5])
+            more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+            warnings.warn(
+                f"Told point(s) {shown}{more} match none of the {pending.shape[0]} pending "
+                "point(s) (handed out by ask() and not yet told), which stay pending. Tell the "
+                "points as ask() returned them (to within 1e-6 of the box width per feature); "
+                "points evaluated outside ask() are fine to tell, and fit() clears the pending "
+                "points.",
+                UserWarning, stacklevel=3,
+            )
+        return pending[keep]

@@ -165,7 +165,7 @@ def to_tensor(array, dtype, device):
     if array.flags.writeable and array.flags.c_contiguous:
         tensor = torch.from_numpy(array)
     else:
-        tensor = torch.tensor(np.ascontiguousarray(array))
+        tensor = torch.tensor(np.ascontiguousarray(array), device="cpu")
     return tensor.to(dtype=dtype, device=device)
 
 

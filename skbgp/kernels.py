@@ -16,7 +16,13 @@ and add two things to every hyperparameter ``<name>``:
   per dimension) or per target (``(n_targets,)`` for a scalar,
   ``(n_targets, n_features)`` for ARD length scales). With priors the
   estimator fits by maximum a posteriori (see :mod:`skbgp._core.priors` and
-  the "Kernels and priors" page).
+  the "Kernels and priors" page). Its parameters are taken as the
+  distribution holds them and converted to the estimator's ``dtype`` and
+  ``device``: numbers passed to a ``torch.distributions`` constructor become
+  tensors of torch's default dtype (float32 unless changed), so
+  ``Gamma(2.0, 0.0075)`` holds 0.0075 rounded to float32; pass float64
+  tensors (``torch.tensor(0.0075, dtype=torch.float64)``) where the last
+  digits matter, and the fit does not depend on torch's default dtype.
 
 Combine them with ``+``, ``*`` and ``**``; a number becomes a
 :class:`ConstantKernel` with the default bounds, as in scikit-learn.

@@ -66,9 +66,11 @@ def _load():
 
 def _self_test(fns, dtype):
     """Whether the routines give torch's factor and inverse of a small matrix."""
-    A = torch.tensor([[4.0, 2.0, 0.6], [2.0, 5.0, 1.0], [0.6, 1.0, 3.0]], dtype=dtype)
+    A = torch.tensor([[4.0, 2.0, 0.6], [2.0, 5.0, 1.0], [0.6, 1.0, 3.0]], dtype=dtype,
+                     device="cpu")
     # below the diagonal: other numbers, which must survive
-    lower = torch.tensor([[0.0, 0.0, 0.0], [7.0, 0.0, 0.0], [-8.0, 9.0, 0.0]], dtype=dtype)
+    lower = torch.tensor([[0.0, 0.0, 0.0], [7.0, 0.0, 0.0], [-8.0, 9.0, 0.0]], dtype=dtype,
+                         device="cpu")
     B = (A.triu() + lower).unsqueeze(0)
     try:
         info = _call(fns[0], B)
@@ -96,7 +98,7 @@ def _call(fn, B):
         # the row-major upper triangle is LAPACK's column-major lower one
         fn(b"L", psize, base + i * step, psize, pinfo, 1)
         infos[i] = info.value
-    return torch.tensor(infos, dtype=torch.int64)
+    return torch.tensor(infos, dtype=torch.int64, device=B.device)
 
 
 def usable(device, dtype):

@@ -30,9 +30,9 @@ features, ``b`` t-batch.
 from dataclasses import dataclass
 
 import torch
-from torch.quasirandom import SobolEngine
-
 from .lbfgs import LBFGSOptions, minimize_lbfgs
+from .sobol import sobol_points
+from .threads import check_cancelled
 
 __all__ = [
     "OptimizeOptions",
@@ -105,7 +105,7 @@ class OptimizeResult:
 
 
 def _seed(generator):
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
 
 
 def raw_candidates(raw_samples, q, d, generator, dtype, device):
@@ -124,15 +124,17 @@ def raw_candidates(raw_samples, q, d, generator, dtype, device):
     -------
     Tensor of shape (raw_samples, q, d)
     """
-    engine = SobolEngine(q * d, scramble=True, seed=_seed(generator))
-    U = engine.draw(raw_samples, dtype=torch.float64).to(dtype=dtype, device=device)
+    U = sobol_points(raw_samples, q * d, _seed(generator)).to(dtype=dtype, device=device)
     return U.view(raw_samples, q, d)
 
 
 def _evaluate(acquisition, X, batch_limit):
     """Acquisition values of many candidate sets, without gradients: (b,) from (b, q, d)."""
+    chunks = []
     with torch.no_grad():
-        chunks = [acquisition(X[i:i + batch_limit]) for i in range(0, X.shape[0], batch_limit)]
+        for i in range(0, X.shape[0], batch_limit):
+            check_cancelled()  # an interrupted caller stops the work here
+            chunks.append(acquisition(X[i:i + batch_limit]))
         return torch.cat(chunks)
 
 
@@ -171,11 +173,11 @@ def initial_conditions(X, values, num_restarts, generator, eta=1.0):
         if n_positive >= r:
             idx = torch.multinomial(weights.cpu(), r, replacement=False, generator=generator)
         else:
-            rest = torch.randperm(b, generator=generator)
+            rest = torch.randperm(b, generator=generator, device=generator.device)
             rest = rest[weights.cpu()[rest] == 0][: r - n_positive]
             idx = torch.cat([weights.cpu().nonzero().squeeze(-1), rest])
     else:
-        idx = torch.randperm(b, generator=generator)[:r]
+        idx = torch.randperm(b, generator=generator, device=generator.device)[:r]
     idx = idx.to(X.device)
     if not bool((idx == best).any()):
         idx[0] = best
@@ -217,6 +219,7 @@ def maximize_acquisition(acquisition, q, d, options=OptimizeOptions(), *, genera
     value_and_grad = getattr(acquisition, "value_and_grad", None)
 
     def fun(x, idx):
+        check_cancelled()  # an interrupted caller stops the optimiser here
         if value_and_grad is not None:
             val, grad = value_and_grad(x.detach().view(-1, q, d))
         else:

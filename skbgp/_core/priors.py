@@ -51,8 +51,12 @@ def rebuild_distribution(distribution, transform):
     """
     names = list(distribution.arg_constraints)
     try:
-        params = {name: transform(torch.as_tensor(getattr(distribution, name))
-                                  .expand(distribution.batch_shape)) for name in names}
+        values = [getattr(distribution, name) for name in names]
+        # on the parameters' own device, not on torch's default one (set_default_device)
+        device = next((v.device for v in values if isinstance(v, torch.Tensor)), "cpu")
+        shape = distribution.batch_shape
+        params = {name: transform(torch.as_tensor(v, device=device).expand(shape))
+                  for name, v in zip(names, values)}
         return type(distribution)(**params, validate_args=False)
     except (TypeError, ValueError, AttributeError, NotImplementedError) as exc:
         raise ValueError(

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 __all__ = ["on_member_threads", "run_blocks", "map_blocks", "block_workers", "split_blocks",
-           "available", "pool_threads"]
+           "available", "pool_threads", "check_cancelled"]
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -252,6 +252,18 @@ def map_blocks(fn, items):
     if _local.cancel.is_set():
         raise _Cancelled("interrupted")
     return list(pool.map(fn, items))
+
+
+def check_cancelled():
+    """Stop a driver thread of :func:`on_member_threads` whose caller was interrupted.
+
+    For computations without blocks (the suggester's optimiser), called
+    between their steps; :func:`run_blocks` and :func:`map_blocks` check the
+    same on their own. Elsewhere it does nothing.
+    """
+    cancel = getattr(_local, "cancel", None)
+    if cancel is not None and cancel.is_set():
+        raise _Cancelled("interrupted")
 
 
 def split_blocks(b, size):

@@ -21,6 +21,7 @@ from skbgp._core.acquisition import (
     make_mc_acquisition,
     make_model,
 )
+from skbgp._core.acquisition.model import normal_base_samples
 from skbgp._core.acquisition.smooth import _log_ei_helper
 from skbgp._core.gp import factorize
 from skbgp._core.stationary import StationaryKernel
@@ -31,6 +32,7 @@ from skbgp._core.optimize import (
     maximize_acquisition,
     raw_candidates,
 )
+from skbgp._core.sobol import sobol_points
 
 from ..conftest import KERNEL_IDS, NUS, slow_except
 
@@ -370,3 +372,24 @@ def test_maximize_acquisition_finds_box_constrained_optimum():
                                generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(res.X, target.clamp(0, 1), rtol=0, atol=1e-6)
     assert res.X_restarts.shape == (4, 2, 2) and res.values.shape == (4,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_sobol_points_do_not_depend_on_torch_default_dtype(dtype):
+    # the oracle: torch's own engine under its default dtype (float32), as this process started
+    assert torch.get_default_dtype() == torch.float32
+    expected = [torch.quasirandom.SobolEngine(d, scramble=True, seed=s).draw(9, dtype=torch.float64)
+                for d, s in ((1, 0), (3, 7), (40, 123))]
+    base = normal_base_samples(16, 5, 3, torch.float64, "cpu")
+    raw = raw_candidates(8, 2, 3, torch.Generator().manual_seed(0), torch.float64, "cpu")
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        got = [sobol_points(9, d, s) for d, s in ((1, 0), (3, 7), (40, 123))]
+        base_got = normal_base_samples(16, 5, 3, torch.float64, "cpu")
+        raw_got = raw_candidates(8, 2, 3, torch.Generator().manual_seed(0), torch.float64, "cpu")
+    finally:
+        torch.set_default_dtype(old)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+    assert torch.equal(base_got, base) and torch.equal(raw_got, raw)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.quasirandom import SobolEngine
 
+from ..sobol import sobol_points
 from ..stationary import StationaryKernel
 from ..kernels import correlation
 
@@ -201,6 +202,6 @@ def normal_base_samples(n_samples, dim, seed, dtype, device):
             f"{dim} quasi-random dimensions are needed (targets x points), more than "
             f"the Sobol engine's {SobolEngine.MAXDIM}; use fewer targets or points."
         )
-    u = SobolEngine(dim, scramble=True, seed=seed).draw(n_samples, dtype=torch.float64)
+    u = sobol_points(n_samples, dim, seed)
     eps = 1e-10
     return torch.special.ndtri(u.clamp(eps, 1.0 - eps)).to(dtype=dtype, device=device)
