@@ -63,6 +63,41 @@ _GPU_COPIES = 6
 MIN_WORKER_WORK = 2**29
 
 
+# On the CPU the optimisation sees the training rows padded with masked rows to a
+# multiple of four. MKL's matrix products, triangular solves and potri round a
+# member's n x n matrix differently when it does not start on a 32-byte boundary;
+# with n^2 odd every other member of a block is off it, so identical targets got
+# hyperparameters apart by up to 3e-5 (issue 23, item 3). A masked row adds nothing
+# to the likelihood or its gradient; only their rounding becomes the same.
+_ROW_MULTIPLE = 4
+
+
+def aligned_rows(X, y, maskf, alpha):
+    """The training data of an optimisation, padded with masked rows to a multiple of four.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n, d)
+    y, maskf : Tensor of shape (c, n)
+    alpha : Tensor of shape (n,), () or (c, n)
+
+    Returns
+    -------
+    X, y, maskf, alpha
+        With ``n`` rounded up to a multiple of ``_ROW_MULTIPLE`` on the CPU
+        (unchanged on a GPU, or when it is one already): the new rows repeat
+        the first input (finite for every kernel), their targets and masks
+        are 0, so the masked likelihood (:mod:`skbgp._core.gp`) is that of
+        the given rows.
+    """
+    extra = -X.shape[0] % _ROW_MULTIPLE
+    if extra == 0 or X.device.type != "cpu" or X.shape[0] == 0:
+        return X, y, maskf, alpha
+    X = torch.cat([X, X[:1].expand(extra, -1)])
+    pad = lambda a: torch.cat([a, a.new_zeros(a.shape[:-1] + (extra,))], dim=-1)  # noqa: E731
+    return X, pad(y), pad(maskf), (alpha if alpha.dim() == 0 else pad(alpha))
+
+
 def worker_jobs(n_jobs, n_targets, n_starts, n_samples):
     """The ``n_jobs`` a fit uses: 1 when its work is too small for workers to pay.
 
@@ -706,9 +741,9 @@ def _optimise_targets(settings, problems, targets, warm=None, full_problem=None)
     lower = torch.cat([p.lower[targets] for p in problems])  # (k * t, P), fold-major
     upper = torch.cat([p.upper[targets] for p in problems])
     starts = torch.cat([_clipped_starts(p, warm, targets) for p in problems], dim=1)  # (r, k t, P)
-    batch = pack_folds([p.Xt for p in problems], [p.y[targets] for p in problems],
-                       [p.maskf[targets] for p in problems],
-                       [p.alpha_of(targets) for p in problems])
+    # every fold's rows aligned as its standalone fit aligns them (aligned_rows)
+    batch = pack_folds(*zip(*(aligned_rows(p.Xt, p.y[targets], p.maskf[targets],
+                                           p.alpha_of(targets)) for p in problems)))
     # member f * t + j is target targets[j]: its rows of any per-target prior
     priors = concatenate_terms(
         [p.plan.prior_terms(lower.dtype, lower.device, targets=targets) for p in problems],
@@ -752,8 +787,8 @@ def _full_data_curvature(problem, theta, targets):
     -------
     S, Y : Tensor of shape (t, P, P)
     """
-    batch = pack_folds([problem.Xt], [problem.y[targets]], [problem.maskf[targets]],
-                       [problem.alpha_of(targets)])
+    batch = pack_folds(*zip(aligned_rows(problem.Xt, problem.y[targets], problem.maskf[targets],
+                                         problem.alpha_of(targets))))
     priors = problem.plan.prior_terms(theta.dtype, theta.device, targets=targets)
     fun = with_priors(fold_objective(problem.plan.kernel, batch), priors)
     finite = torch.isfinite(theta).all(-1)
@@ -784,14 +819,16 @@ def fit_chunk(chunk, settings, label=""):
     plan = chunk.plan
     Xt = as_t(chunk.X)
     kernel = plan.kernel
-    data = kernel.training_data(Xt)
     yt, mt, alphat = as_t(chunk.y), as_t(chunk.maskf), as_t(chunk.alpha)
     priors = plan.prior_terms(dtype, Xt.device, targets=chunk.targets)
     c = chunk.y.shape[0]
+    # the optimisation runs on rows aligned for MKL, the factorisation on the given rows
+    Xa, ya, ma, alphaa = aligned_rows(Xt, yt, mt, alphat) if settings.optimize else (Xt, yt, mt, alphat)
 
     def work():
+        data = kernel.training_data(Xa)
         if settings.optimize:
-            objective = with_priors(training_objective(kernel, data, yt, mt, alphat), priors)
+            objective = with_priors(training_objective(kernel, data, ya, ma, alphaa), priors)
             box = Box(as_t(chunk.starts), as_t(chunk.lower), as_t(chunk.upper),
                       torch.as_tensor(plan.free, device=Xt.device))
             result = _minimise(objective, box, plan, settings, label)
@@ -804,6 +841,9 @@ def fit_chunk(chunk, settings, label=""):
             n_iter = np.zeros(c, dtype=np.int64)
             converged = np.ones(c, dtype=bool)
             n_evals = np.zeros(c, dtype=np.int64)
+        if Xa is not Xt:
+            del objective, data  # the padded rows' data freed before the given rows' are built
+            data = kernel.training_data(Xt)
         return theta, n_iter, converged, n_evals, gp.factorize(kernel, theta, data, yt, mt, alphat)
 
     # single-threaded arithmetic, member blocks on a pool (see skbgp._core.threads)
