@@ -757,10 +757,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Returns
         -------
         score : float
-            The mean over targets of each target's R^2 (targets without any
-            observed row are left out).
+            The mean over targets of each target's R^2. Targets without any
+            observed row are left out; so are the targets in
+            ``failed_targets_`` (their predictions are NaN), with a
+            ``UserWarning`` naming them: the score is then the mean R^2 of
+            the fitted targets (scikit-learn's ``r2_score`` of those
+            columns), NaN if there is none.
         """
-        return observed_r2_score(y, self.predict(X), sample_weight)
+        # the failed targets are warned about once, by the score
+        pred = self._predict(X, False, False, True, warn_failed=False)
+        return observed_r2_score(y, pred, sample_weight)
 
     def _fitted(self):
         return hasattr(self, "gps_")
@@ -838,6 +844,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         y_cov : ndarray of shape (n_samples, n_samples) or (n_samples, n_samples, n_targets)
             Predictive covariance; only with ``return_cov=True``.
         """
+        return self._predict(X, return_std, return_cov, observation_noise, warn_failed=True)
+
+    def _predict(self, X, return_std, return_cov, observation_noise, warn_failed):
+        """:meth:`predict`; ``warn_failed`` False leaves the failed targets to the caller's warning."""
         if return_std and return_cov:
             raise RuntimeError(
                 "At most one of return_std or return_cov can be requested."
@@ -846,7 +856,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         X = validate_data(self, X, dtype=np.float64, reset=False)
         if not self._fitted():
             return self._predict_prior(X, return_std, return_cov, observation_noise)
-        self._warn_failed()
+        if warn_failed:
+            self._warn_failed()
         gps, where = self._gps()
         mean, var = gps.posterior(X, variance=return_std, full_cov=return_cov,
                                   observation_noise=observation_noise, **where)

@@ -617,3 +617,23 @@ def test_bad_arguments_are_clear_errors():
                                                      (np.arange(10, 20), np.arange(10))])
     with pytest.raises(ValueError, match="mode must be one of"):
         batched_cross_validate(_plain(), X, y, mode="warm")
+
+
+def test_a_fold_without_training_values_of_one_target_scores_the_others():
+    # issue 23, item 2: the fold's test_score and every per-target score were NaN
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), X[:, 1] ** 2, np.cos(2 * X[:, 0])])
+    Y[10:, 1] = np.nan  # target 1 observed only in the first fold's test rows
+    cv = KFold(3)
+    est = BatchedGaussianProcessRegressor(random_state=0)
+    with pytest.warns(UserWarning, match=r"Target\(s\) \[1\] could not be fitted"):
+        res = batched_cross_validate(est, X, Y, cv=cv)
+    # oracle: targets are independent, so the others score as without target 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = batched_cross_validate(est, X, Y[:, [0, 2]], cv=cv)
+    per = res["test_score_per_target"]
+    assert np.isnan(per[:, 1]).all()  # fold 0: not fitted; folds 1, 2: no observed test row
+    assert_allclose(per[:, [0, 2]], ref["test_score_per_target"], rtol=1e-12)
+    assert_allclose(res["test_score"], ref["test_score"], rtol=1e-12)

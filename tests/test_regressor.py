@@ -627,3 +627,26 @@ def test_irrelevant_feature_gets_a_long_length_scale_without_warning_for_default
     with pytest.warns(ConvergenceWarning, match=r"dimension 1 of parameter k1__k2__length_scale is "
                                                  r"close to the specified upper bound 10.0\."):
         BatchedGaussianProcessRegressor(kernel, random_state=0).fit(X, y)
+
+
+def test_score_leaves_a_failed_target_out_with_a_warning_naming_it():
+    # issue 23, item 2: one failed target raised "Input contains NaN" for every target
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(25, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), X[:, 1] ** 2, np.cos(2 * X[:, 0])])
+    Y_train = Y.copy()
+    Y_train[:, 1] = np.nan  # target 1 cannot be fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpr = BatchedGaussianProcessRegressor(random_state=0).fit(X, Y_train)
+    assert_array_equal(gpr.failed_targets_, [1])
+    X_test = rng.uniform(size=(15, 2))
+    Y_test = np.column_stack([np.sin(3 * X_test[:, 0]), X_test[:, 1] ** 2, np.cos(2 * X_test[:, 0])])
+    with pytest.warns(UserWarning, match=r"Target\(s\) \[1\] could not be fitted") as record:
+        score = gpr.score(X_test, Y_test)
+    assert len(record) == 1  # warned once, by the score
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = gpr.predict(X_test)
+    # scikit-learn's uniform average over the fitted columns
+    assert score == pytest.approx(r2_score(Y_test[:, [0, 2]], pred[:, [0, 2]]), rel=1e-12)
