@@ -535,7 +535,9 @@ def loo_predictive(estimator):
     is that of the observed value under them. For a missing observation of a
     target, the mean and variance are the ordinary prediction from all of that
     target's observations (the variance again including noise and ``alpha``)
-    and the log density is NaN. With ``normalize_y=True`` the normalisation
+    and the log density is NaN; its known noise is the ``noise_variance``
+    given to ``fit`` at that entry, per sample or per sample and target alike
+    (none where that entry is NaN). With ``normalize_y=True`` the normalisation
     fitted on all points is held fixed as well.
 
     Parameters
@@ -593,7 +595,8 @@ def loo_predictive(estimator):
         # missing observations: the ordinary prediction from all observed points
         pm, ps = estimator.predict(estimator.X_train_[rows], return_std=True)
         pm, ps = pm.reshape(rows.size, -1), ps.reshape(rows.size, -1)
-        alpha = np.asarray(gps.alpha, dtype=float)
+        # a new observation's alpha and known noise, also where the entry is missing
+        alpha = np.asarray(gps.alpha_everywhere, dtype=float)
         if alpha.ndim == 1:
             alpha = alpha[:, None]  # per sample: the same for every target
         alpha = np.broadcast_to(alpha, observed.shape)[rows]

@@ -637,3 +637,23 @@ def test_a_fold_without_training_values_of_one_target_scores_the_others():
     assert np.isnan(per[:, 1]).all()  # fold 0: not fitted; folds 1, 2: no observed test row
     assert_allclose(per[:, [0, 2]], ref["test_score_per_target"], rtol=1e-12)
     assert_allclose(res["test_score"], ref["test_score"], rtol=1e-12)
+
+
+def test_loo_at_a_missing_entry_counts_its_known_noise_given_per_sample_or_per_target():
+    # issue 23, item 8: noise of shape (n, m) was zeroed where y is missing (0.03221 vs 0.03321)
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(20, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), np.cos(2 * X[:, 1])]) + 0.05 * rng.randn(20, 2)
+    Y[4, 1] = np.nan
+    noise = rng.uniform(0.001, 0.01, size=20)
+    est = BatchedGaussianProcessRegressor(ConstantKernel() * RBF([1.0, 1.0]), optimizer=None)
+    per_sample = est.fit(X, Y, noise_variance=noise)
+    mean1, var1, logp1 = loo_predictive(per_sample)
+    per_target = clone(est).fit(X, Y, noise_variance=np.column_stack([noise, noise]))
+    mean2, var2, logp2 = loo_predictive(per_target)
+    assert_allclose(mean2, mean1, rtol=1e-12)
+    assert_allclose(var2, var1, rtol=1e-12)
+    assert_array_equal(np.isnan(logp2), np.isnan(logp1))
+    # closed form at the missing entry: the prediction's latent variance plus the noise there
+    _, std = per_sample.predict(X[4:5], return_std=True)
+    assert_allclose(var2[4, 1], std[0, 1] ** 2 + noise[4] + 1e-10, rtol=1e-12)
