@@ -17,7 +17,7 @@ from ._fitted import DEFAULT_CACHE_MIB, FittedGPs, cache_bytes, format_targets
 from ._problem import ProblemSpec, make_problem
 from ._scoring import observed_r2_score
 from ._sklearn_kernels import plan_from_kernel
-from ._validation import (compute_device, reject_grad_tensors, resolve_device, resolve_dtype, to_numpy,
+from ._validation import (check_numeric_y, compute_device, reject_grad_tensors, resolve_device, resolve_dtype, to_numpy,
                           to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
@@ -431,15 +431,19 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         return bool(self.normalize_y)
 
     def _validate_fit_data(self, X, y):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            validate_separately=(
-                dict(dtype=np.float64, ensure_2d=True),
-                dict(dtype=np.float64, ensure_2d=False, ensure_all_finite="allow-nan"),
-            ),
-        )
+        try:
+            X, y = validate_data(
+                self,
+                X,
+                y,
+                validate_separately=(
+                    dict(dtype=np.float64, ensure_2d=True),
+                    dict(dtype=np.float64, ensure_2d=False, ensure_all_finite="allow-nan"),
+                ),
+            )
+        except ValueError:
+            check_numeric_y(y)  # a string in y: say so, and which column
+            raise
         check_consistent_length(X, y)
         if y.ndim > 2:
             raise ValueError(f"y must be 1-D or 2-D; got an array of shape {y.shape}.")

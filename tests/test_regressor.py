@@ -650,3 +650,18 @@ def test_score_leaves_a_failed_target_out_with_a_warning_naming_it():
         pred = gpr.predict(X_test)
     # scikit-learn's uniform average over the fitted columns
     assert score == pytest.approx(r2_score(Y_test[:, [0, 2]], pred[:, [0, 2]]), rel=1e-12)
+
+
+def test_a_string_in_y_is_an_error_naming_y_and_its_column():
+    # issue 23, item 16: "could not convert string to float: 'a'" said neither
+    pd = pytest.importorskip("pandas")
+    X = np.random.RandomState(0).uniform(size=(5, 2))
+    y = pd.DataFrame({"u": [1.0, 2, 3, 4, 5], "v": ["1", "2", "a", "4", "5"]})
+    with pytest.raises(ValueError, match=r"^y column 1 \('v'\) holds a value that is not a number: 'a'"):
+        BatchedGaussianProcessRegressor().fit(X, y)
+    with pytest.raises(ValueError, match=r"^y holds a value that is not a number: 'b'"):
+        BatchedGaussianProcessRegressor().fit(X, ["1", "b", "3", "4", "5"])
+    # numeric strings remain accepted, as scikit-learn accepts them
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        BatchedGaussianProcessRegressor(random_state=0).fit(X, ["1", "2", "3", "4", "5.5"])
