@@ -193,13 +193,14 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     noise_levels_ : ndarray of shape (n_targets,)
         Fitted white-noise variance (0 where the kernel has no white part,
         NaN where it has several).
-    log_marginal_likelihood_value_ : ndarray of shape (n_targets,)
+    log_marginal_likelihood_value_ : float or ndarray of shape (n_targets,)
         Log marginal likelihood of every target at its fitted hyperparameters
         (of the standardised target when ``normalize_y=True``); without the
-        prior.
-    log_prior_value_ : ndarray of shape (n_targets,)
+        prior. A float for a single target (a 1-D ``y`` or one column), as
+        scikit-learn's.
+    log_prior_value_ : float or ndarray of shape (n_targets,)
         Log prior density of every target's fitted hyperparameters (0 without
-        priors). With priors the fit maximises
+        priors); a float for a single target. With priors the fit maximises
         ``log_marginal_likelihood_value_ + log_prior_value_``.
     n_iter_ : ndarray of shape (n_targets,)
         L-BFGS iterations of every target's winning start (0 without optimiser).
@@ -218,9 +219,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     L_ : ndarray of shape (n_targets, n_samples, n_samples)
         Lower Cholesky factor of every target's training covariance (identity
         rows and columns at its missing observations), recomputed when read
-        (a fitted model does not hold ``n_targets * n_samples**2`` numbers).
-    alpha_ : ndarray of shape (n_samples, n_targets)
-        Dual coefficients ``K^-1 y`` of every target (0 where missing).
+        (a fitted model does not hold ``n_targets * n_samples**2`` numbers);
+        of shape (n_samples, n_samples) for a single target, as scikit-learn's.
+    alpha_ : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        Dual coefficients ``K^-1 y`` of every target (0 where missing), in
+        the shape of ``y_train_`` as scikit-learn's.
     gps_ : FittedGPs
         Every target's fitted GP in one object (core kernel, hyperparameters,
         training inputs, mask, target scaling, dual coefficients, jitter),
@@ -605,8 +608,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             self.kernels_[t] = None
         lml = result.lml
         lml[failed] = np.nan
-        self.log_marginal_likelihood_value_ = lml
-        self.log_prior_value_ = result.log_prior
+        single = y.ndim == 1 or y.shape[1] == 1
+        # a float for a single target, as scikit-learn's
+        self.log_marginal_likelihood_value_ = lml[0] if single else lml
+        self.log_prior_value_ = result.log_prior[0] if single else result.log_prior
         self.n_iter_ = result.n_iter
         self.n_evaluations_ = result.n_evaluations
         self.converged_ = result.converged & ~failed
@@ -720,13 +725,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         check_is_fitted(self, "gps_")
         gps, where = self._gps()
         with torch.no_grad():
-            return to_numpy(gps.factors(**where))
+            L = to_numpy(gps.factors(**where))
+        return L[0] if self._single_output() else L
 
     @property
     def alpha_(self):
-        """ndarray of shape (n_samples, n_targets): dual coefficients ``K^-1 y`` (0 if missing)."""
+        """ndarray of the shape of ``y_train_``: dual coefficients ``K^-1 y`` (0 if missing).
+
+        Of shape (n_samples,) for a 1-D ``y``, else (n_samples, n_targets), as
+        scikit-learn's.
+        """
         check_is_fitted(self, "gps_")
-        return self.gps_.dual.T
+        return self.gps_.dual.T.reshape(self.y_train_.shape)
 
     def _single_output(self):
         return self.y_train_.ndim == 1 or self.y_train_.shape[1] == 1
@@ -951,9 +961,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
         Returns
         -------
-        log_likelihood : ndarray of shape (n_targets,)
-        log_likelihood_gradient : ndarray of shape (n_targets, n_free)
-            Only with ``eval_gradient=True``.
+        log_likelihood : float or ndarray of shape (n_targets,)
+            A float for a single target, as scikit-learn's.
+        log_likelihood_gradient : ndarray of shape (n_targets, n_free) or (n_free,)
+            Only with ``eval_gradient=True``; (n_free,) for a single target.
         """
         check_is_fitted(self, "gps_")
         if theta is None:
@@ -972,9 +983,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             )
         lml = -to_numpy(loss)
         lml[self.failed_targets_] = np.nan
-        if eval_gradient:
-            return lml, -to_numpy(grad)[:, self._free]
-        return lml
+        return self._per_target(lml, -to_numpy(grad)[:, self._free] if eval_gradient else None)
 
     def log_prior(self, theta=None, eval_gradient=False):
         """Log prior density of every target's hyperparameters (0 without priors).
@@ -993,8 +1002,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
         Returns
         -------
-        log_prior : ndarray of shape (n_targets,)
-        log_prior_gradient : ndarray of shape (n_targets, n_free)
+        log_prior : float or ndarray of shape (n_targets,)
+            A float for a single target.
+        log_prior_gradient : ndarray of shape (n_targets, n_free) or (n_free,)
             Only with ``eval_gradient=True``.
         """
         check_is_fitted(self, "gps_")
@@ -1007,9 +1017,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         lp, grad = log_prior(terms, full, torch.arange(self.n_targets_), eval_gradient=eval_gradient)
         lp = to_numpy(lp)
         lp[self.failed_targets_] = np.nan
-        if eval_gradient:
-            return lp, to_numpy(grad)[:, self._free]
-        return lp
+        return self._per_target(lp, to_numpy(grad)[:, self._free] if eval_gradient else None)
+
+    def _per_target(self, value, gradient=None):
+        """``value`` (n_targets,) and ``gradient`` (n_targets, n_free) if given, in the outputs' shapes.
+
+        A single target's are a float and an array of shape (n_free,), as
+        scikit-learn's ``log_marginal_likelihood``.
+        """
+        if self._single_output():
+            value = value[0]
+            gradient = None if gradient is None else gradient[0]
+        return value if gradient is None else (value, gradient)
 
     def _full_theta(self, theta):
         """ndarray of shape (n_targets, P): the fitted theta with its free part set to ``theta``."""

@@ -53,7 +53,7 @@ def check_numeric_y(y):
     y : array-like of shape (n_samples,) or (n_samples, n_targets)
     """
     values = np.asarray(y, dtype=object)
-    if values.ndim not in (1, 2):
+    if values.ndim not in (1, 2) or values.size == 0:
         return
     names = list(getattr(y, "columns", []))
     columns = values.reshape(values.shape[0], -1)
