@@ -93,7 +93,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Standardise every target (mean 0, variance 1 over its observed
         entries) before fitting; predictions are transformed back. "auto"
         standardises for the default kernel and not for a user's kernel
-        (scikit-learn's default, a zero prior mean).
+        (scikit-learn's default, a zero prior mean). The fitted
+        hyperparameters (``theta_``, ``kernels_``, ``outputscales_``,
+        ``noise_levels_``) are then those of the standardised targets;
+        ``noise_variance_`` gives the noise in ``y``'s units.
     copy_X_train : bool, default=True
         Store a copy of the training data (otherwise a reference).
     random_state : int, RandomState instance or None, default=None
@@ -171,7 +174,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Fitted log hyperparameters that were optimised (not the fixed ones),
         in the order of ``hyperparameter_names_`` (scikit-learn's
         ``kernel.theta`` order for a user's kernel); the argument of
-        :meth:`log_marginal_likelihood`.
+        :meth:`log_marginal_likelihood`. Like every fitted hyperparameter
+        here, in the units of the standardised target when the targets are
+        standardised (``normalize_y=True``, or ``"auto"`` with the default
+        kernel): variances are relative to the target's variance.
     hyperparameter_names_ : list of str
         Name of every column of ``theta_``.
     kernels_ : list of sklearn.gaussian_process.kernels.Kernel
@@ -179,6 +185,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         (with its bounds; an :mod:`skbgp.kernels` object becomes its
         scikit-learn twin, priors dropped), to inspect as ``kernel_`` of
         scikit-learn's GPR; ``None`` for the targets in ``failed_targets_``.
+        A kernel of the standardised target when the targets are
+        standardised (as scikit-learn's ``kernel_`` with
+        ``normalize_y=True``).
     kernel_ : sklearn.gaussian_process.kernels.Kernel
         ``kernels_[0]``, scikit-learn's attribute, on a model of a single
         target (1-D ``y`` or one column); a model of several targets has none
@@ -189,10 +198,20 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     outputscales_ : ndarray of shape (n_targets,)
         Fitted signal variance: the constant factor of ``ConstantKernel *
         base``; 1 where the kernel has no constant, NaN where a constant is
-        not such a factor (or there are several).
+        not such a factor (or there are several). Relative to the target's
+        variance when the targets are standardised.
     noise_levels_ : ndarray of shape (n_targets,)
         Fitted white-noise variance (0 where the kernel has no white part,
-        NaN where it has several).
+        NaN where it has several), as the kernel holds it: relative to the
+        target's variance when the targets are standardised (a noise level
+        of 0.01 is 1% of it; ``noise_variance_`` is in ``y``'s units).
+    noise_variance_ : ndarray of shape (n_targets,)
+        Fitted white-noise variance in the units of ``y`` squared:
+        ``noise_levels_`` times the variance of the target over its observed
+        entries when the targets are standardised, else ``noise_levels_``.
+        It is what ``predict`` adds to the latent variance (``return_std``
+        with ``observation_noise`` True minus False); the known noise passed
+        to ``fit`` and ``alpha`` are not in it.
     log_marginal_likelihood_value_ : float or ndarray of shape (n_targets,)
         Log marginal likelihood of every target at its fitted hyperparameters
         (of the standardised target when ``normalize_y=True``); without the
@@ -602,6 +621,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.hyperparameter_names_ = [n for n, f in zip(plan.names, plan.free) if f]
         self.length_scales_, self.outputscales_, self.noise_levels_ = plan.summaries(
             theta, X.shape[1])
+        self.noise_variance_ = self.noise_levels_ * problem.std**2  # in y's units
         with np.errstate(over="ignore"):  # the bounds of a target that overflowed
             self.kernels_ = plan.sklearn_kernels(theta, bounds)
         for t in np.flatnonzero(failed):

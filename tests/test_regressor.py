@@ -690,3 +690,25 @@ def test_a_string_in_y_is_an_error_naming_y_and_its_column():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         BatchedGaussianProcessRegressor(random_state=0).fit(X, ["1", "2", "3", "4", "5.5"])
+
+
+def test_noise_variance_is_the_fitted_noise_in_the_units_of_y():
+    # issue 23, item 13: noise_levels_ is relative to the target's variance under
+    # standardisation (1.01 for a target of std 24); noise_variance_ is in y's units
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 2))
+    Y = np.column_stack([24.0 * np.sin(3 * X[:, 0]), 0.1 * X[:, 1] + 5.0]) + rng.randn(30, 2)
+    Y[3, 1] = np.nan
+    kernel = ConstantKernel(1.0, "fixed") * RBF([0.5, 0.5], "fixed") + WhiteKernel(0.3, "fixed")
+    gpr = BatchedGaussianProcessRegressor(kernel, normalize_y=True).fit(X, Y)
+    assert_allclose(gpr.noise_levels_, [0.3, 0.3])
+    # by hand: the fixed level times each target's variance over its observed rows
+    by_hand = [0.3 * np.var(Y[:, 0]), 0.3 * np.nanvar(Y[:, 1])]
+    assert_allclose(gpr.noise_variance_, by_hand, rtol=1e-12)
+    # what predict adds to the latent variance, for the default (optimised) model too
+    for est in (gpr, BatchedGaussianProcessRegressor(random_state=0).fit(X, Y)):
+        _, std = est.predict(X[:4], return_std=True)
+        _, latent = est.predict(X[:4], return_std=True, observation_noise=False)
+        assert_allclose(std**2 - latent**2, np.broadcast_to(est.noise_variance_, (4, 2)), rtol=1e-8)
+    unscaled = BatchedGaussianProcessRegressor(kernel, normalize_y=False).fit(X, Y)
+    assert_allclose(unscaled.noise_variance_, [0.3, 0.3])
