@@ -27,6 +27,13 @@ __all__ = ["BatchedGaussianProcessRegressor"]
 _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 
 
+def _readable(bound):
+    """A bound for a message: scikit-learn's ``0.001`` and ``1000.0``; ``4.61e-09``, not
+    ``4.61009595509e-09``, for one computed from the data."""
+    text = repr(float(f"{bound:.12g}"))
+    return text if len(text) <= 8 else f"{bound:.3g}"
+
+
 def _latent_diag(kernel, X, chunk=256):
     """``diag k(X, X)`` of a scikit-learn kernel with its white noise left out, in chunks of points."""
     return np.concatenate([np.diagonal(kernel(X[i:i + chunk], X[i:i + chunk]))
@@ -671,6 +678,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             )
         if self.optimizer is None:
             return
+        messages = []
         for j in np.flatnonzero(plan.free):
             # scikit-learn's name and dimension: "k2__length_scale[1]" is dimension 1
             name, _, dim = plan.names[j].partition("[")
@@ -678,22 +686,37 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
                 if (side == 1 and not plan.warn_at_upper[j]) or plan.prior_bounded[j, side]:
                     continue
+                # the default model's bounds are not the user's to change: only noise at its
+                # upper bound (the data explained as noise) has a remedy, more restarts
+                if self.kernel is None and not (side == 1 and name == "noise_level"):
+                    continue
                 near = np.isclose(bounds[:, j, side], self.gps_.theta[:, j]) & fitted
-                for log_bound in np.unique(bounds[near, j, side]):
-                    # scikit-learn's text (its tests match it), then which targets
-                    bound = float(f"{np.exp(log_bound):.12g}")  # 0.001, not 0.0010000000000000002
+                if not near.any():
+                    continue
+                values = np.unique(bounds[near, j, side])
+                bound = _readable(np.exp(values[0]))
+                if values.size > 1:  # per-target bounds (the default model's, from the data)
+                    bound += f" to {_readable(np.exp(values[-1]))}"
+                # scikit-learn's text (its tests match it), then which targets
+                message = (
+                    f"The optimal value found for dimension {dim} of parameter {name} is "
+                    f"close to the specified {word} bound {bound}. "
+                    f"{verb} the bound and calling fit again may find a better value."
+                )
+                if self.kernel is None:
                     message = (
-                        f"The optimal value found for dimension {dim} of parameter {name} is "
-                        f"close to the specified {word} bound {bound}. "
-                        f"{verb} the bound and calling fit again may find a better value."
+                        f"The noise level of target(s) {format_targets(np.flatnonzero(near))} is "
+                        f"at its upper bound {bound} (relative to the target's variance): the "
+                        "fit explains the data as noise. More restarts (n_restarts_optimizer) "
+                        "may find a local optimum that explains it as signal."
                     )
-                    if self.n_targets_ > 1:
-                        on = np.flatnonzero(near & (bounds[:, j, side] == log_bound))
-                        message += f" Target(s): {format_targets(on)}."
-                    if self.kernel is None:
-                        message += (" So may more restarts (n_restarts_optimizer), when the fit "
-                                    "ended in a local optimum that explains the data as noise.")
-                    warnings.warn(message, ConvergenceWarning)
+                elif self.n_targets_ > 1:
+                    message += f" Target(s): {format_targets(np.flatnonzero(near))}."
+                messages.append(message)
+        # one warning per fit for several targets; one per parameter, as scikit-learn, for one
+        groups = [[m] for m in messages] if self.n_targets_ == 1 else [messages] * bool(messages)
+        for group in groups:
+            warnings.warn(" ".join(group), ConvergenceWarning)
 
     # ------------------------------------------------------------- prediction
     def _compute_device(self):

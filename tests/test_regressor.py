@@ -712,3 +712,31 @@ def test_noise_variance_is_the_fitted_noise_in_the_units_of_y():
         assert_allclose(std**2 - latent**2, np.broadcast_to(est.noise_variance_, (4, 2)), rtol=1e-8)
     unscaled = BatchedGaussianProcessRegressor(kernel, normalize_y=False).fit(X, Y)
     assert_allclose(unscaled.noise_variance_, [0.3, 0.3])
+
+
+def test_warnings_are_few_readable_and_only_where_the_user_can_act():
+    # issue 23, item 14
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0, 10, size=(200, 3))
+    y = np.column_stack([np.sin(X[:, 0]), np.cos(X[:, 1]) + X[:, 2], X[:, 2] ** 2])
+    y[::7, 1] = np.nan
+    # the README's first example: noise-free data, the default model's noise at its
+    # lower bound is the right answer, not a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
+    # a bound is printed readably
+    kernel = ConstantKernel() * RBF(1.0) + WhiteKernel(noise_level_bounds=(4.61009595509e-09, 1.0))
+    with pytest.warns(ConvergenceWarning, match=r"lower bound 4\.61e-09\. Decreasing") as record:
+        BatchedGaussianProcessRegressor(kernel, random_state=0).fit(X[:40], y[:40, 0])
+    assert not any("noise" in str(r.message) and "restarts" in str(r.message) for r in record)
+    # one warning per fit, naming the targets: a grid search of 3 x 3 fits and a refit
+    kernel = ConstantKernel() * RBF([1.0, 1.0, 1.0], length_scale_bounds=(1e-2, 10.0)) + WhiteKernel()
+    Y = np.column_stack([np.sin(X[:30, 0]), np.cos(X[:30, 1]), 2 * np.sin(X[:30, 0])])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        GridSearchCV(BatchedGaussianProcessRegressor(kernel, random_state=0),
+                     {"n_restarts_optimizer": [0, 1, 2]}, cv=3).fit(X[:30], Y)
+    messages = [str(r.message) for r in record if issubclass(r.category, ConvergenceWarning)]
+    assert 0 < len(messages) <= 10  # was 40: one per parameter at a bound, per fit
+    assert all("Target(s): [" in m for m in messages)
