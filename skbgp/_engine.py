@@ -205,6 +205,10 @@ class FitSettings:
     keep_factors : bool
         Also return the Cholesky factors (:attr:`FitResult.L`), for the
         caller's prediction cache.
+    progress : callable or None
+        ``progress(iteration, n_active)`` after every optimiser iteration
+        (:meth:`Progress.iteration`); only for a fit in this process (it
+        does not travel to workers).
     """
 
     optimize: bool
@@ -214,6 +218,7 @@ class FitSettings:
     dtype: torch.dtype
     verbose: int = 0
     keep_factors: bool = False
+    progress: object = None
 
 
 @dataclass(frozen=True)
@@ -377,12 +382,16 @@ def _minimise(objective, box, plan, settings, label="", memory=None):
     start = time.perf_counter()
 
     def report(iteration, n_active):
-        print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still optimising, "
-              f"{time.perf_counter() - start:.1f} s elapsed", flush=True)
+        if settings.verbose >= 2:
+            print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still optimising, "
+                  f"{time.perf_counter() - start:.1f} s elapsed", flush=True)
+        if settings.progress is not None:
+            settings.progress(iteration, n_active)
 
+    reports = settings.verbose >= 2 or settings.progress is not None
     return fit_hyperparameters(objective, box, max_iter=settings.max_iter, gtol=settings.tol,
                                race_iter=plan.race_iter(settings.max_iter),
-                               callback=report if settings.verbose >= 2 else None, memory=memory)
+                               callback=report if reports else None, memory=memory)
 
 
 @dataclass(frozen=True)
@@ -517,9 +526,13 @@ class Engine:
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
         # a chunk that takes minutes reports every optimiser iteration from verbose=1 on
         slow = self.verbose == 1 and seconds / len(chunks) > SLOW_SECONDS
+        progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
+        # in this process the progress moves with the iterations, not only with the chunks
+        inside = optimize and sparse is None and effective_n_jobs(n_jobs) == 1
         settings = FitSettings(
             optimize=optimize, max_iter=self.max_iter, tol=self.tol, device=problem.device,
             dtype=problem.dtype, verbose=2 if slow else self.verbose, keep_factors=keep,
+            progress=progress.iteration if inside and self.verbose >= 1 else None,
         )
         extra = {} if sparse is None else {"sparse": sparse}
         jobs = (
@@ -534,7 +547,6 @@ class Engine:
             for k, sl in enumerate(chunks)
         )
         results = []
-        progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
         try:
             with guard:
                 # results arrive in order
@@ -864,8 +876,16 @@ def fit_chunk(chunk, settings, label=""):
     )
 
 
+# Seconds between two plain-text lines about the optimiser's iterations (without tqdm)
+_TEXT_EVERY = 5.0
+
+
 class Progress:
-    """Reports fitted chunks: a tqdm bar when tqdm is installed, else a line each.
+    """Reports fitted chunks and, within a chunk, the optimiser's iterations.
+
+    A tqdm bar when tqdm is installed (the iterations in its text), else a
+    line per chunk and a line about the iterations every ``_TEXT_EVERY``
+    seconds.
 
     Parameters
     ----------
@@ -878,7 +898,7 @@ class Progress:
     def __init__(self, n_targets, n_chunks, verbose):
         self.n_targets, self.n_chunks, self.verbose = n_targets, n_chunks, verbose
         self.done = self.converged = self.chunks = 0
-        self.start = time.perf_counter()
+        self.start = self.last_line = time.perf_counter()
         self.bar = None
         if verbose >= 1:
             try:
@@ -903,6 +923,20 @@ class Progress:
                 f"{time.perf_counter() - self.start:.1f} s elapsed",
                 flush=True,
             )
+
+    def iteration(self, iteration, n_active):
+        """Record an optimiser iteration of the running chunk, ``n_active`` members still optimising."""
+        chunk = f"chunk {self.chunks + 1}/{self.n_chunks}: " if self.n_chunks > 1 else ""
+        state = f"{chunk}iteration {iteration}, {n_active} member(s) still optimising"
+        if self.bar is not None:
+            self.bar.set_postfix_str(state, refresh=False)
+            self.bar.update(0)  # redrawn at tqdm's own pace
+            return
+        now = time.perf_counter()
+        if now - self.last_line >= _TEXT_EVERY:
+            self.last_line = now
+            print(f"[skbgp] {state}; {self.done}/{self.n_targets} targets fitted, "
+                  f"{now - self.start:.1f} s elapsed", flush=True)
 
     def close(self):
         if self.bar is not None:

@@ -157,9 +157,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         0 is silent, but for a :class:`~skbgp.SlowFitWarning` before a fit
         that will take minutes; 1 reports every fitted chunk (a progress bar
         when ``tqdm`` is installed, else a line with the targets done, how
-        many converged and the time elapsed), and for a fit that will take
-        minutes its estimated time and a line per optimiser iteration; 2
-        prints a line per optimiser iteration always.
+        many converged and the time elapsed) and, for a fit in this process,
+        the optimiser's progress within a chunk (its iteration and the
+        members still optimising: in the bar's text, else a line every 5
+        seconds), and for a fit that will take minutes its estimated time
+        and a line per optimiser iteration; 2 prints a line per optimiser
+        iteration always.
     n_targets : int or None, default=None
         Number of targets of the prior that ``predict`` and ``sample_y`` use
         before ``fit`` (``None``: one, with 1-D outputs), as in scikit-learn;

@@ -740,3 +740,45 @@ def test_warnings_are_few_readable_and_only_where_the_user_can_act():
     messages = [str(r.message) for r in record if issubclass(r.category, ConvergenceWarning)]
     assert 0 < len(messages) <= 10  # was 40: one per parameter at a bound, per fit
     assert all("Target(s): [" in m for m in messages)
+
+
+def test_verbose_progress_moves_within_a_single_chunk(monkeypatch, capsys):
+    # issue 23, item 15: one chunk left the bar at 0 until the end of the fit
+    import sys
+    import types
+
+    from skbgp import _engine
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), np.cos(2 * X[:, 1])])
+    # without tqdm: plain lines about the iterations (every line, not every 5 s, here)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setattr(_engine, "_TEXT_EVERY", 0.0, raising=False)
+    BatchedGaussianProcessRegressor(random_state=0, verbose=1).fit(X, Y)
+    lines = capsys.readouterr().out.splitlines()
+    iterations = [ln for ln in lines if ln.startswith("[skbgp] iteration ")]
+    assert len(iterations) >= 5 and "member(s) still optimising" in iterations[0]
+    assert lines[-1].startswith("[skbgp] chunk 1/1: 2/2 targets fitted")  # then the chunk
+    # with tqdm: the iterations in the bar's text while the chunk runs
+    states = []
+
+    class FakeBar:
+        def __init__(self, **kwargs):
+            pass
+
+        def set_postfix_str(self, text, refresh=True):
+            states.append(text)
+
+        def set_postfix(self, **kwargs):
+            pass
+
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeBar))
+    BatchedGaussianProcessRegressor(random_state=0, verbose=1).fit(X, Y)
+    assert len(states) >= 5 and all(s.startswith("iteration ") for s in states)
