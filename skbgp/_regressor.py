@@ -631,7 +631,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.hyperparameter_names_ = [n for n, f in zip(plan.names, plan.free) if f]
         self.length_scales_, self.outputscales_, self.noise_levels_ = plan.summaries(
             theta, X.shape[1])
-        self.noise_variance_ = self.noise_levels_ * problem.std**2  # in y's units
+        with np.errstate(over="ignore"):  # inf for a target beyond float64's range squared
+            self.noise_variance_ = self.noise_levels_ * problem.std**2  # in y's units
         with np.errstate(over="ignore"):  # the bounds of a target that overflowed
             self.kernels_ = plan.sklearn_kernels(theta, bounds)
         for t in np.flatnonzero(failed):
