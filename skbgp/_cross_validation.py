@@ -255,9 +255,11 @@ def _scores(scorer, est, X, y):
     y = np.asarray(y)
     if y.ndim == 2:
         cache = {}
-        # a target without an observed test row has no score (NaN), not the fold's error
+        failed = set(_final_regressor(est).failed_targets_.tolist())
+        # a target without an observed test row, or not fitted in this fold (no
+        # observed training row), has no score (NaN), not the fold's error
         columns = [_as_score_dict(scorer(_TargetView(est, j, cache), X, y[:, j]))
-                   if not np.isnan(np.asarray(y[:, j], dtype=float)).all()
+                   if j not in failed and not np.isnan(np.asarray(y[:, j], dtype=float)).all()
                    else dict.fromkeys(aggregate, np.nan) for j in range(y.shape[1])]
         per_target = {name: [c[name] for c in columns] for name in aggregate}
     return aggregate, per_target
@@ -297,7 +299,12 @@ def batched_cross_validate(estimator, X, y, *, groups=None, scoring=None, cv=5, 
         Inputs.
     y : array-like of shape (n_samples,) or (n_samples, n_targets)
         Targets; NaN marks a missing observation (skipped in fitting; a scorer
-        that rejects NaN fails on a test fold that holds one).
+        that rejects NaN fails on a test fold that holds one). A target
+        without an observed training row in a fold is not fitted there: its
+        per-target scores in that fold are NaN, and the default score (the
+        estimator's ``score``) averages the other targets' R^2, with a
+        warning naming it; a scorer that rejects NaN predictions fails on
+        that fold (``error_score``).
     groups : array-like of shape (n_samples,), default=None
         Group labels for a group splitter such as
         :class:`~sklearn.model_selection.GroupKFold`.
@@ -528,7 +535,9 @@ def loo_predictive(estimator):
     is that of the observed value under them. For a missing observation of a
     target, the mean and variance are the ordinary prediction from all of that
     target's observations (the variance again including noise and ``alpha``)
-    and the log density is NaN. With ``normalize_y=True`` the normalisation
+    and the log density is NaN; its known noise is the ``noise_variance``
+    given to ``fit`` at that entry, per sample or per sample and target alike
+    (none where that entry is NaN). With ``normalize_y=True`` the normalisation
     fitted on all points is held fixed as well.
 
     Parameters
@@ -586,7 +595,8 @@ def loo_predictive(estimator):
         # missing observations: the ordinary prediction from all observed points
         pm, ps = estimator.predict(estimator.X_train_[rows], return_std=True)
         pm, ps = pm.reshape(rows.size, -1), ps.reshape(rows.size, -1)
-        alpha = np.asarray(gps.alpha, dtype=float)
+        # a new observation's alpha and known noise, also where the entry is missing
+        alpha = np.asarray(gps.alpha_everywhere, dtype=float)
         if alpha.ndim == 1:
             alpha = alpha[:, None]  # per sample: the same for every target
         alpha = np.broadcast_to(alpha, observed.shape)[rows]

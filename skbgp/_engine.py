@@ -63,6 +63,41 @@ _GPU_COPIES = 6
 MIN_WORKER_WORK = 2**29
 
 
+# On the CPU the optimisation sees the training rows padded with masked rows to a
+# multiple of four. MKL's matrix products, triangular solves and potri round a
+# member's n x n matrix differently when it does not start on a 32-byte boundary;
+# with n^2 odd every other member of a block is off it, so identical targets got
+# hyperparameters apart by up to 3e-5 (issue 23, item 3). A masked row adds nothing
+# to the likelihood or its gradient; only their rounding becomes the same.
+_ROW_MULTIPLE = 4
+
+
+def aligned_rows(X, y, maskf, alpha):
+    """The training data of an optimisation, padded with masked rows to a multiple of four.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n, d)
+    y, maskf : Tensor of shape (c, n)
+    alpha : Tensor of shape (n,), () or (c, n)
+
+    Returns
+    -------
+    X, y, maskf, alpha
+        With ``n`` rounded up to a multiple of ``_ROW_MULTIPLE`` on the CPU
+        (unchanged on a GPU, or when it is one already): the new rows repeat
+        the first input (finite for every kernel), their targets and masks
+        are 0, so the masked likelihood (:mod:`skbgp._core.gp`) is that of
+        the given rows.
+    """
+    extra = -X.shape[0] % _ROW_MULTIPLE
+    if extra == 0 or X.device.type != "cpu" or X.shape[0] == 0:
+        return X, y, maskf, alpha
+    X = torch.cat([X, X[:1].expand(extra, -1)])
+    pad = lambda a: torch.cat([a, a.new_zeros(a.shape[:-1] + (extra,))], dim=-1)  # noqa: E731
+    return X, pad(y), pad(maskf), (alpha if alpha.dim() == 0 else pad(alpha))
+
+
 def worker_jobs(n_jobs, n_targets, n_starts, n_samples):
     """The ``n_jobs`` a fit uses: 1 when its work is too small for workers to pay.
 
@@ -170,6 +205,10 @@ class FitSettings:
     keep_factors : bool
         Also return the Cholesky factors (:attr:`FitResult.L`), for the
         caller's prediction cache.
+    progress : callable or None
+        ``progress(iteration, n_active)`` after every optimiser iteration
+        (:meth:`Progress.iteration`); only for a fit in this process (it
+        does not travel to workers).
     """
 
     optimize: bool
@@ -179,6 +218,7 @@ class FitSettings:
     dtype: torch.dtype
     verbose: int = 0
     keep_factors: bool = False
+    progress: object = None
 
 
 @dataclass(frozen=True)
@@ -342,12 +382,16 @@ def _minimise(objective, box, plan, settings, label="", memory=None):
     start = time.perf_counter()
 
     def report(iteration, n_active):
-        print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still optimising, "
-              f"{time.perf_counter() - start:.1f} s elapsed", flush=True)
+        if settings.verbose >= 2:
+            print(f"[skbgp] {label}iteration {iteration}: {n_active} member(s) still optimising, "
+                  f"{time.perf_counter() - start:.1f} s elapsed", flush=True)
+        if settings.progress is not None:
+            settings.progress(iteration, n_active)
 
+    reports = settings.verbose >= 2 or settings.progress is not None
     return fit_hyperparameters(objective, box, max_iter=settings.max_iter, gtol=settings.tol,
                                race_iter=plan.race_iter(settings.max_iter),
-                               callback=report if settings.verbose >= 2 else None, memory=memory)
+                               callback=report if reports else None, memory=memory)
 
 
 @dataclass(frozen=True)
@@ -484,9 +528,13 @@ class Engine:
         chunks = [slice(i, min(i + batch_size, n_targets)) for i in range(0, n_targets, batch_size)]
         # a chunk that takes minutes reports every optimiser iteration from verbose=1 on
         slow = self.verbose == 1 and seconds / len(chunks) > SLOW_SECONDS
+        progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
+        # in this process the progress moves with the iterations, not only with the chunks
+        inside = optimize and sparse is None and effective_n_jobs(n_jobs) == 1
         settings = FitSettings(
             optimize=optimize, max_iter=self.max_iter, tol=self.tol, device=problem.device,
             dtype=problem.dtype, verbose=2 if slow else self.verbose, keep_factors=keep,
+            progress=progress.iteration if inside and self.verbose >= 1 else None,
         )
         extra = {} if sparse is None else {"sparse": sparse}
         jobs = (
@@ -501,7 +549,6 @@ class Engine:
             for k, sl in enumerate(chunks)
         )
         results = []
-        progress = Progress(n_targets, len(chunks), self.verbose if optimize else 0)
         try:
             with guard:
                 # results arrive in order
@@ -708,9 +755,9 @@ def _optimise_targets(settings, problems, targets, warm=None, full_problem=None)
     lower = torch.cat([p.lower[targets] for p in problems])  # (k * t, P), fold-major
     upper = torch.cat([p.upper[targets] for p in problems])
     starts = torch.cat([_clipped_starts(p, warm, targets) for p in problems], dim=1)  # (r, k t, P)
-    batch = pack_folds([p.Xt for p in problems], [p.y[targets] for p in problems],
-                       [p.maskf[targets] for p in problems],
-                       [p.alpha_of(targets) for p in problems])
+    # every fold's rows aligned as its standalone fit aligns them (aligned_rows)
+    batch = pack_folds(*zip(*(aligned_rows(p.Xt, p.y[targets], p.maskf[targets],
+                                           p.alpha_of(targets)) for p in problems)))
     # member f * t + j is target targets[j]: its rows of any per-target prior
     priors = concatenate_terms(
         [p.plan.prior_terms(lower.dtype, lower.device, targets=targets) for p in problems],
@@ -754,8 +801,8 @@ def _full_data_curvature(problem, theta, targets):
     -------
     S, Y : Tensor of shape (t, P, P)
     """
-    batch = pack_folds([problem.Xt], [problem.y[targets]], [problem.maskf[targets]],
-                       [problem.alpha_of(targets)])
+    batch = pack_folds(*zip(aligned_rows(problem.Xt, problem.y[targets], problem.maskf[targets],
+                                         problem.alpha_of(targets))))
     priors = problem.plan.prior_terms(theta.dtype, theta.device, targets=targets)
     fun = with_priors(fold_objective(problem.plan.kernel, batch), priors)
     finite = torch.isfinite(theta).all(-1)
@@ -786,14 +833,16 @@ def fit_chunk(chunk, settings, label=""):
     plan = chunk.plan
     Xt = as_t(chunk.X)
     kernel = plan.kernel
-    data = kernel.training_data(Xt)
     yt, mt, alphat = as_t(chunk.y), as_t(chunk.maskf), as_t(chunk.alpha)
     priors = plan.prior_terms(dtype, Xt.device, targets=chunk.targets)
     c = chunk.y.shape[0]
+    # the optimisation runs on rows aligned for MKL, the factorisation on the given rows
+    Xa, ya, ma, alphaa = aligned_rows(Xt, yt, mt, alphat) if settings.optimize else (Xt, yt, mt, alphat)
 
     def work():
+        data = kernel.training_data(Xa)
         if settings.optimize:
-            objective = with_priors(training_objective(kernel, data, yt, mt, alphat), priors)
+            objective = with_priors(training_objective(kernel, data, ya, ma, alphaa), priors)
             box = Box(as_t(chunk.starts), as_t(chunk.lower), as_t(chunk.upper),
                       torch.as_tensor(plan.free, device=Xt.device))
             result = _minimise(objective, box, plan, settings, label)
@@ -806,6 +855,9 @@ def fit_chunk(chunk, settings, label=""):
             n_iter = np.zeros(c, dtype=np.int64)
             converged = np.ones(c, dtype=bool)
             n_evals = np.zeros(c, dtype=np.int64)
+        if Xa is not Xt:
+            del objective, data  # the padded rows' data freed before the given rows' are built
+            data = kernel.training_data(Xt)
         return theta, n_iter, converged, n_evals, gp.factorize(kernel, theta, data, yt, mt, alphat)
 
     # single-threaded arithmetic, member blocks on a pool (see skbgp._core.threads)
@@ -826,8 +878,16 @@ def fit_chunk(chunk, settings, label=""):
     )
 
 
+# Seconds between two plain-text lines about the optimiser's iterations (without tqdm)
+_TEXT_EVERY = 5.0
+
+
 class Progress:
-    """Reports fitted chunks: a tqdm bar when tqdm is installed, else a line each.
+    """Reports fitted chunks and, within a chunk, the optimiser's iterations.
+
+    A tqdm bar when tqdm is installed (the iterations in its text), else a
+    line per chunk and a line about the iterations every ``_TEXT_EVERY``
+    seconds.
 
     Parameters
     ----------
@@ -840,7 +900,7 @@ class Progress:
     def __init__(self, n_targets, n_chunks, verbose):
         self.n_targets, self.n_chunks, self.verbose = n_targets, n_chunks, verbose
         self.done = self.converged = self.chunks = 0
-        self.start = time.perf_counter()
+        self.start = self.last_line = time.perf_counter()
         self.bar = None
         if verbose >= 1:
             try:
@@ -865,6 +925,20 @@ class Progress:
                 f"{time.perf_counter() - self.start:.1f} s elapsed",
                 flush=True,
             )
+
+    def iteration(self, iteration, n_active):
+        """Record an optimiser iteration of the running chunk, ``n_active`` members still optimising."""
+        chunk = f"chunk {self.chunks + 1}/{self.n_chunks}: " if self.n_chunks > 1 else ""
+        state = f"{chunk}iteration {iteration}, {n_active} member(s) still optimising"
+        if self.bar is not None:
+            self.bar.set_postfix_str(state, refresh=False)
+            self.bar.update(0)  # redrawn at tqdm's own pace
+            return
+        now = time.perf_counter()
+        if now - self.last_line >= _TEXT_EVERY:
+            self.last_line = now
+            print(f"[skbgp] {state}; {self.done}/{self.n_targets} targets fitted, "
+                  f"{now - self.start:.1f} s elapsed", flush=True)
 
     def close(self):
         if self.bar is not None:

@@ -114,7 +114,12 @@ class FittedGPs:
         Diagonal jitter of every target's factorisation in the fit.
     alpha : ndarray of shape (n_samples,), () or (n_samples, n_targets)
         Added to the diagonal of every training covariance (``alpha`` plus the
-        known noise variance, per target when that was given per target).
+        known noise variance, per target when that was given per target; 0
+        at a missing entry).
+    alpha_everywhere : ndarray of shape (n_samples,), () or (n_samples, n_targets)
+        ``alpha`` at every entry, the missing ones included: the known noise
+        variance given there (0 where it was NaN). The leave-one-out
+        variance of a missing entry is that of a new observation there.
     device : torch.device
     dtype : torch.dtype
         Where the factors are computed and kept.
@@ -140,6 +145,7 @@ class FittedGPs:
         self.dual = result.dual
         self.jitter = result.jitter
         self.alpha = problem.alpha_np
+        self.alpha_everywhere = _alpha_everywhere(problem)
         self.failed = failed
         self.device = problem.device
         self.dtype = problem.dtype
@@ -350,6 +356,16 @@ class FittedGPs:
                 if var is not None:
                     var[sl] = to_numpy(v)
         return mean, var
+
+
+def _alpha_everywhere(problem):
+    """``problem.alpha_np`` with the known noise of the missing entries put back (NaN: 0)."""
+    noise = problem.noise_given
+    if noise is None or noise.ndim == 1:
+        return problem.alpha_np  # the same at missing entries as at observed ones
+    given = problem.alpha_given
+    given = given[:, None] if np.ndim(given) == 1 else given
+    return given + np.nan_to_num(noise, nan=0.0) / problem.std**2
 
 
 def _pieces(chunks, size):

@@ -18,7 +18,7 @@ from ._problem import ProblemSpec, make_problem
 from ._scoring import observed_r2_score
 from ._generic_kernel import decode_points, encode_points
 from ._sklearn_kernels import plan_from_kernel, requires_vector_input
-from ._validation import (compute_device, reject_grad_tensors, resolve_device, resolve_dtype, to_numpy,
+from ._validation import (check_numeric_y, compute_device, reject_grad_tensors, resolve_device, resolve_dtype, to_numpy,
                           to_tensor, torch_generator)
 from .kernels import _Operators as _SkbgpKernel
 
@@ -26,6 +26,13 @@ __all__ = ["BatchedGaussianProcessRegressor"]
 
 # what validate_data records about the inputs at fit
 _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+
+
+def _readable(bound):
+    """A bound for a message: scikit-learn's ``0.001`` and ``1000.0``; ``4.61e-09``, not
+    ``4.61009595509e-09``, for one computed from the data."""
+    text = repr(float(f"{bound:.12g}"))
+    return text if len(text) <= 8 else f"{bound:.3g}"
 
 
 def _latent_diag(kernel, X, chunk=256):
@@ -100,7 +107,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Standardise every target (mean 0, variance 1 over its observed
         entries) before fitting; predictions are transformed back. "auto"
         standardises for the default kernel and not for a user's kernel
-        (scikit-learn's default, a zero prior mean).
+        (scikit-learn's default, a zero prior mean). The fitted
+        hyperparameters (``theta_``, ``kernels_``, ``outputscales_``,
+        ``noise_levels_``) are then those of the standardised targets;
+        ``noise_variance_`` gives the noise in ``y``'s units.
     copy_X_train : bool, default=True
         Store a copy of the training data (otherwise a reference).
     random_state : int, RandomState instance or None, default=None
@@ -154,9 +164,12 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         0 is silent, but for a :class:`~skbgp.SlowFitWarning` before a fit
         that will take minutes; 1 reports every fitted chunk (a progress bar
         when ``tqdm`` is installed, else a line with the targets done, how
-        many converged and the time elapsed), and for a fit that will take
-        minutes its estimated time and a line per optimiser iteration; 2
-        prints a line per optimiser iteration always.
+        many converged and the time elapsed) and, for a fit in this process,
+        the optimiser's progress within a chunk (its iteration and the
+        members still optimising: in the bar's text, else a line every 5
+        seconds), and for a fit that will take minutes its estimated time
+        and a line per optimiser iteration; 2 prints a line per optimiser
+        iteration always.
     n_targets : int or None, default=None
         Number of targets of the prior that ``predict`` and ``sample_y`` use
         before ``fit`` (``None``: one, with 1-D outputs), as in scikit-learn;
@@ -178,7 +191,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Fitted log hyperparameters that were optimised (not the fixed ones),
         in the order of ``hyperparameter_names_`` (scikit-learn's
         ``kernel.theta`` order for a user's kernel); the argument of
-        :meth:`log_marginal_likelihood`.
+        :meth:`log_marginal_likelihood`. Like every fitted hyperparameter
+        here, in the units of the standardised target when the targets are
+        standardised (``normalize_y=True``, or ``"auto"`` with the default
+        kernel): variances are relative to the target's variance.
     hyperparameter_names_ : list of str
         Name of every column of ``theta_``.
     kernels_ : list of sklearn.gaussian_process.kernels.Kernel
@@ -186,6 +202,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         (with its bounds; an :mod:`skbgp.kernels` object becomes its
         scikit-learn twin, priors dropped), to inspect as ``kernel_`` of
         scikit-learn's GPR; ``None`` for the targets in ``failed_targets_``.
+        A kernel of the standardised target when the targets are
+        standardised (as scikit-learn's ``kernel_`` with
+        ``normalize_y=True``).
     kernel_ : sklearn.gaussian_process.kernels.Kernel
         ``kernels_[0]``, scikit-learn's attribute, on a model of a single
         target (1-D ``y`` or one column); a model of several targets has none
@@ -196,17 +215,28 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     outputscales_ : ndarray of shape (n_targets,)
         Fitted signal variance: the constant factor of ``ConstantKernel *
         base``; 1 where the kernel has no constant, NaN where a constant is
-        not such a factor (or there are several).
+        not such a factor (or there are several). Relative to the target's
+        variance when the targets are standardised.
     noise_levels_ : ndarray of shape (n_targets,)
         Fitted white-noise variance (0 where the kernel has no white part,
-        NaN where it has several).
-    log_marginal_likelihood_value_ : ndarray of shape (n_targets,)
+        NaN where it has several), as the kernel holds it: relative to the
+        target's variance when the targets are standardised (a noise level
+        of 0.01 is 1% of it; ``noise_variance_`` is in ``y``'s units).
+    noise_variance_ : ndarray of shape (n_targets,)
+        Fitted white-noise variance in the units of ``y`` squared:
+        ``noise_levels_`` times the variance of the target over its observed
+        entries when the targets are standardised, else ``noise_levels_``.
+        It is what ``predict`` adds to the latent variance (``return_std``
+        with ``observation_noise`` True minus False); the known noise passed
+        to ``fit`` and ``alpha`` are not in it.
+    log_marginal_likelihood_value_ : float or ndarray of shape (n_targets,)
         Log marginal likelihood of every target at its fitted hyperparameters
         (of the standardised target when ``normalize_y=True``); without the
-        prior.
-    log_prior_value_ : ndarray of shape (n_targets,)
+        prior. A float for a single target (a 1-D ``y`` or one column), as
+        scikit-learn's.
+    log_prior_value_ : float or ndarray of shape (n_targets,)
         Log prior density of every target's fitted hyperparameters (0 without
-        priors). With priors the fit maximises
+        priors); a float for a single target. With priors the fit maximises
         ``log_marginal_likelihood_value_ + log_prior_value_``.
     n_iter_ : ndarray of shape (n_targets,)
         L-BFGS iterations of every target's winning start (0 without optimiser).
@@ -225,9 +255,11 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     L_ : ndarray of shape (n_targets, n_samples, n_samples)
         Lower Cholesky factor of every target's training covariance (identity
         rows and columns at its missing observations), recomputed when read
-        (a fitted model does not hold ``n_targets * n_samples**2`` numbers).
-    alpha_ : ndarray of shape (n_samples, n_targets)
-        Dual coefficients ``K^-1 y`` of every target (0 where missing).
+        (a fitted model does not hold ``n_targets * n_samples**2`` numbers);
+        of shape (n_samples, n_samples) for a single target, as scikit-learn's.
+    alpha_ : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        Dual coefficients ``K^-1 y`` of every target (0 where missing), in
+        the shape of ``y_train_`` as scikit-learn's.
     gps_ : FittedGPs
         Every target's fitted GP in one object (core kernel, hyperparameters,
         training inputs, mask, target scaling, dual coefficients, jitter),
@@ -449,15 +481,19 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         return X if requires_vector_input(self.kernel) else encode_points(X)
 
     def _validate_fit_data(self, X, y):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            validate_separately=(
-                self._input_checks(),
-                dict(dtype=np.float64, ensure_2d=False, ensure_all_finite="allow-nan"),
-            ),
-        )
+        try:
+            X, y = validate_data(
+                self,
+                X,
+                y,
+                validate_separately=(
+                    self._input_checks(),
+                    dict(dtype=np.float64, ensure_2d=False, ensure_all_finite="allow-nan"),
+                ),
+            )
+        except ValueError:
+            check_numeric_y(y)  # a string in y: say so, and which column
+            raise
         check_consistent_length(X, y)
         X = self._core_inputs(X)
         if y.ndim > 2:
@@ -618,14 +654,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         self.hyperparameter_names_ = [n for n, f in zip(plan.names, plan.free) if f]
         self.length_scales_, self.outputscales_, self.noise_levels_ = plan.summaries(
             theta, X.shape[1])
+        with np.errstate(over="ignore"):  # inf for a target beyond float64's range squared
+            self.noise_variance_ = self.noise_levels_ * problem.std**2  # in y's units
         with np.errstate(over="ignore"):  # the bounds of a target that overflowed
             self.kernels_ = plan.sklearn_kernels(theta, bounds)
         for t in np.flatnonzero(failed):
             self.kernels_[t] = None
         lml = result.lml
         lml[failed] = np.nan
-        self.log_marginal_likelihood_value_ = lml
-        self.log_prior_value_ = result.log_prior
+        single = y.ndim == 1 or y.shape[1] == 1
+        # a float for a single target, as scikit-learn's
+        self.log_marginal_likelihood_value_ = lml[0] if single else lml
+        self.log_prior_value_ = result.log_prior[0] if single else result.log_prior
         self.n_iter_ = result.n_iter
         self.n_evaluations_ = result.n_evaluations
         self.converged_ = result.converged & ~failed
@@ -666,6 +706,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             )
         if self.optimizer is None:
             return
+        messages = []
         for j in np.flatnonzero(plan.free):
             # scikit-learn's name and dimension: "k2__length_scale[1]" is dimension 1
             name, _, dim = plan.names[j].partition("[")
@@ -673,22 +714,37 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             for side, word, verb in ((0, "lower", "Decreasing"), (1, "upper", "Increasing")):
                 if (side == 1 and not plan.warn_at_upper[j]) or plan.prior_bounded[j, side]:
                     continue
+                # the default model's bounds are not the user's to change: only noise at its
+                # upper bound (the data explained as noise) has a remedy, more restarts
+                if self.kernel is None and not (side == 1 and name == "noise_level"):
+                    continue
                 near = np.isclose(bounds[:, j, side], self.gps_.theta[:, j]) & fitted
-                for log_bound in np.unique(bounds[near, j, side]):
-                    # scikit-learn's text (its tests match it), then which targets
-                    bound = float(f"{np.exp(log_bound):.12g}")  # 0.001, not 0.0010000000000000002
+                if not near.any():
+                    continue
+                values = np.unique(bounds[near, j, side])
+                bound = _readable(np.exp(values[0]))
+                if values.size > 1:  # per-target bounds (the default model's, from the data)
+                    bound += f" to {_readable(np.exp(values[-1]))}"
+                # scikit-learn's text (its tests match it), then which targets
+                message = (
+                    f"The optimal value found for dimension {dim} of parameter {name} is "
+                    f"close to the specified {word} bound {bound}. "
+                    f"{verb} the bound and calling fit again may find a better value."
+                )
+                if self.kernel is None:
                     message = (
-                        f"The optimal value found for dimension {dim} of parameter {name} is "
-                        f"close to the specified {word} bound {bound}. "
-                        f"{verb} the bound and calling fit again may find a better value."
+                        f"The noise level of target(s) {format_targets(np.flatnonzero(near))} is "
+                        f"at its upper bound {bound} (relative to the target's variance): the "
+                        "fit explains the data as noise. More restarts (n_restarts_optimizer) "
+                        "may find a local optimum that explains it as signal."
                     )
-                    if self.n_targets_ > 1:
-                        on = np.flatnonzero(near & (bounds[:, j, side] == log_bound))
-                        message += f" Target(s): {format_targets(on)}."
-                    if self.kernel is None:
-                        message += (" So may more restarts (n_restarts_optimizer), when the fit "
-                                    "ended in a local optimum that explains the data as noise.")
-                    warnings.warn(message, ConvergenceWarning)
+                elif self.n_targets_ > 1:
+                    message += f" Target(s): {format_targets(np.flatnonzero(near))}."
+                messages.append(message)
+        # one warning per fit for several targets; one per parameter, as scikit-learn, for one
+        groups = [[m] for m in messages] if self.n_targets_ == 1 else [messages] * bool(messages)
+        for group in groups:
+            warnings.warn(" ".join(group), ConvergenceWarning)
 
     # ------------------------------------------------------------- prediction
     def _compute_device(self):
@@ -740,13 +796,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         check_is_fitted(self, "gps_")
         gps, where = self._gps()
         with torch.no_grad():
-            return to_numpy(gps.factors(**where))
+            L = to_numpy(gps.factors(**where))
+        return L[0] if self._single_output() else L
 
     @property
     def alpha_(self):
-        """ndarray of shape (n_samples, n_targets): dual coefficients ``K^-1 y`` (0 if missing)."""
+        """ndarray of the shape of ``y_train_``: dual coefficients ``K^-1 y`` (0 if missing).
+
+        Of shape (n_samples,) for a 1-D ``y``, else (n_samples, n_targets), as
+        scikit-learn's.
+        """
         check_is_fitted(self, "gps_")
-        return self.gps_.dual.T
+        return self.gps_.dual.T.reshape(self.y_train_.shape)
 
     def _single_output(self):
         return self.y_train_.ndim == 1 or self.y_train_.shape[1] == 1
@@ -781,10 +842,16 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         Returns
         -------
         score : float
-            The mean over targets of each target's R^2 (targets without any
-            observed row are left out).
+            The mean over targets of each target's R^2. Targets without any
+            observed row are left out; so are the targets in
+            ``failed_targets_`` (their predictions are NaN), with a
+            ``UserWarning`` naming them: the score is then the mean R^2 of
+            the fitted targets (scikit-learn's ``r2_score`` of those
+            columns), NaN if there is none.
         """
-        return observed_r2_score(y, self.predict(X), sample_weight)
+        # the failed targets are warned about once, by the score
+        pred = self._predict(X, False, False, True, warn_failed=False)
+        return observed_r2_score(y, pred, sample_weight)
 
     def _fitted(self):
         return hasattr(self, "gps_")
@@ -862,6 +929,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         y_cov : ndarray of shape (n_samples, n_samples) or (n_samples, n_samples, n_targets)
             Predictive covariance; only with ``return_cov=True``.
         """
+        return self._predict(X, return_std, return_cov, observation_noise, warn_failed=True)
+
+    def _predict(self, X, return_std, return_cov, observation_noise, warn_failed):
+        """:meth:`predict`; ``warn_failed`` False leaves the failed targets to the caller's warning."""
         if return_std and return_cov:
             raise RuntimeError(
                 "At most one of return_std or return_cov can be requested."
@@ -870,7 +941,8 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         X = validate_data(self, X, reset=False, **self._input_checks())
         if not self._fitted():
             return self._predict_prior(X, return_std, return_cov, observation_noise)
-        self._warn_failed()
+        if warn_failed:
+            self._warn_failed()
         gps, where = self._gps()
         mean, var = gps.posterior(self._core_inputs(X), variance=return_std, full_cov=return_cov,
                                   observation_noise=observation_noise, **where)
@@ -960,9 +1032,10 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
         Returns
         -------
-        log_likelihood : ndarray of shape (n_targets,)
-        log_likelihood_gradient : ndarray of shape (n_targets, n_free)
-            Only with ``eval_gradient=True``.
+        log_likelihood : float or ndarray of shape (n_targets,)
+            A float for a single target, as scikit-learn's.
+        log_likelihood_gradient : ndarray of shape (n_targets, n_free) or (n_free,)
+            Only with ``eval_gradient=True``; (n_free,) for a single target.
         """
         check_is_fitted(self, "gps_")
         if theta is None:
@@ -981,9 +1054,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             )
         lml = -to_numpy(loss)
         lml[self.failed_targets_] = np.nan
-        if eval_gradient:
-            return lml, -to_numpy(grad)[:, self._free]
-        return lml
+        return self._per_target(lml, -to_numpy(grad)[:, self._free] if eval_gradient else None)
 
     def log_prior(self, theta=None, eval_gradient=False):
         """Log prior density of every target's hyperparameters (0 without priors).
@@ -1002,8 +1073,9 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
 
         Returns
         -------
-        log_prior : ndarray of shape (n_targets,)
-        log_prior_gradient : ndarray of shape (n_targets, n_free)
+        log_prior : float or ndarray of shape (n_targets,)
+            A float for a single target.
+        log_prior_gradient : ndarray of shape (n_targets, n_free) or (n_free,)
             Only with ``eval_gradient=True``.
         """
         check_is_fitted(self, "gps_")
@@ -1016,9 +1088,18 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
         lp, grad = log_prior(terms, full, torch.arange(self.n_targets_), eval_gradient=eval_gradient)
         lp = to_numpy(lp)
         lp[self.failed_targets_] = np.nan
-        if eval_gradient:
-            return lp, to_numpy(grad)[:, self._free]
-        return lp
+        return self._per_target(lp, to_numpy(grad)[:, self._free] if eval_gradient else None)
+
+    def _per_target(self, value, gradient=None):
+        """``value`` (n_targets,) and ``gradient`` (n_targets, n_free) if given, in the outputs' shapes.
+
+        A single target's are a float and an array of shape (n_free,), as
+        scikit-learn's ``log_marginal_likelihood``.
+        """
+        if self._single_output():
+            value = value[0]
+            gradient = None if gradient is None else gradient[0]
+        return value if gradient is None else (value, gradient)
 
     def _full_theta(self, theta):
         """ndarray of shape (n_targets, P): the fitted theta with its free part set to ``theta``."""

@@ -25,6 +25,7 @@ __all__ = [
     "column_sums",
     "log_mean_square",
     "reject_grad_tensors",
+    "check_numeric_y",
 ]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -38,6 +39,37 @@ def reject_grad_tensors(**arrays):
                 f"{name} is a torch tensor that requires grad; pass {name}.detach() (skbgp "
                 "fits and predicts from values and does not differentiate through its inputs)."
             )
+
+
+def check_numeric_y(y):
+    """Raise a ValueError naming the column of ``y`` that holds a string that is not a number.
+
+    Called when scikit-learn's validation of ``y`` failed, so that its
+    message (``could not convert string to float: 'a'``) says that it is
+    ``y`` and which column; returns when no such string is found.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
+    """
+    values = np.asarray(y, dtype=object)
+    if values.ndim not in (1, 2) or values.size == 0:
+        return
+    names = list(getattr(y, "columns", []))
+    columns = values.reshape(values.shape[0], -1)
+    for j in range(columns.shape[1]):
+        for value in columns[:, j]:
+            if not isinstance(value, (str, bytes)):
+                continue
+            try:
+                float(value)
+            except ValueError:
+                where = "" if values.ndim == 1 else (
+                    f" column {j}" + (f" ({names[j]!r})" if len(names) == columns.shape[1] else ""))
+                raise ValueError(
+                    f"y{where} holds a value that is not a number: {value!r}. y must hold "
+                    "numbers (NaN marks a missing value); encode or drop that column."
+                ) from None
 
 
 def column_sums(A):

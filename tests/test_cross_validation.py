@@ -360,7 +360,7 @@ def test_warm_start_folds_are_optima_at_least_as_good_as_standalone_fits_from_th
             kernel = est.kernel.clone_with_theta(full.theta_[t])
             alone = BatchedGaussianProcessRegressor(kernel, n_restarts_optimizer=0).fit(
                 X[train], y[train, t])
-            assert lml >= alone.log_marginal_likelihood_value_[0] - 1e-6 * abs(lml)
+            assert lml >= alone.log_marginal_likelihood_value_ - 1e-6 * abs(lml)
             # the score is sklearn's prediction with the fold's values
             assert_allclose(ours["test_score_per_target"][f, t],
                             r2_score(y[test, t], ref.predict(X[test])), rtol=1e-8)
@@ -475,7 +475,7 @@ def test_noise_per_sample_and_target_equals_each_target_fitted_alone_with_its_co
         assert_allclose(batched.theta_[t], alone.theta_[0], rtol=1e-8, atol=1e-10)
         assert_allclose(batched.predict(Xq, return_std=True)[1][:, t],
                         alone.predict(Xq, return_std=True)[1], rtol=1e-8)
-        assert_allclose(batched.L_[t], alone.L_[0], rtol=1e-10, atol=1e-14)  # refactorised
+        assert_allclose(batched.L_[t], alone.L_, rtol=1e-10, atol=1e-14)  # refactorised
     # the batched CV splits it by rows, as a standalone fit on each fold sees it
     splits = list(KFold(3).split(X))
     pred = batched_cross_val_predict(_plain(), X, y, cv=splits, params={"noise_variance": noise})
@@ -617,3 +617,43 @@ def test_bad_arguments_are_clear_errors():
                                                      (np.arange(10, 20), np.arange(10))])
     with pytest.raises(ValueError, match="mode must be one of"):
         batched_cross_validate(_plain(), X, y, mode="warm")
+
+
+def test_a_fold_without_training_values_of_one_target_scores_the_others():
+    # issue 23, item 2: the fold's test_score and every per-target score were NaN
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), X[:, 1] ** 2, np.cos(2 * X[:, 0])])
+    Y[10:, 1] = np.nan  # target 1 observed only in the first fold's test rows
+    cv = KFold(3)
+    est = BatchedGaussianProcessRegressor(random_state=0)
+    with pytest.warns(UserWarning, match=r"Target\(s\) \[1\] could not be fitted"):
+        res = batched_cross_validate(est, X, Y, cv=cv)
+    # oracle: targets are independent, so the others score as without target 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = batched_cross_validate(est, X, Y[:, [0, 2]], cv=cv)
+    per = res["test_score_per_target"]
+    assert np.isnan(per[:, 1]).all()  # fold 0: not fitted; folds 1, 2: no observed test row
+    assert_allclose(per[:, [0, 2]], ref["test_score_per_target"], rtol=1e-12)
+    assert_allclose(res["test_score"], ref["test_score"], rtol=1e-12)
+
+
+def test_loo_at_a_missing_entry_counts_its_known_noise_given_per_sample_or_per_target():
+    # issue 23, item 8: noise of shape (n, m) was zeroed where y is missing (0.03221 vs 0.03321)
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(20, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), np.cos(2 * X[:, 1])]) + 0.05 * rng.randn(20, 2)
+    Y[4, 1] = np.nan
+    noise = rng.uniform(0.001, 0.01, size=20)
+    est = BatchedGaussianProcessRegressor(ConstantKernel() * RBF([1.0, 1.0]), optimizer=None)
+    per_sample = est.fit(X, Y, noise_variance=noise)
+    mean1, var1, logp1 = loo_predictive(per_sample)
+    per_target = clone(est).fit(X, Y, noise_variance=np.column_stack([noise, noise]))
+    mean2, var2, logp2 = loo_predictive(per_target)
+    assert_allclose(mean2, mean1, rtol=1e-12)
+    assert_allclose(var2, var1, rtol=1e-12)
+    assert_array_equal(np.isnan(logp2), np.isnan(logp1))
+    # closed form at the missing entry: the prediction's latent variance plus the noise there
+    _, std = per_sample.predict(X[4:5], return_std=True)
+    assert_allclose(var2[4, 1], std[0, 1] ** 2 + noise[4] + 1e-10, rtol=1e-12)

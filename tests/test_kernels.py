@@ -312,7 +312,7 @@ def test_motivating_problem_batched_equals_looped(motivating_fit):
         alone = _quiet_fit(BatchedGaussianProcessRegressor(motivating_kernel(), random_state=0),
                            X, y[:, t])
         assert_allclose(gpr.theta_[t], alone.theta_[0], rtol=1e-4, atol=1e-6)
-        assert_allclose(gpr.log_prior_value_[t], alone.log_prior_value_[0], rtol=1e-6)
+        assert_allclose(gpr.log_prior_value_[t], alone.log_prior_value_, rtol=1e-6)
 
 
 def test_map_stays_inside_the_prior_support(motivating_fit):
@@ -399,8 +399,8 @@ def test_map_equals_scipy_maximum_of_sklearn_lml_plus_log_prior_over_natural_val
                                   options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000, maxfev=20000))
     assert_allclose(np.exp(ours.theta_[0]), res.x, rtol=1e-4)
     lp = prior_c.logpdf(res.x[0]) + prior_ls.logpdf(res.x[1:3]).sum()
-    assert_allclose(ours.log_prior_value_[0], lp, rtol=1e-4)
-    assert ours.log_marginal_likelihood_value_[0] + ours.log_prior_value_[0] >= -res.fun - 1e-8
+    assert_allclose(ours.log_prior_value_, lp, rtol=1e-4)
+    assert ours.log_marginal_likelihood_value_ + ours.log_prior_value_ >= -res.fun - 1e-8
 
 
 @pytest.mark.slow
@@ -471,7 +471,7 @@ def test_optimised_composite_fit_batched_equals_looped(multi_target_data, name):
         # the fitted models are compared: their LML (to the stopping rule's
         # level) and their predictions; theta where it is identified.
         assert_allclose(batched.log_marginal_likelihood_value_[t],
-                        alone.log_marginal_likelihood_value_[0], rtol=1e-6)
+                        alone.log_marginal_likelihood_value_, rtol=1e-6)
         m, s = alone.predict(X[:8], return_std=True)
         assert_allclose(mean[:, t], m, rtol=1e-4, atol=1e-6)
         assert_allclose(std[:, t], s, rtol=1e-4, atol=1e-6)

@@ -69,16 +69,41 @@ def test_isotropic_kernel_and_alpha_array_match_sklearn(multi_target_data):
 
 
 def test_single_target_shapes_follow_sklearn(multi_target_data):
+    # issue 23, item 12: every output of a single target has scikit-learn's shape and type
     X, y = multi_target_data
+    kernel = ConstantKernel() * RBF([1.0, 1.0, 1.0])
     for y_in in (y[:, 0], y[:, :1]):
-        ours = BatchedGaussianProcessRegressor(random_state=0).fit(X, y_in)
-        mean, std = ours.predict(X[:5], return_std=True)
-        _, cov = ours.predict(X[:5], return_cov=True)
-        assert mean.shape == std.shape == (5,) and cov.shape == (5, 5)
-        assert ours.sample_y(X[:5], n_samples=3).shape == (5, 3)
+        ours = BatchedGaussianProcessRegressor(kernel, random_state=0).fit(X, y_in)
+        ref = _sklearn_fit(kernel, X, y_in, random_state=0)
+        outputs = {
+            "predict": (ours.predict(X[:5]), ref.predict(X[:5])),
+            "predict std": (ours.predict(X[:5], return_std=True)[1],
+                            ref.predict(X[:5], return_std=True)[1]),
+            "predict cov": (ours.predict(X[:5], return_cov=True)[1],
+                            ref.predict(X[:5], return_cov=True)[1]),
+            "sample_y": (ours.sample_y(X[:5], n_samples=3), ref.sample_y(X[:5], n_samples=3)),
+            "sample_y one": (ours.sample_y(X[:5]), ref.sample_y(X[:5])),
+            "y_train_": (ours.y_train_, ref.y_train_),
+            "X_train_": (ours.X_train_, ref.X_train_),
+            "alpha_": (ours.alpha_, ref.alpha_),
+            "L_": (ours.L_, ref.L_),
+            "lml value": (ours.log_marginal_likelihood_value_, ref.log_marginal_likelihood_value_),
+            "lml(theta)": (ours.log_marginal_likelihood(ours.theta_[0]),
+                           ref.log_marginal_likelihood(ref.kernel_.theta)),
+            "lml()": (ours.log_marginal_likelihood(), ref.log_marginal_likelihood()),
+            "score": (ours.score(X, y_in), ref.score(X, y_in)),
+        }
+        lml, grad = ours.log_marginal_likelihood(ours.theta_[0], eval_gradient=True)
+        ref_lml, ref_grad = ref.log_marginal_likelihood(ref.kernel_.theta, eval_gradient=True)
+        outputs["lml gradient"] = (grad, ref_grad)
+        outputs["lml with gradient"] = (lml, ref_lml)
+        for name, (a, b) in outputs.items():
+            assert np.shape(a) == np.shape(b), name
+            assert isinstance(a, float) == isinstance(b, float), name
+            assert np.asarray(a).dtype == np.asarray(b).dtype, name
+        assert f"{ours.log_marginal_likelihood_value_:.2f}"  # the issue's example
+        # skbgp's own per-target attributes keep their target axis
         assert ours.length_scales_.shape == (1, 3)
-        assert ours.log_marginal_likelihood_value_.shape == (1,)
-    assert ours.sample_y(X[:5]).dtype == np.float64
 
 
 def test_return_std_and_cov_together_is_an_error(multi_target_data):
@@ -101,7 +126,7 @@ def test_batched_fit_equals_fitting_each_target_alone():
         alone = BatchedGaussianProcessRegressor(**params).fit(X, Y[:, t])
         assert_allclose(batched.theta_[t], alone.theta_[0], rtol=1e-4, atol=1e-6)
         assert_allclose(batched.log_marginal_likelihood_value_[t],
-                        alone.log_marginal_likelihood_value_[0], rtol=1e-8)
+                        alone.log_marginal_likelihood_value_, rtol=1e-8)
         assert batched.n_iter_[t] == alone.n_iter_[0]
 
 
@@ -270,7 +295,7 @@ def test_default_restarts_escape_the_all_noise_optimum():
     for seed in range(3):
         ours = BatchedGaussianProcessRegressor(random_state=seed).fit(X, y)
         at_ref = ours.log_marginal_likelihood(ref.kernel_.theta) + ours.log_prior(ref.kernel_.theta)
-        assert ours.log_marginal_likelihood_value_[0] + ours.log_prior_value_[0] >= at_ref[0] - 0.1
+        assert ours.log_marginal_likelihood_value_ + ours.log_prior_value_ >= at_ref - 0.1
         assert ours.noise_levels_[0] < 1e-3  # the signal, not noise
 
 
@@ -303,7 +328,7 @@ def test_optimised_fit_with_missing_equals_fit_on_observed_rows(multi_target_dat
     # the default kernel's starting length scales come from X's spread, which
     # differs on the subset; compare likelihood surfaces at alone's optimum
     lml = both.log_marginal_likelihood(np.vstack([alone.theta_[0], both.theta_[1]]))
-    assert_allclose(lml[0], alone.log_marginal_likelihood_value_[0], rtol=1e-10)
+    assert_allclose(lml[0], alone.log_marginal_likelihood_value_, rtol=1e-10)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -625,3 +650,133 @@ def test_irrelevant_feature_gets_a_long_length_scale_without_warning_for_default
     with pytest.warns(ConvergenceWarning, match=r"dimension 1 of parameter k1__k2__length_scale is "
                                                  r"close to the specified upper bound 10.0\."):
         BatchedGaussianProcessRegressor(kernel, random_state=0).fit(X, y)
+
+
+def test_score_leaves_a_failed_target_out_with_a_warning_naming_it():
+    # issue 23, item 2: one failed target raised "Input contains NaN" for every target
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(25, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), X[:, 1] ** 2, np.cos(2 * X[:, 0])])
+    Y_train = Y.copy()
+    Y_train[:, 1] = np.nan  # target 1 cannot be fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpr = BatchedGaussianProcessRegressor(random_state=0).fit(X, Y_train)
+    assert_array_equal(gpr.failed_targets_, [1])
+    X_test = rng.uniform(size=(15, 2))
+    Y_test = np.column_stack([np.sin(3 * X_test[:, 0]), X_test[:, 1] ** 2, np.cos(2 * X_test[:, 0])])
+    with pytest.warns(UserWarning, match=r"Target\(s\) \[1\] could not be fitted") as record:
+        score = gpr.score(X_test, Y_test)
+    assert len(record) == 1  # warned once, by the score
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = gpr.predict(X_test)
+    # scikit-learn's uniform average over the fitted columns
+    assert score == pytest.approx(r2_score(Y_test[:, [0, 2]], pred[:, [0, 2]]), rel=1e-12)
+
+
+def test_a_string_in_y_is_an_error_naming_y_and_its_column():
+    # issue 23, item 16: "could not convert string to float: 'a'" said neither
+    pd = pytest.importorskip("pandas")
+    X = np.random.RandomState(0).uniform(size=(5, 2))
+    y = pd.DataFrame({"u": [1.0, 2, 3, 4, 5], "v": ["1", "2", "a", "4", "5"]})
+    with pytest.raises(ValueError, match=r"^y column 1 \('v'\) holds a value that is not a number: 'a'"):
+        BatchedGaussianProcessRegressor().fit(X, y)
+    with pytest.raises(ValueError, match=r"^y holds a value that is not a number: 'b'"):
+        BatchedGaussianProcessRegressor().fit(X, ["1", "b", "3", "4", "5"])
+    # numeric strings remain accepted, as scikit-learn accepts them
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        BatchedGaussianProcessRegressor(random_state=0).fit(X, ["1", "2", "3", "4", "5.5"])
+
+
+def test_noise_variance_is_the_fitted_noise_in_the_units_of_y():
+    # issue 23, item 13: noise_levels_ is relative to the target's variance under
+    # standardisation (1.01 for a target of std 24); noise_variance_ is in y's units
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 2))
+    Y = np.column_stack([24.0 * np.sin(3 * X[:, 0]), 0.1 * X[:, 1] + 5.0]) + rng.randn(30, 2)
+    Y[3, 1] = np.nan
+    kernel = ConstantKernel(1.0, "fixed") * RBF([0.5, 0.5], "fixed") + WhiteKernel(0.3, "fixed")
+    gpr = BatchedGaussianProcessRegressor(kernel, normalize_y=True).fit(X, Y)
+    assert_allclose(gpr.noise_levels_, [0.3, 0.3])
+    # by hand: the fixed level times each target's variance over its observed rows
+    by_hand = [0.3 * np.var(Y[:, 0]), 0.3 * np.nanvar(Y[:, 1])]
+    assert_allclose(gpr.noise_variance_, by_hand, rtol=1e-12)
+    # what predict adds to the latent variance, for the default (optimised) model too
+    for est in (gpr, BatchedGaussianProcessRegressor(random_state=0).fit(X, Y)):
+        _, std = est.predict(X[:4], return_std=True)
+        _, latent = est.predict(X[:4], return_std=True, observation_noise=False)
+        assert_allclose(std**2 - latent**2, np.broadcast_to(est.noise_variance_, (4, 2)), rtol=1e-8)
+    unscaled = BatchedGaussianProcessRegressor(kernel, normalize_y=False).fit(X, Y)
+    assert_allclose(unscaled.noise_variance_, [0.3, 0.3])
+
+
+def test_warnings_are_few_readable_and_only_where_the_user_can_act():
+    # issue 23, item 14
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0, 10, size=(200, 3))
+    y = np.column_stack([np.sin(X[:, 0]), np.cos(X[:, 1]) + X[:, 2], X[:, 2] ** 2])
+    y[::7, 1] = np.nan
+    # the README's first example: noise-free data, the default model's noise at its
+    # lower bound is the right answer, not a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        BatchedGaussianProcessRegressor(random_state=0).fit(X, y)
+    # a bound is printed readably
+    kernel = ConstantKernel() * RBF(1.0) + WhiteKernel(noise_level_bounds=(4.61009595509e-09, 1.0))
+    with pytest.warns(ConvergenceWarning, match=r"lower bound 4\.61e-09\. Decreasing") as record:
+        BatchedGaussianProcessRegressor(kernel, random_state=0).fit(X[:40], y[:40, 0])
+    assert not any("noise" in str(r.message) and "restarts" in str(r.message) for r in record)
+    # one warning per fit, naming the targets: a grid search of 3 x 3 fits and a refit
+    kernel = ConstantKernel() * RBF([1.0, 1.0, 1.0], length_scale_bounds=(1e-2, 10.0)) + WhiteKernel()
+    Y = np.column_stack([np.sin(X[:30, 0]), np.cos(X[:30, 1]), 2 * np.sin(X[:30, 0])])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        GridSearchCV(BatchedGaussianProcessRegressor(kernel, random_state=0),
+                     {"n_restarts_optimizer": [0, 1, 2]}, cv=3).fit(X[:30], Y)
+    messages = [str(r.message) for r in record if issubclass(r.category, ConvergenceWarning)]
+    assert 0 < len(messages) <= 10  # was 40: one per parameter at a bound, per fit
+    assert all("Target(s): [" in m for m in messages)
+
+
+def test_verbose_progress_moves_within_a_single_chunk(monkeypatch, capsys):
+    # issue 23, item 15: one chunk left the bar at 0 until the end of the fit
+    import sys
+    import types
+
+    from skbgp import _engine
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 2))
+    Y = np.column_stack([np.sin(3 * X[:, 0]), np.cos(2 * X[:, 1])])
+    # without tqdm: plain lines about the iterations (every line, not every 5 s, here)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setattr(_engine, "_TEXT_EVERY", 0.0, raising=False)
+    BatchedGaussianProcessRegressor(random_state=0, verbose=1).fit(X, Y)
+    lines = capsys.readouterr().out.splitlines()
+    iterations = [ln for ln in lines if ln.startswith("[skbgp] iteration ")]
+    assert len(iterations) >= 5 and "member(s) still optimising" in iterations[0]
+    assert lines[-1].startswith("[skbgp] chunk 1/1: 2/2 targets fitted")  # then the chunk
+    # with tqdm: the iterations in the bar's text while the chunk runs
+    states = []
+
+    class FakeBar:
+        def __init__(self, **kwargs):
+            pass
+
+        def set_postfix_str(self, text, refresh=True):
+            states.append(text)
+
+        def set_postfix(self, **kwargs):
+            pass
+
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeBar))
+    BatchedGaussianProcessRegressor(random_state=0, verbose=1).fit(X, Y)
+    assert len(states) >= 5 and all(s.startswith("iteration ") for s in states)
