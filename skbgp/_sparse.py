@@ -103,8 +103,8 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
 
     Attributes
     ----------
-    log_marginal_likelihood_value_ : ndarray of shape (n_targets,)
-        The collapsed bound over every row at the fitted hyperparameters, a
+    log_marginal_likelihood_value_ : float or ndarray of shape (n_targets,)
+        A float for a single target. The collapsed bound over every row at the fitted hyperparameters, a
         lower bound on the log marginal likelihood of all rows (of the
         standardised target when ``normalize_y``); with ``bound_max_iter >
         0`` and no more than ``bound_subset_size`` rows, what the fit
@@ -350,10 +350,11 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
 
         Returns
         -------
-        bound : ndarray of shape (n_targets,)
-            A lower bound on the log marginal likelihood.
-        bound_gradient : ndarray of shape (n_targets, n_free)
-            Only with ``eval_gradient=True``.
+        bound : float or ndarray of shape (n_targets,)
+            A lower bound on the log marginal likelihood; a float for a
+            single target, as scikit-learn's ``log_marginal_likelihood``.
+        bound_gradient : ndarray of shape (n_targets, n_free) or (n_free,)
+            Only with ``eval_gradient=True``; (n_free,) for a single target.
         """
         check_is_fitted(self, "gps_")
         if theta is None:
@@ -370,9 +371,7 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
                                  eval_gradient=eval_gradient)
         bound = -to_numpy(loss)
         bound[self.failed_targets_] = np.nan
-        if eval_gradient:
-            return bound, -to_numpy(grad)[:, self._free]
-        return bound
+        return self._per_target(bound, -to_numpy(grad)[:, self._free] if eval_gradient else None)
 
 
 def _random_rows(rng, n, k):

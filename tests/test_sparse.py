@@ -424,3 +424,24 @@ def test_a_target_without_observations_is_failed_and_the_others_fit():
         warnings.simplefilter("ignore", UserWarning)
         mean = gpr.predict(X[:3])
     assert np.isnan(mean[:, 1]).all() and np.isfinite(mean[:, [0, 2]]).all()
+
+
+def test_single_target_bound_has_the_exact_estimators_shapes():
+    # a 1-D y: the bound is a float and its gradient (n_free,), as the exact estimator's
+    # (and scikit-learn's log_marginal_likelihood)
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0, 3, size=(60, 2))
+    Y = np.sin(X) + 0.1 * rng.randn(60, 2)
+    kernel = ConstantKernel() * RBF([1.0, 1.0]) + WhiteKernel(0.1)
+    for y in (Y[:, 0], Y[:, :1]):
+        sparse = SparseBatchedGaussianProcessRegressor(kernel, n_inducing=60, random_state=0).fit(X, y)
+        exact = BatchedGaussianProcessRegressor(kernel, random_state=0).fit(X, y)
+        theta = sparse.theta_[0]
+        pairs = [(sparse.log_marginal_likelihood_value_, exact.log_marginal_likelihood_value_),
+                 (sparse.log_marginal_likelihood(theta), exact.log_marginal_likelihood(theta)),
+                 (sparse.log_marginal_likelihood(), exact.log_marginal_likelihood())]
+        pairs += list(zip(sparse.log_marginal_likelihood(theta, eval_gradient=True),
+                          exact.log_marginal_likelihood(theta, eval_gradient=True)))
+        for ours, theirs in pairs:
+            assert np.shape(ours) == np.shape(theirs)
+            assert isinstance(ours, float) == isinstance(theirs, float)
