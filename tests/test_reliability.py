@@ -159,6 +159,28 @@ def test_non_finite_predictions_are_warned_about_naming_the_targets():
         est.predict(X[:3], return_std=True)  # near the data: finite, nothing to say
 
 
+@pytest.mark.parametrize("kernel", [sk.ConstantKernel(1.7) * sk.Matern([0.4, 0.9], nu=nu)
+                                    + sk.WhiteKernel(0.01) for nu in (0.5, 1.5, 2.5)]
+                         + [sk.ConstantKernel(1.7) * sk.RBF([0.4, 0.9]) + sk.WhiteKernel(0.01),
+                            sk.ConstantKernel(1.7) * sk.Matern(0.4, nu=1.5)
+                            + sk.ConstantKernel(0.5) * sk.RBF(2.0) + sk.WhiteKernel(0.01)],
+                         ids=["matern0.5", "matern1.5", "matern2.5", "rbf", "composite"])
+@pytest.mark.parametrize("x", [1e155, -1e300], ids=["1e155", "-1e300"])
+def test_a_query_far_from_the_data_gets_the_prior(kernel, x):
+    # issue 23, item 9: squared distances overflow to inf there; the answer is the prior,
+    # mean 0 and variance outputscale(s) + noise (scikit-learn's GPR gives NaN for Matern)
+    X, y = _small()
+    est = BatchedGaussianProcessRegressor(kernel, optimizer=None, normalize_y=False).fit(X, y)
+    Xq = np.array([[x, 0.5], [0.5, x], [0.3, 0.6]])
+    mean, std = est.predict(Xq, return_std=True)
+    _, cov = est.predict(Xq, return_cov=True)
+    prior_var = kernel(Xq[:1])[0, 0]  # outputscale(s) plus the white noise
+    assert_allclose(mean[:2], 0.0, atol=1e-100)
+    assert_allclose(std[:2], np.sqrt(prior_var), rtol=1e-12)
+    assert np.isfinite(cov).all()
+    assert_allclose(cov[:2, :2], np.diag([prior_var] * 2), atol=1e-100)
+
+
 def test_suggester_refuses_integer_bounds_without_an_integer_and_unobserved_constraints():
     from skbgp import QBatchSuggester
 

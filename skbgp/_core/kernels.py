@@ -129,8 +129,10 @@ def correlation(nu, r2, slope=False, r2_floor=0.0, exp_floor=-_EXP_FLOOR):
         square root with zero gradient there. Positive: ``r2`` is clamped at
         it before the root (the acquisition functions pass 1e-30).
     exp_floor : float
-        Exponents are floored here (default -345, see ``_EXP_FLOOR``);
-        ``-math.inf`` for none.
+        Exponents are floored here (default -345, see ``_EXP_FLOOR``), and
+        ``a`` at its negative, so that the covariance stays at its floor
+        however far apart the points are; ``-math.inf`` for no floor (the
+        correlation is then 0 far apart, also where ``r2`` is infinite).
 
     Returns
     -------
@@ -148,6 +150,9 @@ def correlation(nu, r2, slope=False, r2_floor=0.0, exp_floor=-_EXP_FLOOR):
         a = torch.sqrt(2.0 * nu * r2.clamp_min(r2_floor))
     else:
         a = _safe_sqrt(2.0 * nu * r2)
+    # where exp(-a) is floored, so is a: else (1 + a) exp(floor) grows with a; without a
+    # floor, a is kept finite so that (1 + a + a^2 / 3) exp(-a) is 0, not NaN, at inf
+    a = a.clamp_max(-exp_floor if exp_floor > -math.inf else 1e150)
     E = _exp(-a, exp_floor)
     if nu == 0.5:
         return E, (torch.where(r2 > r2_floor, -0.5 * E / a, 0.0) if slope else None)
@@ -234,7 +239,8 @@ def signal_from_coefficients(kernel, coef, s, D2aug, n, p):
         # log Kf = log s - r^2 / 2, one (b, d + 1) @ (d + 1, n p) product
         return row_product(coef, D2aug).view(b, n, p).clamp_min_(-_EXP_FLOOR).exp_(), None
     # a = sqrt(2 nu) r, then the Matern closed forms in a
-    a = row_product(coef, D2aug).view(b, n, p).clamp_min_(0.0).sqrt_()
+    # a is floored with exp(-a): else (1 + a) exp(-345) grows with a, NaN at an overflowed distance
+    a = row_product(coef, D2aug).view(b, n, p).clamp_min_(0.0).sqrt_().clamp_max_(_EXP_FLOOR)
     E = torch.neg(a).clamp_min_(-_EXP_FLOOR).exp_()
     if kernel.nu == 0.5:
         safe = torch.where(a > 0, a, 1.0)

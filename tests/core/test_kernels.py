@@ -84,13 +84,15 @@ def test_zero_distance_has_finite_slope_and_zero_gradient(name):
 
 @pytest.mark.parametrize("name", KERNEL_IDS)
 def test_exponent_floor(name):
-    # far apart (a = sqrt(2 nu r2) or r2 / 2 well above 345): the fit's floor, or none
+    # far apart (a = sqrt(2 nu r2) or r2 / 2 well above 345): the fit's floor, or none.
+    # A Matern kernel's a is floored with its exponent, so the correlation stays at the
+    # value at a = 345 however far apart, even where r2 overflowed to inf
     nu = NUS[name]
-    r2 = torch.tensor([1e6], dtype=torch.float64)
-    a = 500.0 if nu == math.inf else math.sqrt(2.0 * nu * 1e6)
+    a = 345.0
     polynomial = {"rbf": 1.0, "matern05": 1.0, "matern15": 1.0 + a,
                   "matern25": 1.0 + a + a * a / 3.0}[name]
-    floored = correlation(nu, r2)[0]
-    expected = polynomial * math.exp(-345.0) if nu != math.inf else math.exp(-345.0)
-    assert_allclose(floored.numpy(), [expected], rtol=1e-13)
-    assert float(correlation(nu, r2, exp_floor=-math.inf)[0]) == 0.0
+    expected = polynomial * math.exp(-345.0)
+    for far in (1e6, 1e300, math.inf):
+        r2 = torch.tensor([far], dtype=torch.float64)
+        assert_allclose(correlation(nu, r2)[0].numpy(), [expected], rtol=1e-13)
+        assert float(correlation(nu, r2, exp_floor=-math.inf)[0]) == 0.0
