@@ -534,7 +534,8 @@ class Engine:
         settings = FitSettings(
             optimize=optimize, max_iter=self.max_iter, tol=self.tol, device=problem.device,
             dtype=problem.dtype, verbose=2 if slow else self.verbose, keep_factors=keep,
-            progress=progress.iteration if inside and self.verbose >= 1 else None,
+            # a slow chunk prints a line per iteration already (verbose=2)
+            progress=progress.iteration if inside and self.verbose >= 1 and not slow else None,
         )
         extra = {} if sparse is None else {"sparse": sparse}
         jobs = (

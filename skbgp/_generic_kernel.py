@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 from ._core.gp import Footprint, add_observed_diagonal_, cholesky_inverse, log_likelihood, member_rows
-from ._core.threads import run_blocks, split_blocks
 
 __all__ = ["GenericKernel", "GenericData", "encode_points", "decode_points"]
 
@@ -195,16 +194,14 @@ class GenericKernel:
         loss = torch.empty(b, dtype=theta.dtype, device=theta.device)
         grad = torch.zeros_like(theta) if eval_gradient else None
 
-        def block(blk):
-            for i in range(blk.start, blk.stop):
-                one = slice(i, i + 1)
-                loss[i], g = self._member_nlml(theta[i], data, y[one], maskf[one],
-                                               member_rows(alpha, one), eval_gradient)
-                if grad is not None:
-                    grad[i] = g
-
-        # one member at a time (its numbers do not depend on the batch), members on skbgp's threads
-        run_blocks(block, split_blocks(b, 1))
+        # one member at a time, in this thread: its numbers do not depend on the batch, and a
+        # user's kernel (perhaps with caches of its own) is never called from two threads at once
+        for i in range(b):
+            one = slice(i, i + 1)
+            loss[i], g = self._member_nlml(theta[i], data, y[one], maskf[one],
+                                           member_rows(alpha, one), eval_gradient)
+            if grad is not None:
+                grad[i] = g
         return loss, grad
 
     def _member_nlml(self, theta, data, y, maskf, alpha, eval_gradient):

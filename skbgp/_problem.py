@@ -131,7 +131,7 @@ class ProblemSpec:
     dtype: torch.dtype
 
 
-def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None):
+def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None, warn=True):
     """The :class:`FitProblem` of validated data.
 
     Parameters
@@ -146,6 +146,11 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None):
         Known noise in the units of ``y`` (``fit``'s argument).
     feature_names : ndarray or None
         ``feature_names_in_`` for ``finish_fit`` to set.
+    warn : bool, default=True
+        Warn about targets without an observation and an ``alpha`` that
+        swamps them (False: a caller whose full data were checked already
+        and that handles unobserved targets itself, as the sparse
+        estimator's subset fit).
 
     Returns
     -------
@@ -155,7 +160,7 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None):
     Y = y.reshape(y.shape[0], -1)
     observed = ~np.isnan(Y)
     noise = None if noise_variance is None else _check_noise_variance(noise_variance, observed)
-    empty = _check_empty(observed)
+    empty = _check_empty(observed, warn)
     n_obs = np.maximum(observed.sum(axis=0), 1)
     mean, std = scale_targets(Y, observed, n_obs, spec.normalize)
     Yn = np.where(observed, (Y - mean) / std, 0.0)
@@ -166,7 +171,8 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None):
         else:
             per_target = (noise[:, None] if noise.ndim == 1 else noise) / std**2
             alpha = (alpha[:, None] if alpha.ndim == 1 else alpha) + per_target
-    _warn_alpha_swamps(alpha, Yn, n_obs)
+    if warn:
+        _warn_alpha_swamps(alpha, Yn, n_obs)
     maskf = observed.astype(float)
     n_targets = Y.shape[1]
     if spec.kernel is None:
@@ -184,15 +190,16 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None):
     )
 
 
-def _check_empty(observed):
-    """Bool array of shape (n_targets,): targets without an observation (warned; all: an error)."""
+def _check_empty(observed, warn=True):
+    """Bool array of shape (n_targets,): targets without an observation (warned if ``warn``; all:
+    an error)."""
     empty = ~observed.any(axis=0)
     if empty.all():
         raise ValueError(
             f"Target(s) {format_targets(np.flatnonzero(empty))} have no observed value "
             "(all NaN); there is nothing to fit."
         )
-    if empty.any():
+    if warn and empty.any():
         warnings.warn(
             f"Target(s) {format_targets(np.flatnonzero(empty))} have no observed value "
             "(all NaN) and are not fitted: they are listed in failed_targets_ and "

@@ -1,7 +1,6 @@
 """SparseBatchedGaussianProcessRegressor: many independent sparse GPs for large n, fitted at once."""
 
 import numbers
-import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -291,15 +290,14 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         n = problem.X.shape[0]
         rows = _random_rows(rng, n, self.init_subset_size)
         alpha, noise = problem.alpha_given, problem.noise_given
-        with warnings.catch_warnings():
-            # a target unobserved in the subset is handled below, not warned about
-            warnings.simplefilter("ignore", UserWarning)
-            try:
-                subset = make_problem(problem.spec, problem.X[rows], problem.y_given[rows],
-                                      alpha[rows] if alpha.ndim else alpha,
-                                      None if noise is None else noise[rows])
-            except ValueError:  # no target observed in the subset: the initial values
-                return problem.starts_np[0].copy(), None
+        try:
+            # the full data were checked and warned about; a target unobserved in the subset
+            # is handled below
+            subset = make_problem(problem.spec, problem.X[rows], problem.y_given[rows],
+                                  alpha[rows] if alpha.ndim else alpha,
+                                  None if noise is None else noise[rows], warn=False)
+        except ValueError:  # no target observed in the subset: the initial values
+            return problem.starts_np[0].copy(), None
         result = engine.fit(subset)
         theta = result.theta.copy()
         # variances are relative to each target's variance: the subset's to the full data's

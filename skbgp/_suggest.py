@@ -467,6 +467,9 @@ class QBatchSuggester(BaseEstimator):
                              if isinstance(self.random_state, numbers.Integral)
                              else int(self._rng.randint(np.iinfo(np.int32).max)))
         self._n_design = 0
+        # the suggestions' seeds have their own stream: suggest() before a tell() then draws
+        # nothing that the refit's seed would otherwise have drawn
+        self._suggest_rng = np.random.RandomState(int(self._rng.randint(np.iinfo(np.int32).max)))
         self._seed = None  # the seed of the next suggestion, drawn once, used by the next ask()
         self.X_pending_ = np.empty((0, d))
 
@@ -477,15 +480,15 @@ class QBatchSuggester(BaseEstimator):
         call draws what the failed one drew.
         """
         saved = dict(self.__dict__)
-        rng = saved.get("_rng")
-        rng_state = None if rng is None else rng.get_state()
+        streams = [(rng, rng.get_state()) for rng in (saved.get("_rng"), saved.get("_suggest_rng"))
+                   if rng is not None]
         try:
             update()
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
-            if rng is not None:
-                rng.set_state(rng_state)
+            for rng, state in streams:
+                rng.set_state(state)
             raise
 
     def _check_observations(self, X, y):
@@ -523,8 +526,9 @@ class QBatchSuggester(BaseEstimator):
         self.n_targets_ = n_targets
         return X, y
 
-    def _warn_outside(self, X):
-        """Warn about rows of ``X`` (n_new, n_features) outside the box."""
+    def _warn_outside(self, X, stacklevel):
+        """Warn about rows of ``X`` (n_new, n_features) outside the box, at the caller
+        ``stacklevel`` frames up."""
         low, high = self.bounds_[:, 0], self.bounds_[:, 1]
         outside = np.any((X < low) | (X > high), axis=1)
         if outside.any():
@@ -533,7 +537,7 @@ class QBatchSuggester(BaseEstimator):
                 f"{int(outside.sum())} of the {X.shape[0]} observed points lie outside the "
                 f"bounds {box} ((low, high) per feature). The GP models them, but suggestions "
                 "stay inside the box; widen bounds if the search should reach them.",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=stacklevel,
             )
 
     # ---------------------------------------------------------------- fitting
@@ -555,7 +559,7 @@ class QBatchSuggester(BaseEstimator):
         def update():
             self._start()
             X_checked, y_checked = self._check_observations(X, y)
-            self._warn_outside(X_checked)
+            self._warn_outside(X_checked, stacklevel=5)  # update, _atomic, fit, the user
             self._fit_model(X_checked, y_checked)
 
         self._atomic(update)  # a failed or interrupted fit leaves the previous state
@@ -711,7 +715,7 @@ class QBatchSuggester(BaseEstimator):
         if X_pending is not None:
             pending = np.vstack([pending, self._check_points(X_pending, "X_pending")])
         if self._seed is None:  # drawn once: suggest() shows what the next ask() hands out
-            self._seed = int(self._rng.randint(np.iinfo(np.int32).max))
+            self._seed = int(self._suggest_rng.randint(np.iinfo(np.int32).max))
         return self._to_box(self._maximize(q, self._to_unit(pending), self._seed))
 
     def _maximize(self, q, pending, seed):
@@ -821,7 +825,8 @@ class QBatchSuggester(BaseEstimator):
             if np.isinf(y).any():
                 raise ValueError("y contains infinity.")
             X_all, y_all = np.vstack([self.X_, X]), np.concatenate([self.y_, y])
-        self._warn_outside(X)
+        # the user's call is 6 frames up: here, _tell, the lambda, _atomic, tell
+        self._warn_outside(X, stacklevel=6)
         self.X_pending_ = self._pending_after(X)
         self._fit_model(X_all, y_all)
 
@@ -854,6 +859,6 @@ class QBatchSuggester(BaseEstimator):
                 "points as ask() returned them (to within 1e-6 of the box width per feature); "
                 "points evaluated outside ask() are fine to tell, and fit() clears the pending "
                 "points.",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=6,
             )
         return pending[keep]

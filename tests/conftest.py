@@ -112,4 +112,6 @@ def differences(request, monkeypatch):
 
     if request.param == "row-blocks":
         monkeypatch.setattr(stationary, "_FULL_MAX_NUMBERS", 0)
+        # blocks of 7 rows, the last one shorter (at these n the rule would give 1 row)
+        monkeypatch.setattr(stationary, "row_block", lambda n, d: 7)
     return request.param

@@ -306,6 +306,7 @@ def test_fit_in_row_blocks_keeps_each_target_independent_of_its_batch(many_targe
     from skbgp._core import stationary
 
     monkeypatch.setattr(stationary, "_FULL_MAX_NUMBERS", 0)
+    monkeypatch.setattr(stationary, "row_block", lambda n, d: 7)  # several rows, a short last block
     X, y = many_targets
     together = fit_quietly(X, y[:, :4], max_iter=15)
     for t in range(4):

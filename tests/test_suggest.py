@@ -564,6 +564,20 @@ def test_suggest_shows_the_points_the_next_ask_hands_out(branin_data):
     assert opt.X_pending_.shape == (2, 2)
 
 
+def test_suggest_before_tell_changes_no_later_point(branin_data):
+    # a suggest() between ask() and tell(): the refit's seed and every later point stay the same
+    X, y = branin_data
+    peeked = QBatchSuggester(bounds=BRANIN_BOUNDS, q=2, random_state=0, **SMALL).fit(X, y)
+    plain = clone(peeked).fit(X, y)
+    for o in (peeked, plain):
+        asked = o.ask()
+        if o is peeked:
+            peeked.suggest()
+        o.tell(asked, branin(asked))
+    assert_array_equal(peeked.estimator_.random_state, plain.estimator_.random_state)
+    assert_array_equal(peeked.ask(), plain.ask())
+
+
 def test_suggestions_run_single_threaded_on_skbgp_threads(branin_data, monkeypatch):
     X, y = branin_data
     seen = []
