@@ -1,7 +1,7 @@
 """Peak memory of one exact fit: measured against skbgp's estimate (the memory check's).
 
 Every row fits one ``BatchedGaussianProcessRegressor`` in a fresh process
-and prints the growth of its peak resident memory (``getrusage``'s max RSS
+and prints the growth of its peak resident memory (VmHWM of ``/proc/self/status``
 less the resident memory before the fit, after a small warm-up fit) beside
 ``skbgp._resources.peak_bytes`` of the same fit, both also in ``n x n``
 matrices of float64. ``max_iter=2``: the peak does not depend on the number
@@ -42,7 +42,7 @@ ROWS = [
 QUICK = [(400, 3, 1, "default", True), (400, 3, 2, "rq", False)]
 
 _CHILD = """
-import json, os, resource, sys, warnings
+import json, os, sys, warnings
 import numpy as np
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, RationalQuadratic, WhiteKernel
 from skbgp import BatchedGaussianProcessRegressor
@@ -62,11 +62,16 @@ make = lambda: BatchedGaussianProcessRegressor(kernel, max_iter=2, random_state=
 make().fit(X[:50], Y[:50])
 with open("/proc/self/statm") as f:
     resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+# this process's own high-water mark from here on: ru_maxrss would also count the parent's
+# resident memory when it started this process (Linux keeps it across fork and exec)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
 estimator = make()
 problem = estimator.prepare_fit(X, Y)
 work = Engine.of(estimator).workload(problem, problem.starts_np.shape[0], optimise)
 estimator.finish_fit(problem)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with open("/proc/self/status") as f:
+    peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
 print(json.dumps(dict(measured=peak - resident, estimated=peak_bytes(work),
                       exact=work.footprint().exact, threads=work.placement.threads)))
 """

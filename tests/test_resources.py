@@ -204,7 +204,7 @@ def test_an_address_space_limit_is_respected_and_allocation_failures_are_reporte
 # Peak resident memory of one fit in a fresh process, beside the estimate of the same fit.
 _MEASURE = textwrap.dedent(
     """
-    import json, os, resource, sys, warnings
+    import json, os, sys, warnings
     import numpy as np
     from sklearn.gaussian_process.kernels import ConstantKernel, RationalQuadratic, WhiteKernel
     from skbgp import BatchedGaussianProcessRegressor
@@ -222,12 +222,17 @@ _MEASURE = textwrap.dedent(
     make().fit(X[:50], y[:50])  # libraries and threads first
     with open("/proc/self/statm") as f:
         resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    # this process's own high-water mark from here on: ru_maxrss would also count the pytest
+    # process's resident memory when it started this one (Linux keeps it across fork and exec)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     estimator = make()
     problem = estimator.prepare_fit(X, y)
     work = Engine.of(estimator).workload(problem, problem.starts_np.shape[0],
                                          optimizer is not None)
     estimator.finish_fit(problem)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
     print(json.dumps(dict(measured=peak - resident, estimated=peak_bytes(work),
                           exact=work.footprint().exact)))
     """
