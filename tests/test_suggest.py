@@ -545,7 +545,10 @@ def test_suggesters_fitted_in_threads_leave_later_fits_warning(branin_data):
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(fit, range(8)))
     assert _filters() == before
-    gp = BatchedGaussianProcessRegressor(**default_estimator(2).get_params(deep=False))
+    # a seeded fit: with random_state=None its restarts come from numpy's global generator, and
+    # from about 1 state in 20 (e.g. np.random.seed(14)) its optimum is not at the noise bound
+    params = {**default_estimator(2).get_params(deep=False), "random_state": 0}
+    gp = BatchedGaussianProcessRegressor(**params)
     with pytest.warns(ConvergenceWarning, match="close to the specified"):
         gp.fit((X - BRANIN_LOW) / (BRANIN_HIGH - BRANIN_LOW), y)
 
