@@ -206,6 +206,8 @@ _CPU_MATRICES = {math.inf: (12, 2, 5, 2), 0.5: (10, 5, 7, 5), 1.5: (13, 4, 5, 3)
 _FULL_MAX_NUMBERS = 2**23
 # The most numbers per matrix of a block of rows (r x n of them; 2 MiB in float64).
 _ROW_BLOCK_NUMBERS = 2**18
+# A block's temporaries take at most 1 / _ROW_SHARE of an n x n matrix:
+# a lone evaluation then peaks at 1.6 matrices, not 2.4, at the same speed (doc/benchmarks.rst)
 _ROW_SHARE = 4
 
 
@@ -220,7 +222,8 @@ def row_block(n, d):
 
     A block's temporaries (its squared differences, their augmented copy and
     a few ``r x n`` matrices per member, about ``(2 d + 8) r n`` numbers) stay
-    within one ``n x n`` matrix and 2 MiB per matrix. Depends on ``n`` and
+    within a quarter of an ``n x n`` matrix (``_ROW_SHARE``) and 2 MiB per
+    matrix. Depends on ``n`` and
     ``d`` only, so a member's sums add in the same order in any batch.
     """
     return max(1, min(n // (_ROW_SHARE * (2 * d + 8)), _ROW_BLOCK_NUMBERS // n))
@@ -238,6 +241,7 @@ class TrainingDifferences:
     ----------
     X : Tensor of shape (n, d)
     n : int
+        Training points (``X.shape[0]``).
     full : Tensor of shape (d + 1, n * n) or None
         :func:`augmented_differences` of the training inputs while they take
         at most ``_FULL_MAX_NUMBERS`` numbers; None beyond (then
@@ -249,16 +253,20 @@ class TrainingDifferences:
         differences are built in blocks.
     """
 
-    __slots__ = ("X", "n", "full", "twice_upper")
+    __slots__ = ("X", "full", "twice_upper")
 
     def __init__(self, X):
         n, d = X.shape
-        self.X, self.n = X, n
+        self.X = X
         self.full = self.twice_upper = None
         if held_whole(n, d):
             self.full = augmented_differences(squared_differences(X, X))
             if lapack.usable(X.device, X.dtype):
                 self.twice_upper = torch.ones(n, n, dtype=X.dtype, device=X.device).triu_(1).mul_(2.0)
+
+    @property
+    def n(self):
+        return self.X.shape[0]
 
     @property
     def blocked(self):
@@ -294,15 +302,15 @@ def training_differences(X):
     return TrainingDifferences(X)
 
 
-def _training(D2):
-    """``D2`` as :class:`TrainingDifferences`; unchanged if it already is.
+def _training(data):
+    """``data`` as :class:`TrainingDifferences`; unchanged if it already is.
 
     The likelihood functions below accept the training inputs of shape (n, d)
     or :class:`TrainingDifferences`: a fit passes the latter, built once.
     """
-    if isinstance(D2, TrainingDifferences):
-        return D2
-    return TrainingDifferences(D2)
+    if isinstance(data, TrainingDifferences):
+        return data
+    return TrainingDifferences(data)
 
 
 def _signal(kernel, coef, s, data, b):
@@ -354,7 +362,7 @@ def training_covariance(kernel, theta, data, maskf, alpha):
     return K
 
 
-def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradient=True):
+def neg_log_marginal_likelihood(kernel, theta, data, y, maskf, alpha, eval_gradient=True):
     """Negative log marginal likelihood of every member and its gradient.
 
     Parameters
@@ -362,7 +370,7 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     kernel : StationaryKernel
     theta : Tensor of shape (b, P)
         Log hyperparameters.
-    D2 : TrainingDifferences or Tensor of shape (n, d)
+    data : TrainingDifferences or Tensor of shape (n, d)
         :func:`training_differences` of the training inputs (fastest when
         reused), or the inputs.
     y : Tensor of shape (b, n)
@@ -381,7 +389,7 @@ def neg_log_marginal_likelihood(kernel, theta, D2, y, maskf, alpha, eval_gradien
     """
     b = theta.shape[0]
     n = maskf.shape[-1]
-    data = _training(D2)
+    data = _training(data)
     # Everything per member that is not an n x n matrix is computed here, once
     # for all blocks: a lone member's evaluation is dominated by the fixed cost
     # of each small tensor operation, not by its arithmetic (doc/design.rst).
