@@ -18,7 +18,7 @@ from sklearn.utils import check_random_state
 from ._core.gp import member_rows
 from ._core.sobol import sobol_points
 from ._fitted import format_targets
-from ._sklearn_kernels import plan_default, plan_from_kernel
+from ._sklearn_kernels import plan_default, plan_from_kernel, recording_step
 from ._validation import column_sums, log_mean_square, to_tensor
 
 __all__ = ["FitProblem", "ProblemSpec", "make_problem", "restart_design"]
@@ -176,7 +176,7 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None, war
     maskf = observed.astype(float)
     n_targets = Y.shape[1]
     if spec.kernel is None:
-        plan = plan_default(X, Yn, maskf)
+        plan = plan_default(X, Yn, maskf, recording_step(Y, observed) / std)
     else:
         plan = plan_from_kernel(spec.kernel, X.shape[1], n_targets)
     P = plan.free.shape[0]

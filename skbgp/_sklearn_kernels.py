@@ -41,7 +41,7 @@ from ._generic_kernel import GenericKernel
 from ._validation import log_mean_square
 
 __all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel", "plan_generic", "requires_vector_input",
-           "plan_default", "length_scale_prior"]
+           "plan_default", "length_scale_prior", "recording_step"]
 
 SUPPORTED = (
     "ConstantKernel, WhiteKernel, RBF, Matern (nu in 0.5, 1.5, 2.5, inf), "
@@ -842,7 +842,68 @@ def _spacing(X):
     return out
 
 
-def plan_default(X, y, maskf):
+# The recording resolution of a target (see recording_step): the smallest gap
+# between its distinct values is divided by k = 1, 2, ... up to this until every
+# value lies on the grid (0.2 and 0.5 apart: a grid of 0.1).
+_STEP_DIVISORS = 10
+# A value lies on the grid within this many steps (float64 rounding of decimal data).
+_STEP_TOL = 1e-6
+# A grid with more levels than this over the target's range is no resolution (float
+# rounding would decide) and its floor would be below the noise's own bound anyway.
+_STEP_MAX_LEVELS = 1e8
+# The noise floor from the resolution is at most this fraction of the target's
+# power: with a handful of levels (a 0/1 target) the rounding variance
+# step^2 / 12 is no small correction (Sheppard's) but most of the spread.
+STEP_FLOOR_MAX = 1e-2
+
+
+def recording_step(Y, observed):
+    r"""The resolution every target was recorded to: the step of the grid its values lie on.
+
+    Real targets are often rounded when recorded (protein to 0.1 %, weights to
+    whole pounds). Rounding to a step :math:`\Delta` adds an error of variance
+    :math:`\Delta^2 / 12` (Sheppard's correction) that no model can explain,
+    and ties between rounded values let an interpolating fit's likelihood grow
+    without bound as its noise goes to 0 (near-duplicate inputs with equal
+    recorded values). The default kernel therefore keeps the noise variance
+    at least :math:`\Delta^2 / 12`.
+
+    The step is the smallest gap between a target's distinct observed values,
+    divided by the smallest :math:`k \le 10` for which every value lies on the
+    grid of that step from the smallest value (within :math:`10^{-6}` of a
+    step). A target has a grid when it has at least three distinct values, or
+    two with a tie; continuous values almost never lie on one.
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n_samples, n_targets)
+        The targets as given (any value where ``observed`` is False).
+    observed : ndarray of shape (n_samples, n_targets), bool
+
+    Returns
+    -------
+    ndarray of shape (n_targets,)
+        The step in the units of ``Y``; 0 for a target on no grid.
+    """
+    steps = np.zeros(Y.shape[1])
+    for t in range(Y.shape[1]):
+        values = Y[observed[:, t], t]
+        levels = np.unique(values)
+        if levels.size < 2 or (levels.size == 2 and values.size == 2):
+            continue
+        offsets = levels[1:] - levels[0]
+        gap = np.diff(levels).min()
+        if not offsets[-1] / gap < _STEP_MAX_LEVELS:
+            continue
+        for k in range(1, _STEP_DIVISORS + 1):
+            on_grid = offsets / (gap / k)
+            if np.all(np.abs(on_grid - np.round(on_grid)) <= _STEP_TOL):
+                steps[t] = gap / k
+                break
+    return steps
+
+
+def plan_default(X, y, maskf, step=None):
     r"""The default kernel, scaled by the data, with its length-scale and noise priors.
 
     ``outputscale * RBF(ARD) + noise`` with, for target ``t`` of power
@@ -853,7 +914,10 @@ def plan_default(X, y, maskf):
       estimate), starting at its mode, bounds :math:`[10^{-5}, 10^{5}]\,r_j`;
     * outputscale :math:`P_t`, bounds :math:`[10^{-5}, 10^{5}]\,P_t`;
     * noise :math:`10^{-2}\,P_t`, the prior of :func:`noise_prior`, bounds
-      :math:`[10^{-8}, 10^{5}]\,P_t`.
+      :math:`[\max(10^{-8} P_t, \min(\Delta_t^2 / 12, 10^{-2} P_t)), 10^{5} P_t]`
+      with :math:`\Delta_t` the step the target was recorded to
+      (:func:`recording_step`; 0 for a continuous target): no fit explains
+      the data more exactly than they were recorded.
 
     Restarts are placed log-uniformly (a Sobol' design) in a box of plausible
     values rather than in these wide bounds (where most draws would be
@@ -870,6 +934,9 @@ def plan_default(X, y, maskf):
         Missing entries set to 0.
     maskf : ndarray of shape (n_samples, n_targets)
         1.0 where observed.
+    step : ndarray of shape (n_targets,), default=None
+        The resolution of every target in the units of ``y``
+        (:func:`recording_step`); None: continuous targets.
 
     Returns
     -------
@@ -889,10 +956,17 @@ def plan_default(X, y, maskf):
         return np.concatenate([log_s + np.log(outputscale), log_ls + np.log(length_scale),
                                log_s + np.log(noise)], axis=1)
 
+    bounds = np.stack([scaled(1e-5, 1e-5, 1e-8), scaled(1e5, 1e5, 1e5)], axis=-1)
+    if step is not None:
+        with np.errstate(divide="ignore"):
+            floor = np.log(np.asarray(step, dtype=float) ** 2 / 12.0)
+        floor = np.minimum(floor, log_power + math.log(STEP_FLOOR_MAX))
+        bounds[:, -1, 0] = np.maximum(bounds[:, -1, 0], floor)
     box = np.stack([scaled(*DEFAULT_BOX[0]), scaled(*DEFAULT_BOX[1])], axis=-1)
     # the shortest length scales start at the spacing of each feature's values
     # when it is finer (a long series: weather from day to day)
     box[:, 1:n_features + 1, 0] = np.minimum(box[:, 1:n_features + 1, 0], np.log(_spacing(X)))
+    box[:, -1, 0] = np.maximum(box[:, -1, 0], bounds[:, -1, 0])
 
     names = (
         ["outputscale"]
@@ -907,7 +981,7 @@ def plan_default(X, y, maskf):
     return KernelPlan(
         kernel=StationaryKernel(nu=math.inf, n_lengthscales=n_features),
         theta0=scaled(1.0, mode, 1e-2),
-        bounds=np.stack([scaled(1e-5, 1e-5, 1e-8), scaled(1e5, 1e5, 1e5)], axis=-1),
+        bounds=bounds,
         free=np.ones(n_features + 2, dtype=bool),
         names=names,
         restart_bounds=box,
