@@ -29,7 +29,9 @@ The targets: on every target skbgp's R^2 is at least the best anchor's minus
 the targets that miss. With test sets of 5 to 400 rows these gaps are noisy:
 ``R2 gap se`` is the paired bootstrap standard error of the R^2 gap, and
 ``--splits K`` repeats everything on K other random splits of the same sizes
-and reports the averages. ``objective gap`` checks the optimiser: skbgp's
+and reports the averages, with the paired standard error of every gap over
+the splits (the better anchor is the one with the better mean; '!' marks a
+target on which skbgp is worse than it by more than 2 standard errors). ``objective gap`` checks the optimiser: skbgp's
 objective (log marginal likelihood plus log prior) at its optimum minus the
 same objective at the better anchor's fitted hyperparameters (below -0.1
 means skbgp stopped in a worse optimum of its own objective).
@@ -40,6 +42,7 @@ Usage::
     python benchmarks/bench_quality.py --problems linnerud,elnino
     python benchmarks/bench_quality.py --no-botorch
     python benchmarks/bench_quality.py --splits 8       # also the mean over 8 other splits
+    python benchmarks/bench_quality.py --splits 8 --no-split0   # only the mean over splits 1-8
 """
 
 import argparse
@@ -218,8 +221,11 @@ def report(problems, results, anchors, split_label=""):
               + [f"cov {m}" for m in names] + ["R2 gap", "NLPD gap"])
     if single and anchors:
         header += ["R2 gap se", "objective gap"]
+    paired = not single and anchors and all("r2_runs" in results[p.name]["skbgp"] for p in problems)
+    if paired:
+        header += ["R2 gap se", "NLPD gap se"]
     rows, summary = [], []
-    misses = {"r2": 0, "nlpd": 0, "objective": 0}
+    misses = {"r2": 0, "nlpd": 0, "objective": 0, "r2_se": 0, "nlpd_se": 0}
     total = 0
     for problem in problems:
         res = results[problem.name]
@@ -247,6 +253,13 @@ def report(problems, results, anchors, split_label=""):
             if single and anchors:
                 misses["objective"] += obj[t] < -0.1
                 row += [f"{se[t]:.3f}", f"{obj[t]:+.2f}" + (" *" if obj[t] < -0.1 else "")]
+            if paired:
+                # worse than the better anchor by more than 2 paired standard errors: "!"
+                for key, sign in (("r2", 1.0), ("nlpd", -1.0)):
+                    gap, gap_se = paired_gap(res, anchors, key, t)
+                    worse = not sign * gap >= -2.0 * gap_se
+                    misses[f"{key}_se"] += worse
+                    row.append(f"{gap_se:.3f}" + (" !" if worse else ""))
             rows.append(row)
         summary.append(
             [problem.name, str(len(problem.target_names)), str(len(problem.X_train))]
@@ -262,6 +275,14 @@ def report(problems, results, anchors, split_label=""):
         f"by more than {R2_MARGIN}), NLPD {misses['nlpd']} of {total} (above the best anchor by "
         f"more than {NLPD_MARGIN}); '*' marks a miss."
     )
+    if paired:
+        n_splits = len(results[problems[0].name]["skbgp"]["r2_runs"])
+        text.append(
+            f"{split_label}worse than the better anchor (by its mean) by more than 2 paired standard "
+            f"errors: R2 {misses['r2_se']} of {total}, NLPD {misses['nlpd_se']} of {total} ('!'). "
+            f"gap se: standard error of the mean over the {n_splits} splits of the per-split "
+            "difference skbgp minus that anchor."
+        )
     if single and anchors:
         text.append(
             f"objective gap: skbgp's objective (LML + log prior) at its optimum minus the same "
@@ -273,12 +294,31 @@ def report(problems, results, anchors, split_label=""):
 
 
 def _average(runs):
-    """Per-target means of r2, nlpd, cover (and fit seconds) over several splits."""
+    """Per-target means of r2, nlpd, cover (and fit seconds) over several splits.
+
+    Also keeps every split's r2 and nlpd (``r2_runs``, ``nlpd_runs``: arrays of
+    shape (n_splits, n_targets)) for the paired standard errors.
+    """
     out = {}
     for method in runs[0]:
         out[method] = {key: np.mean([run[method][key] for run in runs], axis=0)
                        for key in ("r2", "nlpd", "cover", "seconds")}
+        for key in ("r2", "nlpd"):
+            out[method][f"{key}_runs"] = np.array([run[method][key] for run in runs])
     return out
+
+
+def paired_gap(res, anchors, key, t):
+    """skbgp minus the better anchor (by its mean over the splits) on target ``t``: (mean, se).
+
+    ``key`` is "r2" (the better anchor has the higher mean) or "nlpd" (the
+    lower); the standard error is that of the mean of the per-split
+    differences (paired: the same split for both methods).
+    """
+    means = [res[a][key][t] for a in anchors]
+    best = anchors[int(np.nanargmax(means) if key == "r2" else np.nanargmin(means))]
+    diffs = res["skbgp"][f"{key}_runs"][:, t] - res[best][f"{key}_runs"][:, t]
+    return diffs.mean(), diffs.std(ddof=1) / np.sqrt(len(diffs))
 
 
 def main(argv=None):
@@ -288,8 +328,12 @@ def main(argv=None):
     p.add_argument("--no-botorch", action="store_true", help="skip BoTorch")
     p.add_argument("--splits", type=int, default=0,
                    help="also average every score over the K other splits 1..K (seeds of the "
-                        "permutation; the benchmark's own split is 0)")
+                        "permutation; the benchmark's own split is 0), with paired standard errors")
+    p.add_argument("--no-split0", action="store_true",
+                   help="with --splits: report only the average over splits 1..K")
     args = p.parse_args(argv)
+    if args.splits == 1:
+        p.error("--splits needs at least 2 splits for a standard error")
     names = args.problems.split(",")
     problems, skipped = real_data.load_all(names)
     methods = {"skbgp": fit_skbgp, "sklearn": fit_sklearn}
@@ -301,12 +345,13 @@ def main(argv=None):
           + (botorch.__version__ if "botorch" in methods else "n/a"))
     if skipped:
         print(f"skipped (package not installed): {', '.join(skipped)}")
-    results = {}
-    for problem in problems:
-        print(f"{problem.name} ...", flush=True)
-        results[problem.name] = evaluate(problem, methods)
-    text, _ = report(problems, results, anchors, "split 0: ")
-    print(text)
+    if not (args.no_split0 and args.splits):
+        results = {}
+        for problem in problems:
+            print(f"{problem.name} ...", flush=True)
+            results[problem.name] = evaluate(problem, methods)
+        text, _ = report(problems, results, anchors, "split 0: ")
+        print(text)
     if args.splits:
         averaged = {}
         for problem in problems:

