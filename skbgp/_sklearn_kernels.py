@@ -885,21 +885,31 @@ def recording_step(Y, observed):
     ndarray of shape (n_targets,)
         The step in the units of ``Y``; 0 for a target on no grid.
     """
+    values = np.sort(np.where(observed, Y, np.nan), axis=0)  # missing values last
+    lowest = values[:1]
+    offsets = values - lowest
+    with np.errstate(invalid="ignore"):
+        gaps = np.diff(values, axis=0)
+        distinct = np.where(gaps > 0, gaps, np.inf)
+    gap = distinct.min(axis=0, initial=np.inf)
+    n_levels = (gaps > 0).sum(axis=0) + 1
+    tied = (gaps == 0).any(axis=0)
+    # a grid needs three levels, or two with a tie; float rounding decides a finer one
+    with np.errstate(divide="ignore", invalid="ignore"):
+        candidate = (((n_levels >= 3) | ((n_levels == 2) & tied))
+                     & (np.nanmax(offsets, axis=0, initial=0.0) / gap < _STEP_MAX_LEVELS))
     steps = np.zeros(Y.shape[1])
-    for t in range(Y.shape[1]):
-        values = Y[observed[:, t], t]
-        levels = np.unique(values)
-        if levels.size < 2 or (levels.size == 2 and values.size == 2):
-            continue
-        offsets = levels[1:] - levels[0]
-        gap = np.diff(levels).min()
-        if not offsets[-1] / gap < _STEP_MAX_LEVELS:
-            continue
-        for k in range(1, _STEP_DIVISORS + 1):
-            on_grid = offsets / (gap / k)
-            if np.all(np.abs(on_grid - np.round(on_grid)) <= _STEP_TOL):
-                steps[t] = gap / k
-                break
+
+    def on_grid(rows, columns, k):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = offsets[rows][:, columns] / (gap[columns] / k)
+            return ~(np.abs(q - np.round(q)) > _STEP_TOL).any(axis=0)  # NaN: missing, no vote
+
+    for k in range(1, _STEP_DIVISORS + 1):
+        todo = np.flatnonzero(candidate & (steps == 0))
+        todo = todo[on_grid(slice(0, 16), todo, k)]  # continuous targets leave on a few rows
+        todo = todo[on_grid(slice(None), todo, k)]
+        steps[todo] = gap[todo] / k
     return steps
 
 
