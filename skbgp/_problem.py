@@ -176,7 +176,7 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None, war
     maskf = observed.astype(float)
     n_targets = Y.shape[1]
     if spec.kernel is None:
-        plan = plan_default(X, Yn, maskf, recording_step(Y, observed) / std)
+        plan = plan_default(X, Yn, maskf, _noise_floor(Y, observed, std, alpha))
     else:
         plan = plan_from_kernel(spec.kernel, X.shape[1], n_targets)
     P = plan.free.shape[0]
@@ -188,6 +188,24 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None, war
         feature_names=feature_names, spec=spec, alpha_given=alpha_given,
         noise_given=None if noise_variance is None else np.asarray(noise_variance, dtype=float),
     )
+
+
+def _noise_floor(Y, observed, std, alpha):
+    r"""ndarray of shape (n_targets,): the rounding variance of every target beyond its known noise.
+
+    In the fit's units (``std``): :math:`\Delta_t^2 / 12` for a target recorded
+    to a step :math:`\Delta_t` (:func:`~skbgp._sklearn_kernels.recording_step`),
+    less the smallest known noise (``alpha``, with any ``noise_variance``) of
+    its observed rows, which already explains that much; 0 for a continuous
+    target.
+    """
+    with np.errstate(over="ignore"):
+        rounding = (recording_step(Y, observed) / std) ** 2 / 12.0
+    known = np.asarray(alpha, dtype=float)
+    known = np.broadcast_to(known[:, None] if known.ndim == 1 else known, Y.shape)
+    known = np.where(observed, known, np.inf).min(axis=0, initial=np.inf)
+    with np.errstate(invalid="ignore"):  # inf - inf: a target without observations
+        return np.nan_to_num(np.maximum(rounding - known, 0.0), nan=0.0, posinf=np.inf)
 
 
 def _check_empty(observed, warn=True):

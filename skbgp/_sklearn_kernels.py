@@ -38,7 +38,7 @@ from ._core.fit import RACE_ITER
 from ._core.stationary import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
 from ._generic_kernel import GenericKernel
-from ._validation import log_mean_square
+from ._validation import column_sums, log_mean_square
 
 __all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel", "plan_generic", "requires_vector_input",
            "plan_default", "length_scale_prior", "recording_step"]
@@ -848,11 +848,14 @@ def _spacing(X):
 _STEP_DIVISORS = 10
 # A value lies on the grid within this many steps (float64 rounding of decimal data).
 _STEP_TOL = 1e-6
+# Values closer than this many units in the last place of the target's largest
+# magnitude are one value (sums and differences of rounded decimals).
+_STEP_TIE_ULPS = 64
 # A grid with more levels than this over the target's range is no resolution (float
 # rounding would decide) and its floor would be below the noise's own bound anyway.
 _STEP_MAX_LEVELS = 1e8
 # The noise floor from the resolution is at most this fraction of the target's
-# power: with a handful of levels (a 0/1 target) the rounding variance
+# variance: with a handful of levels (a 0/1 target) the rounding variance
 # step^2 / 12 is no small correction (Sheppard's) but most of the spread.
 STEP_FLOOR_MAX = 1e-2
 
@@ -886,16 +889,18 @@ def recording_step(Y, observed):
         The step in the units of ``Y``; 0 for a target on no grid.
     """
     values = np.sort(np.where(observed, Y, np.nan), axis=0)  # missing values last
-    lowest = values[:1]
-    offsets = values - lowest
-    with np.errstate(invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # a range beyond float64: no grid
+        offsets = values - values[:1]
         gaps = np.diff(values, axis=0)
-        distinct = np.where(gaps > 0, gaps, np.inf)
-    gap = distinct.min(axis=0, initial=np.inf)
-    n_levels = (gaps > 0).sum(axis=0) + 1
-    tied = (gaps == 0).any(axis=0)
+    # values that differ in their last bits (0.1 + 0.2 against 0.3) are equal
+    tie = _STEP_TIE_ULPS * np.finfo(float).eps * np.nanmax(np.abs(values), axis=0, initial=0.0)
+    with np.errstate(invalid="ignore"):
+        tied = (gaps <= tie).any(axis=0)
+        distinct = gaps > tie
+    gap = np.where(distinct, gaps, np.inf).min(axis=0, initial=np.inf)
+    n_levels = distinct.sum(axis=0) + 1
     # a grid needs three levels, or two with a tie; float rounding decides a finer one
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         candidate = (((n_levels >= 3) | ((n_levels == 2) & tied))
                      & (np.nanmax(offsets, axis=0, initial=0.0) / gap < _STEP_MAX_LEVELS))
     steps = np.zeros(Y.shape[1])
@@ -913,7 +918,7 @@ def recording_step(Y, observed):
     return steps
 
 
-def plan_default(X, y, maskf, step=None):
+def plan_default(X, y, maskf, noise_floor=None):
     r"""The default kernel, scaled by the data, with its length-scale and noise priors.
 
     ``outputscale * RBF(ARD) + noise`` with, for target ``t`` of power
@@ -924,10 +929,11 @@ def plan_default(X, y, maskf, step=None):
       estimate), starting at its mode, bounds :math:`[10^{-5}, 10^{5}]\,r_j`;
     * outputscale :math:`P_t`, bounds :math:`[10^{-5}, 10^{5}]\,P_t`;
     * noise :math:`10^{-2}\,P_t`, the prior of :func:`noise_prior`, bounds
-      :math:`[\max(10^{-8} P_t, \min(\Delta_t^2 / 12, 10^{-2} P_t)), 10^{5} P_t]`
-      with :math:`\Delta_t` the step the target was recorded to
-      (:func:`recording_step`; 0 for a continuous target): no fit explains
-      the data more exactly than they were recorded.
+      :math:`[\max(10^{-8} P_t, \min(F_t, 10^{-2} V_t)), 10^{5} P_t]`
+      with :math:`F_t` the ``noise_floor`` (the rounding variance of a
+      target recorded to a step; 0 for a continuous target) and :math:`V_t`
+      the variance of its observed values: no fit explains the data more
+      exactly than they were recorded.
 
     Restarts are placed log-uniformly (a Sobol' design) in a box of plausible
     values rather than in these wide bounds (where most draws would be
@@ -935,7 +941,7 @@ def plan_default(X, y, maskf, step=None):
     median spacing of the feature's values up to :math:`2\,r_j`, outputscale
     in :math:`[0.1, 3]\,P_t` and noise in :math:`[10^{-4}, 1]\,P_t`, from a
     signal with no noise to noise as large as the target (the high-noise
-    basin of a weak signal).
+    basin of a weak signal); the noise from its floor where that is higher.
 
     Parameters
     ----------
@@ -944,9 +950,11 @@ def plan_default(X, y, maskf, step=None):
         Missing entries set to 0.
     maskf : ndarray of shape (n_samples, n_targets)
         1.0 where observed.
-    step : ndarray of shape (n_targets,), default=None
-        The resolution of every target in the units of ``y``
-        (:func:`recording_step`); None: continuous targets.
+    noise_floor : ndarray of shape (n_targets,), default=None
+        The smallest noise variance every target's data can have, in the
+        units of ``y``: the rounding variance :math:`\Delta_t^2 / 12` of its
+        :func:`recording_step`, less the noise already known (``alpha``).
+        At most 1% of the target's variance is used. None: no floor.
 
     Returns
     -------
@@ -967,10 +975,14 @@ def plan_default(X, y, maskf, step=None):
                                log_s + np.log(noise)], axis=1)
 
     bounds = np.stack([scaled(1e-5, 1e-5, 1e-8), scaled(1e5, 1e5, 1e5)], axis=-1)
-    if step is not None:
+    if noise_floor is not None:
+        n_obs = np.maximum(maskf.sum(axis=0), 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            centred = maskf * (y - column_sums(maskf * y) / n_obs)
+        log_spread = log_mean_square(np.nan_to_num(centred), n_obs)  # -inf: a constant target
         with np.errstate(divide="ignore"):
-            floor = np.log(np.asarray(step, dtype=float) ** 2 / 12.0)
-        floor = np.minimum(floor, log_power + math.log(STEP_FLOOR_MAX))
+            floor = np.minimum(np.log(np.asarray(noise_floor, dtype=float)),
+                               math.log(STEP_FLOOR_MAX) + log_spread)
         bounds[:, -1, 0] = np.maximum(bounds[:, -1, 0], floor)
     box = np.stack([scaled(*DEFAULT_BOX[0]), scaled(*DEFAULT_BOX[1])], axis=-1)
     # the shortest length scales start at the spacing of each feature's values

@@ -189,6 +189,16 @@ def test_recording_step_is_the_grid_of_the_values():
     Y[:, 3] = 2.5
     steps = skbgp._sklearn_kernels.recording_step(Y, ~np.isnan(Y))
     assert_allclose(steps[[0, 3, 5]], [0.1, 0.0, 0.0], rtol=1e-9)
+    # sums and differences of rounded values: equal values may differ in their last bits
+    rng = np.random.RandomState(1)
+    a, b = np.round(rng.uniform(0, 10, (2, 500)), 1)
+    assert_allclose(skbgp._sklearn_kernels.recording_step(
+        np.column_stack([a + b, a - b, 3.7 * a]), np.ones((500, 3), dtype=bool)),
+        [0.1, 0.1, 0.37], rtol=1e-9)
+    # float64's extremes: no warning, no grid beyond its range
+    Y = np.array([[-1.5e308, 0.0], [1.5e308, 1e160], [0.0, 2e160], [1.0, 3e160]])
+    assert_allclose(skbgp._sklearn_kernels.recording_step(Y, np.ones((4, 2), dtype=bool)),
+                    [0.0, 1e160], rtol=1e-9)
 
 
 def test_noise_floor_is_the_rounding_variance_of_each_target():
@@ -196,22 +206,29 @@ def test_noise_floor_is_the_rounding_variance_of_each_target():
     X = rng.uniform(size=(40, 2))
     smooth = np.sin(6 * X[:, 0]) + X[:, 1]
     Y = np.column_stack([np.round(30 * smooth, 1), np.round(30 * smooth), 30 * smooth,
-                         (smooth > 0.9).astype(float), np.round(smooth, 1)])
+                         (smooth > 0.9).astype(float), np.round(smooth, 1) + 100.0])
     Y[::7, 0] = np.nan
-    for normalize_y, std in ((True, np.nanstd(Y, axis=0)), (False, np.ones(5))):
-        est = BatchedGaussianProcessRegressor(normalize_y=normalize_y)
+    steps = np.array([0.1, 1.0, 0.0, 1.0, 0.1])
+    for normalize_y, alpha in ((True, 1e-10), (False, 1e-10), (True, 1e-5)):
+        std = np.nanstd(Y, axis=0) if normalize_y else np.ones(5)
+        power = np.ones(5) if normalize_y else np.nanmean(Y**2, axis=0)
+        est = BatchedGaussianProcessRegressor(normalize_y=normalize_y, alpha=alpha)
         problem = est.prepare_fit(X, Y)
-        if not normalize_y:
-            power = np.nanmean(Y**2, axis=0)
-        else:
-            power = np.ones(5)
-        # Sheppard's correction step^2 / 12 in the units of the fit, at most 1% of the power,
-        # at least the default's 1e-8
+        # Sheppard's correction step^2 / 12 in the units of the fit, less the known noise
+        # alpha, at most 1% of the target's variance (0/1: 1/12 of 1 is a third of it; the
+        # last target is far from zero, its power far above its variance), at least 1e-8
         expected = np.maximum(1e-8 * power, np.minimum(
-            np.array([0.1, 1.0, 0.0, 1.0, 0.1]) ** 2 / 12 / std**2, 1e-2 * power))
+            steps**2 / 12 / std**2 - alpha, 1e-2 * np.nanvar(Y, axis=0) / std**2))
         assert_allclose(np.exp(problem.bounds[:, -1, 0]), expected, rtol=1e-9)
         # every restart starts inside the bounds
         assert np.all(problem.starts_np[..., -1] >= problem.bounds[None, :, -1, 0] - 1e-12)
+    # known noise of every sample (noise_variance, in y's units) explains the rounding first
+    known = np.full(Y.shape[0], 1e-3)
+    problem = BatchedGaussianProcessRegressor().prepare_fit(X, Y, noise_variance=known)
+    std = np.nanstd(Y, axis=0)
+    expected = np.maximum(1e-8, np.minimum((steps**2 / 12 - 1e-3) / std**2 - 1e-10,
+                                           1e-2 * np.ones(5)))
+    assert_allclose(np.exp(problem.bounds[:, -1, 0]), expected, rtol=1e-9)
 
 
 def _replicated_rounded_spectra(seed):
