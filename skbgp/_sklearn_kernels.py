@@ -869,13 +869,17 @@ def recording_step(Y, observed):
     and ties between rounded values let an interpolating fit's likelihood grow
     without bound as its noise goes to 0 (near-duplicate inputs with equal
     recorded values). The default kernel therefore keeps the noise variance
-    at least :math:`\Delta^2 / 12`.
+    at least :math:`\Delta^2 / 12` (less the noise already known, at most 1%
+    of the target's variance; :func:`plan_default`).
 
     The step is the smallest gap between a target's distinct observed values,
     divided by the smallest :math:`k \le 10` for which every value lies on the
     grid of that step from the smallest value (within :math:`10^{-6}` of a
-    step). A target has a grid when it has at least three distinct values, or
-    two with a tie; continuous values almost never lie on one.
+    step). Values closer than 64 units in the last place of the target's
+    largest magnitude are one value (sums of rounded decimals). A target has
+    a grid when it has at least three distinct values, or two with a tie,
+    and at most :math:`10^8` steps over its range; continuous values almost
+    never lie on one.
 
     Parameters
     ----------
