@@ -280,6 +280,7 @@ _REAL = {"linnerud": 3, "diabetes": 7, "macro": 8, "elnino": 12}
 # list was written; strict: the test fails once a target stops missing.
 _KNOWN_MISSES = {
     ("diabetes", 4): "s5: -0.97 nats against BoTorch's optimum",
+    ("diabetes", 5): "s6: -0.77 nats against scikit-learn's optimum",
     ("macro", 0): "realgdp: -0.29 nats (length scale 3.3 against sklearn's 2.8 years)",
     ("macro", 1): "realcons: -1.47 nats (length scale 3.5 against sklearn's 2.5 years)",
 }
