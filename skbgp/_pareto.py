@@ -9,7 +9,10 @@ multi-objective utilities); a caller that minimises passes ``-Y``.
   (Lebesgue measure of the union of the boxes ``[ref, y]``);
 * :func:`reference_point`: the reference point inferred from a front, as
   BoTorch's ``infer_reference_point`` does without a user's bound (the nadir
-  of the front less a tenth of its range).
+  of the front less a tenth of its range);
+* :func:`nondominated_boxes`: disjoint boxes that tile the region above the
+  reference point that the front does not dominate, so that the
+  hypervolume improvement of new points is a sum over boxes.
 
 These are the observed-front pieces of a Pareto mode of
 :class:`~skbgp.QBatchSuggester` (the planned ``pareto_indices_``, ``hypervolume_``
@@ -20,7 +23,7 @@ Shapes: ``n`` points, ``m`` objectives.
 
 import numpy as np
 
-__all__ = ["pareto_mask", "hypervolume", "reference_point"]
+__all__ = ["pareto_mask", "hypervolume", "reference_point", "nondominated_boxes"]
 
 # The smallest range of an objective used to scale the reference point back
 # from the nadir (a constant objective; BoTorch's MIN_Y_RANGE).
@@ -148,3 +151,56 @@ def reference_point(front, scale=0.1):
     nadir = front.min(axis=0)
     span = np.abs(nadir) if len(front) == 1 else front.max(axis=0) - nadir
     return nadir - scale * np.maximum(span, MIN_RANGE)
+
+
+def nondominated_boxes(front, ref):
+    r"""Disjoint boxes tiling the region above ``ref`` that no point of ``front`` dominates.
+
+    The first :math:`m - 1` objectives are cut into a grid at the front's
+    values (and ``ref``); above every grid cell the dominated region is one
+    interval of the last objective, from ``ref`` to the highest point of the
+    front that dominates the cell's upper corner, so the rest of that column
+    is one box reaching to :math:`+\infty`. That gives at most
+    :math:`(n + 1)^{m - 1}` boxes: :math:`n + 1` for 2 objectives (the
+    fewest possible), :math:`(n + 1)^2` for 3. The hypervolume improvement
+    of a point :math:`y` over the front is then
+
+    .. math::
+
+        \sum_k \prod_j \max\big(0, \min(y_j, u_{kj}) - l_{kj}\big),
+
+    and that of a batch of points follows by inclusion-exclusion over its
+    subsets (each subset's componentwise minimum).
+
+    Parameters
+    ----------
+    front : array-like of shape (n, m)
+        Points (maximised; dominated ones and points not above ``ref`` may be
+        included). n may be 0.
+    ref : array-like of shape (m,)
+
+    Returns
+    -------
+    lower, upper : ndarray of shape (k, m)
+        The boxes' corners; ``upper`` is ``inf`` where a box is unbounded.
+    """
+    ref = np.asarray(ref, dtype=float).reshape(-1)
+    front = np.asarray(front, dtype=float).reshape(-1, ref.size)
+    front = front[~np.isnan(front).any(axis=1)]
+    front = front[(front > ref).all(axis=1)]
+    front = front[pareto_mask(front)] if len(front) else front
+    m = ref.size
+    # the grid of the first m - 1 objectives: [ref, v1), [v1, v2), ..., [v_last, inf)
+    edges = [np.concatenate([[ref[j]], np.unique(front[:, j]), [np.inf]]) for j in range(m - 1)]
+    lows = np.meshgrid(*[e[:-1] for e in edges], indexing="ij")
+    highs = np.meshgrid(*[e[1:] for e in edges], indexing="ij")
+    lower = np.stack([g.ravel() for g in lows] + [np.full(lows[0].size, ref[-1])], axis=1) \
+        if m > 1 else ref.reshape(1, 1).copy()
+    upper = np.stack([g.ravel() for g in highs] + [np.full(lows[0].size, np.inf)], axis=1) \
+        if m > 1 else np.full((1, 1), np.inf)
+    if len(front):
+        # a front point dominates a whole cell of the grid iff it reaches its upper corner
+        reaches = (front[None, :, :m - 1] >= upper[:, None, :m - 1]).all(axis=-1)  # (cells, n)
+        top = np.where(reaches, front[None, :, -1], -np.inf).max(axis=1)
+        lower[:, -1] = np.maximum(ref[-1], top)
+    return lower, upper

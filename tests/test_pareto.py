@@ -5,7 +5,10 @@
   (exact, every subset) for small sets of 2, 3 and 4 objectives, against a
   Monte Carlo estimate for larger ones, and against closed forms;
 * the reference point and the hypervolume against BoTorch's
-  ``infer_reference_point`` and ``Hypervolume``.
+  ``infer_reference_point`` and ``Hypervolume``;
+* the boxes of the non-dominated region: with the dominated region they tile
+  a bounded box exactly, and the hypervolume improvement summed over them
+  (inclusion-exclusion for a batch) is the difference of hypervolumes.
 """
 
 import itertools
@@ -14,7 +17,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from skbgp._pareto import hypervolume, pareto_mask, reference_point
+from skbgp._pareto import hypervolume, nondominated_boxes, pareto_mask, reference_point
 
 
 def _dominates(a, b):
@@ -119,3 +122,55 @@ def test_against_botorch():
     front = np.array([[1.0, 2.0], [3.0, 2.0]])
     assert_allclose(reference_point(front),
                     hv_module.infer_reference_point(torch.as_tensor(front)).numpy(), rtol=1e-12)
+
+
+def _improvement(lower, upper, batch):
+    """Hypervolume improvement of ``batch`` summed over the boxes, by inclusion-exclusion."""
+    total = 0.0
+    for size in range(1, len(batch) + 1):
+        for subset in itertools.combinations(batch, size):
+            corner = np.min(subset, axis=0)
+            total += (-1) ** (size + 1) * np.prod(
+                np.clip(np.minimum(corner, upper) - lower, 0.0, None), axis=1).sum()
+    return total
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", range(4))
+def test_nondominated_boxes_give_the_hypervolume_improvement(m, seed):
+    rng = np.random.RandomState(seed)
+    front = rng.uniform(size=(7, m))
+    front[0] = front[1] * 0.9  # dominated
+    front[2, 0] = -0.5  # below the reference point
+    ref = np.zeros(m)
+    lower, upper = nondominated_boxes(front, ref)
+    assert np.all(lower < upper)
+    before = hypervolume(front, ref)
+    for q in (1, 2, 3):
+        batch = rng.uniform(0.0, 1.2, size=(q, m))
+        after = hypervolume(np.vstack([front, batch]), ref)
+        assert_allclose(_improvement(lower, upper, batch), after - before, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_nondominated_boxes_tile_the_rest_of_a_bounded_box(m):
+    rng = np.random.RandomState(3)
+    front = rng.uniform(size=(12, m))
+    ref, top = np.zeros(m), np.full(m, 1.5)
+    lower, upper = nondominated_boxes(front, ref)
+    inside = np.prod(np.clip(np.minimum(upper, top) - lower, 0.0, None), axis=1)
+    # disjoint: their volumes and the dominated volume add up to the whole box
+    assert_allclose(inside.sum() + hypervolume(front, ref), np.prod(top - ref), rtol=1e-12)
+    # and no two of them overlap
+    overlap = np.clip(np.minimum(np.minimum(upper[:, None], upper[None]), top)
+                      - np.maximum(lower[:, None], lower[None]), 0.0, None).prod(axis=-1)
+    np.fill_diagonal(overlap, 0.0)
+    assert overlap.max() == 0.0
+    # the grid of the first m - 1 objectives: (n + 1)^(m - 1) boxes of a front in general position
+    assert len(lower) == (pareto_mask(front).sum() + 1) ** (m - 1)
+
+
+def test_nondominated_boxes_of_an_empty_front_is_everything_above_ref():
+    lower, upper = nondominated_boxes(np.empty((0, 3)), [1.0, 2.0, 3.0])
+    assert_array_equal(lower, [[1.0, 2.0, 3.0]])
+    assert_array_equal(upper, [[np.inf] * 3])
