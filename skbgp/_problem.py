@@ -121,6 +121,9 @@ class ProblemSpec:
     random_state : int, RandomState instance or None
     device : torch.device
     dtype : torch.dtype
+    generic_kernels : bool
+        Whether a scikit-learn kernel the core cannot translate runs on the
+        generic path (False: a ``ValueError`` naming it).
     """
 
     kernel: object
@@ -129,6 +132,7 @@ class ProblemSpec:
     random_state: object
     device: torch.device
     dtype: torch.dtype
+    generic_kernels: bool = True
 
 
 def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None, warn=True):
@@ -178,7 +182,7 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None, war
     if spec.kernel is None:
         plan = plan_default(X, Yn, maskf, _noise_floor(Y, observed, std, alpha))
     else:
-        plan = plan_from_kernel(spec.kernel, X.shape[1], n_targets)
+        plan = plan_from_kernel(spec.kernel, X.shape[1], n_targets, generic=spec.generic_kernels)
     P = plan.free.shape[0]
     bounds = np.broadcast_to(plan.bounds, (n_targets, P, 2))
     return FitProblem(

@@ -374,6 +374,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
     """
 
     _exact = True  # conditioned on every training row (the sparse subclass: on inducing points)
+    _GENERIC_KERNELS = True  # any scikit-learn kernel (the sparse subclass: the fast form only)
 
     def __init__(
         self,
@@ -581,6 +582,7 @@ class BatchedGaussianProcessRegressor(MultiOutputMixin, RegressorMixin, BaseEsti
             kernel=self.kernel, normalize=self._normalizes(),
             n_restarts=self.n_restarts_optimizer if self.optimizer is not None else 0,
             random_state=self.random_state, device=device, dtype=dtype,
+            generic_kernels=self._GENERIC_KERNELS,
         )
         return make_problem(spec, X, y, alpha, noise_variance, feature_names)
 

@@ -38,7 +38,7 @@ from ._core.fit import RACE_ITER
 from ._core.stationary import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
 from ._generic_kernel import GenericKernel
-from ._validation import column_sums, log_mean_square
+from ._validation import column_sums, external_stacklevel, log_mean_square
 
 __all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel", "plan_generic", "requires_vector_input",
            "plan_default", "length_scale_prior", "recording_step"]
@@ -301,7 +301,7 @@ _OPERATOR_CLASSES = {
 }
 
 
-class _Untranslatable(ValueError):
+class Untranslatable(ValueError):
     """A kernel (or part of one, ``part``) that the batched core has no formula for."""
 
     def __init__(self, message, part):
@@ -310,7 +310,7 @@ class _Untranslatable(ValueError):
 
 
 def _unsupported(kernel):
-    return _Untranslatable(
+    return Untranslatable(
         f"Kernel {kernel!r} ({type(kernel).__name__}) is not supported by "
         f"BatchedGaussianProcessRegressor. Supported kernels: {SUPPORTED}.", kernel
     )
@@ -466,7 +466,7 @@ def _walk(kernel, prefix, n_features, n_targets):
     if kind == "matern":
         nu = float(kernel.nu)
         if nu not in (0.5, 1.5, 2.5, math.inf):
-            raise _Untranslatable(
+            raise Untranslatable(
                 f"Matern kernels with nu={kernel.nu} are not supported; use nu in "
                 "0.5, 1.5, 2.5 or inf (the closed forms).", kernel
             )
@@ -546,7 +546,7 @@ def _sklearn_twin(node):
     return getattr(skk, node.cls)(**kwargs)
 
 
-def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
+def plan_from_kernel(kernel, n_features, n_targets, force_composite=False, generic=True):
     """Translate a scikit-learn or skbgp kernel object.
 
     Parameters
@@ -557,6 +557,10 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
     force_composite : bool, default=False
         Use the composite path even for a kernel of the fast form (to compare
         the two paths).
+    generic : bool, default=True
+        Run a scikit-learn kernel that the core cannot translate on the
+        generic path; False: raise instead (an estimator that has no generic
+        path, before any warning about it).
 
     Returns
     -------
@@ -575,13 +579,15 @@ def plan_from_kernel(kernel, n_features, n_targets, force_composite=False):
     """
     try:
         tree = _walk(kernel, "", n_features, n_targets)
-    except _Untranslatable as error:
+    except Untranslatable as error:
         if not isinstance(kernel, skk.Kernel):
             raise ValueError(
                 f"{error} An skbgp.kernels object combines only these classes; any other "
                 "kernel runs as a scikit-learn kernel object (without priors), through "
                 "scikit-learn's kernel API."
             ) from None
+        if not generic:
+            raise
         return plan_generic(kernel, error.part)
     fast = None if force_composite else _fast_form(tree)
     if fast is not None:
@@ -716,7 +722,7 @@ def plan_generic(kernel, part=None):
         f"{GENERIC_WARNING} through scikit-learn's kernel API, one target at a time in "
         f"numpy, as it contains {what}, which skbgp does not translate into its batched core "
         f"(it translates {SUPPORTED}): the fit is correct but slower.",
-        UserWarning, stacklevel=2,
+        UserWarning, stacklevel=external_stacklevel(),
     )
     return KernelPlan(
         kernel=GenericKernel(template, P, structured=not requires_vector_input(kernel)),

@@ -12,6 +12,7 @@ from ._core.stationary import StationaryKernel
 from ._engine import Engine, SparseSettings
 from ._fitted import SparseFittedGPs
 from ._problem import make_problem
+from ._sklearn_kernels import Untranslatable
 from ._regressor import BatchedGaussianProcessRegressor
 from ._validation import to_numpy, to_tensor
 
@@ -162,6 +163,7 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
     """
 
     _exact = False
+    _GENERIC_KERNELS = False
 
     def __init__(
         self,
@@ -229,6 +231,21 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         return super()._check_params()
 
     # ---------------------------------------------------------------- fitting
+    def _unsupported_kernel(self):
+        return ValueError(
+            "SparseBatchedGaussianProcessRegressor supports kernel=None and the kernels "
+            "ConstantKernel * RBF|Matern (+ WhiteKernel), isotropic or ARD; got "
+            f"{self.kernel}. Use BatchedGaussianProcessRegressor for other kernels."
+        )
+
+    def prepare_fit(self, X, y, noise_variance=None):
+        """As :meth:`BatchedGaussianProcessRegressor.prepare_fit`; a kernel the sparse
+        estimator cannot run is refused here, before any warning about it."""
+        try:
+            return super().prepare_fit(X, y, noise_variance)
+        except Untranslatable:
+            raise self._unsupported_kernel() from None
+
     def finish_fit(self, problem, optimum=None):
         """Start (subset fit or ``optimum``), choose inducing points, maximise the bound; store.
 
@@ -244,13 +261,8 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         -------
         self : SparseBatchedGaussianProcessRegressor
         """
-        kernel = problem.plan.kernel
-        if not isinstance(kernel, StationaryKernel):
-            raise ValueError(
-                "SparseBatchedGaussianProcessRegressor supports kernel=None and the kernels "
-                "ConstantKernel * RBF|Matern (+ WhiteKernel), isotropic or ARD; got "
-                f"{self.kernel}. Use BatchedGaussianProcessRegressor for other kernels."
-            )
+        if not isinstance(problem.plan.kernel, StationaryKernel):
+            raise self._unsupported_kernel()
         n = problem.X.shape[0]
         rng = check_random_state(self.random_state)
         engine = Engine.of(self)

@@ -5,6 +5,8 @@ torch; the estimators call it, the core never does.
 """
 
 import numbers
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -13,6 +15,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.validation import _check_sample_weight, _num_samples
 
 __all__ = [
+    "external_stacklevel",
     "resolve_device",
     "resolve_dtype",
     "compute_device",
@@ -70,6 +73,25 @@ def check_numeric_y(y):
                     f"y{where} holds a value that is not a number: {value!r}. y must hold "
                     "numbers (NaN marks a missing value); encode or drop that column."
                 ) from None
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def external_stacklevel():
+    """The ``stacklevel`` that makes a warning point at the first caller outside skbgp.
+
+    For ``warnings.warn(..., stacklevel=external_stacklevel())`` in the
+    function that calls this one: the user's ``fit`` line, however deep in
+    skbgp the warning is raised (a fixed stacklevel names a line of skbgp's
+    own when the call path changes).
+    """
+    frame = sys._getframe(1)  # the function that warns
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def column_sums(A):

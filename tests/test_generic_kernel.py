@@ -227,6 +227,8 @@ def test_one_warning_per_fit_and_none_for_translated_kernels():
     generic = [w for w in caught if str(w.message).startswith(GENERIC_WARNING)]
     assert len(generic) == 1 and issubclass(generic[0].category, UserWarning)
     assert "contains MyRBF" in str(generic[0].message)
+    # it names the user's line (here), not one of skbgp's
+    assert generic[0].filename == __file__
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         BatchedGaussianProcessRegressor(ConstantKernel() * skk.RBF() * skk.DotProduct(),
@@ -264,10 +266,10 @@ def test_encoded_points_decode_to_themselves(points):
         assert np.array_equal(a, b) if isinstance(b, np.ndarray) else a == b
 
 
-def test_sparse_estimator_refuses_a_generic_kernel():
+def test_sparse_estimator_refuses_a_generic_kernel_before_any_warning():
     X, Y = _data(n=40)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=GENERIC_WARNING)
+        warnings.simplefilter("error")  # no "evaluates the kernel through ..." before the refusal
         with pytest.raises(ValueError, match="supports kernel=None and the kernels"):
             SparseBatchedGaussianProcessRegressor(ConstantKernel() * MyRBF()).fit(X, Y)
 
