@@ -79,9 +79,11 @@ print(json.dumps(dict(measured=peak - resident, estimated=peak_bytes(work),
 
 def measure(row):
     env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(row)], capture_output=True,
-                         text=True, env=env, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(row)], capture_output=True,
+                            text=True, env=env, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"measuring {row} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main():

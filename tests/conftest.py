@@ -1,9 +1,23 @@
+import importlib.util
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+
+_BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def benchmark_module(name):
+    """A module of the benchmarks folder, loaded from its file (the tests use their oracles'
+    set-ups: real_data's loaders, bench_quality's anchors, bench_memory's measurement)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(_BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 KERNEL_IDS = ["rbf", "matern05", "matern15", "matern25"]
 NUS = {"rbf": math.inf, "matern05": 0.5, "matern15": 1.5, "matern25": 2.5}

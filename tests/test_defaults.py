@@ -14,8 +14,6 @@
   scikit-learn's and BoTorch's fitted hyperparameters, minus 0.1 nats.
 """
 
-import importlib.util
-import os
 import warnings
 
 import numpy as np
@@ -31,16 +29,7 @@ import skbgp._engine
 import skbgp._sklearn_kernels
 from skbgp import BatchedGaussianProcessRegressor
 
-_BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-
-
-def _benchmark_module(name):
-    """A module of the benchmarks folder: real_data (the loaders), bench_quality (the anchors)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(_BENCHMARKS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from .conftest import benchmark_module
 
 def _fit(X, y, **params):
     params.setdefault("random_state", 0)
@@ -297,13 +286,13 @@ def _real_case(name):
     """
     if name not in _real_cases:
         try:
-            problem = _benchmark_module("real_data").load(name)
+            problem = benchmark_module("real_data").load(name)
         except ImportError as exc:
             pytest.skip(f"{name} needs {exc.name}")
         X, Y = problem.X_train, problem.Y_train
         if name == "diabetes":
             X, Y = X[:150], Y[:150]  # scikit-learn's fits of all 300 rows take a minute
-        bench = _benchmark_module("bench_quality")
+        bench = benchmark_module("bench_quality")
         fits = []
         for t in range(Y.shape[1]):
             with warnings.catch_warnings():

@@ -1,6 +1,5 @@
 """The memory check before a fit, its estimate against measured peaks, and the slow-fit notice."""
 
-import json
 import os
 import resource
 import subprocess
@@ -18,6 +17,8 @@ import skbgp._resources as resources
 from skbgp import (BatchedGaussianProcessRegressor, FitMemoryError, SlowFitWarning,
                    batched_cross_validate)
 from skbgp._engine import Engine
+
+from .conftest import benchmark_module
 
 GB = 1e9
 
@@ -201,54 +202,15 @@ def test_an_address_space_limit_is_respected_and_allocation_failures_are_reporte
     assert result.stdout.strip().endswith("ok")
 
 
-# Peak resident memory of one fit in a fresh process, beside the estimate of the same fit.
-_MEASURE = textwrap.dedent(
-    """
-    import json, os, sys, warnings
-    import numpy as np
-    from sklearn.gaussian_process.kernels import ConstantKernel, RationalQuadratic, WhiteKernel
-    from skbgp import BatchedGaussianProcessRegressor
-    from skbgp._engine import Engine
-    from skbgp._resources import peak_bytes
-
-    n, kernel, optimizer = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    kernel = None if kernel == "default" else ConstantKernel() * RationalQuadratic() + WhiteKernel()
-    optimizer = None if optimizer == "none" else optimizer
-    rng = np.random.default_rng(0)
-    X = rng.uniform(size=(n, 5))
-    y = np.sin(X @ rng.normal(size=5)) + 0.1 * rng.normal(size=n)
-    warnings.simplefilter("ignore")
-    make = lambda: BatchedGaussianProcessRegressor(kernel, optimizer=optimizer, max_iter=2)
-    make().fit(X[:50], y[:50])  # libraries and threads first
-    with open("/proc/self/statm") as f:
-        resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    # this process's own high-water mark from here on: ru_maxrss would also count the pytest
-    # process's resident memory when it started this one (Linux keeps it across fork and exec)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    estimator = make()
-    problem = estimator.prepare_fit(X, y)
-    work = Engine.of(estimator).workload(problem, problem.starts_np.shape[0],
-                                         optimizer is not None)
-    estimator.finish_fit(problem)
-    with open("/proc/self/status") as f:
-        peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
-    print(json.dumps(dict(measured=peak - resident, estimated=peak_bytes(work),
-                          exact=work.footprint().exact)))
-    """
-)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/statm is Linux's")
 @pytest.mark.parametrize("kernel, optimizer", [("default", "lbfgs"), ("default", "none"),
                                                ("composite", "none")])
 def test_the_estimate_matches_the_peak_resident_memory_of_a_fit(kernel, optimizer):
-    # n = 2100: every matrix is mapped and returned (doc/scale.rst), so the peak is the live ones
-    result = subprocess.run([sys.executable, "-c", _MEASURE, "2100", kernel, optimizer],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    sizes = json.loads(result.stdout.strip().splitlines()[-1])
+    # n = 2100: every matrix is mapped and returned (doc/scale.rst), so the peak is the live ones;
+    # measured in a fresh process as benchmarks/bench_memory.py measures it
+    sizes = benchmark_module("bench_memory").measure(
+        [2100, 5, 1, {"default": "default", "composite": "rq"}[kernel], optimizer != "none"])
     ratio = sizes["measured"] / sizes["estimated"]
     if sizes["exact"]:
         assert 1 / 1.5 <= ratio <= 1.5, sizes
