@@ -231,20 +231,21 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         return super()._check_params()
 
     # ---------------------------------------------------------------- fitting
-    def _unsupported_kernel(self):
-        return ValueError(
-            "SparseBatchedGaussianProcessRegressor supports kernel=None and the kernels "
-            "ConstantKernel * RBF|Matern (+ WhiteKernel), isotropic or ARD; got "
-            f"{self.kernel}. Use BatchedGaussianProcessRegressor for other kernels."
-        )
-
     def prepare_fit(self, X, y, noise_variance=None):
         """As :meth:`BatchedGaussianProcessRegressor.prepare_fit`; a kernel the sparse
         estimator cannot run is refused here, before any warning about it."""
         try:
-            return super().prepare_fit(X, y, noise_variance)
+            problem = super().prepare_fit(X, y, noise_variance)
+            supported = isinstance(problem.plan.kernel, StationaryKernel)
         except Untranslatable:
-            raise self._unsupported_kernel() from None
+            supported = False
+        if not supported:
+            raise ValueError(
+                "SparseBatchedGaussianProcessRegressor supports kernel=None and the kernels "
+                "ConstantKernel * RBF|Matern (+ WhiteKernel), isotropic or ARD; got "
+                f"{self.kernel}. Use BatchedGaussianProcessRegressor for other kernels."
+            )
+        return problem
 
     def finish_fit(self, problem, optimum=None):
         """Start (subset fit or ``optimum``), choose inducing points, maximise the bound; store.
@@ -261,8 +262,6 @@ class SparseBatchedGaussianProcessRegressor(BatchedGaussianProcessRegressor):
         -------
         self : SparseBatchedGaussianProcessRegressor
         """
-        if not isinstance(problem.plan.kernel, StationaryKernel):
-            raise self._unsupported_kernel()
         n = problem.X.shape[0]
         rng = check_random_state(self.random_state)
         engine = Engine.of(self)
