@@ -8,6 +8,7 @@ frozen :class:`FitProblem` it returns is what the fitting engine
 (:mod:`._engine`) optimises, alone or as one fold of many.
 """
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from sklearn.utils import check_random_state
 from ._core.gp import member_rows
 from ._core.sobol import sobol_points
 from ._fitted import format_targets
-from ._sklearn_kernels import plan_default, plan_from_kernel, recording_step
+from ._sklearn_kernels import STEP_FLOOR_MAX, plan_default, plan_from_kernel, recording_step
 from ._validation import column_sums, log_mean_square, to_tensor
 
 __all__ = ["FitProblem", "ProblemSpec", "make_problem", "restart_design"]
@@ -180,7 +181,7 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None, war
     maskf = observed.astype(float)
     n_targets = Y.shape[1]
     if spec.kernel is None:
-        plan = plan_default(X, Yn, maskf, _noise_floor(Y, observed, std, alpha))
+        plan = plan_default(X, Yn, maskf, _log_noise_floor(Y, observed, n_obs, std, alpha))
     else:
         plan = plan_from_kernel(spec.kernel, X.shape[1], n_targets, generic=spec.generic_kernels)
     P = plan.free.shape[0]
@@ -194,22 +195,25 @@ def make_problem(spec, X, y, alpha, noise_variance=None, feature_names=None, war
     )
 
 
-def _noise_floor(Y, observed, std, alpha):
-    r"""ndarray of shape (n_targets,): the rounding variance of every target beyond its known noise.
+def _log_noise_floor(Y, observed, n_obs, std, alpha):
+    r"""ndarray of shape (n_targets,): the log of the smallest noise variance every target can have.
 
     In the fit's units (``std``): :math:`\Delta_t^2 / 12` for a target recorded
     to a step :math:`\Delta_t` (:func:`~skbgp._sklearn_kernels.recording_step`),
     less the smallest known noise (``alpha``, with any ``noise_variance``) of
-    its observed rows, which already explains that much; 0 for a continuous
-    target.
+    its observed rows, which already explains that much, and at most
+    ``STEP_FLOOR_MAX`` times the variance of its observed values; ``-inf``
+    (no floor) for a continuous target.
     """
     with np.errstate(over="ignore"):
         rounding = (recording_step(Y, observed) / std) ** 2 / 12.0
     known = np.asarray(alpha, dtype=float)
     known = np.broadcast_to(known[:, None] if known.ndim == 1 else known, Y.shape)
     known = np.where(observed, known, np.inf).min(axis=0, initial=np.inf)
-    with np.errstate(invalid="ignore"):  # inf - inf: a target without observations
-        return np.nan_to_num(np.maximum(rounding - known, 0.0), nan=0.0, posinf=np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf: no observations
+        floor = np.log(np.nan_to_num(np.maximum(rounding - known, 0.0), nan=0.0, posinf=np.inf))
+    spread = scale_targets(Y, observed, n_obs, True)[1]  # in logs: no overflow at 1e160
+    return np.minimum(floor, math.log(STEP_FLOOR_MAX) + 2.0 * (np.log(spread) - np.log(std)))
 
 
 def _check_empty(observed, warn=True):

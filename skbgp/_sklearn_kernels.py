@@ -38,7 +38,7 @@ from ._core.fit import RACE_ITER
 from ._core.stationary import StationaryKernel
 from ._core.priors import PriorTerm, rebuild_distribution
 from ._generic_kernel import GenericKernel
-from ._validation import column_sums, external_stacklevel, log_mean_square
+from ._validation import external_stacklevel, log_mean_square
 
 __all__ = ["KernelPlan", "PriorSpec", "plan_from_kernel", "plan_generic", "requires_vector_input",
            "plan_default", "length_scale_prior", "recording_step"]
@@ -928,7 +928,7 @@ def recording_step(Y, observed):
     return steps
 
 
-def plan_default(X, y, maskf, noise_floor=None):
+def plan_default(X, y, maskf, log_noise_floor=None):
     r"""The default kernel, scaled by the data, with its length-scale and noise priors.
 
     ``outputscale * RBF(ARD) + noise`` with, for target ``t`` of power
@@ -939,11 +939,10 @@ def plan_default(X, y, maskf, noise_floor=None):
       estimate), starting at its mode, bounds :math:`[10^{-5}, 10^{5}]\,r_j`;
     * outputscale :math:`P_t`, bounds :math:`[10^{-5}, 10^{5}]\,P_t`;
     * noise :math:`10^{-2}\,P_t`, the prior of :func:`noise_prior`, bounds
-      :math:`[\max(10^{-8} P_t, \min(F_t, 10^{-2} V_t)), 10^{5} P_t]`
-      with :math:`F_t` the ``noise_floor`` (the rounding variance of a
-      target recorded to a step; 0 for a continuous target) and :math:`V_t`
-      the variance of its observed values: no fit explains the data more
-      exactly than they were recorded.
+      :math:`[\max(10^{-8} P_t, F_t), 10^{5} P_t]` with :math:`\log F_t` the
+      ``log_noise_floor`` (the rounding variance of a target recorded to a
+      step, at most 1% of its variance; 0 for a continuous target): no fit
+      explains the data more exactly than they were recorded.
 
     Restarts are placed log-uniformly (a Sobol' design) in a box of plausible
     values rather than in these wide bounds (where most draws would be
@@ -960,11 +959,12 @@ def plan_default(X, y, maskf, noise_floor=None):
         Missing entries set to 0.
     maskf : ndarray of shape (n_samples, n_targets)
         1.0 where observed.
-    noise_floor : ndarray of shape (n_targets,), default=None
-        The smallest noise variance every target's data can have, in the
-        units of ``y``: the rounding variance :math:`\Delta_t^2 / 12` of its
-        :func:`recording_step`, less the noise already known (``alpha``).
-        At most 1% of the target's variance is used. None: no floor.
+    log_noise_floor : ndarray of shape (n_targets,), default=None
+        The log of the smallest noise variance every target's data can have,
+        in the units of ``y``: the rounding variance :math:`\Delta_t^2 / 12`
+        of its :func:`recording_step`, less the noise already known
+        (``alpha``), at most ``STEP_FLOOR_MAX`` times the variance of its
+        observed values (``-inf``: none). None: no floor.
 
     Returns
     -------
@@ -985,15 +985,8 @@ def plan_default(X, y, maskf, noise_floor=None):
                                log_s + np.log(noise)], axis=1)
 
     bounds = np.stack([scaled(1e-5, 1e-5, 1e-8), scaled(1e5, 1e5, 1e5)], axis=-1)
-    if noise_floor is not None:
-        n_obs = np.maximum(maskf.sum(axis=0), 1.0)
-        with np.errstate(over="ignore", invalid="ignore"):
-            centred = maskf * (y - column_sums(maskf * y) / n_obs)
-        log_spread = log_mean_square(np.nan_to_num(centred), n_obs)  # -inf: a constant target
-        with np.errstate(divide="ignore"):
-            floor = np.minimum(np.log(np.asarray(noise_floor, dtype=float)),
-                               math.log(STEP_FLOOR_MAX) + log_spread)
-        bounds[:, -1, 0] = np.maximum(bounds[:, -1, 0], floor)
+    if log_noise_floor is not None:
+        bounds[:, -1, 0] = np.maximum(bounds[:, -1, 0], log_noise_floor)
     box = np.stack([scaled(*DEFAULT_BOX[0]), scaled(*DEFAULT_BOX[1])], axis=-1)
     # the shortest length scales start at the spacing of each feature's values
     # when it is finer (a long series: weather from day to day)
